@@ -1,0 +1,191 @@
+"""The ``rpgen`` command line: a thin Typer layer over the library functions."""
+
+from __future__ import annotations
+
+import functools
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Callable, List, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from rpgen.errors import RpgenError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Generate neural-network weights with recurrent diffusion (RPG).\n\n"
+         "Typical use: rpgen collect digits --out ckpts; rpgen train ckpts --out run; "
+         "rpgen generate run --num 10 --out gen; rpgen evaluate run --generated gen "
+         "--evaluator rpgen.zoo.digits:evaluate. Or all of it at once: rpgen quickstart.",
+)
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable)
+ZOOS = ("digits",)
+
+
+def _friendly(fn: F) -> F:
+    """Turn RpgenError into a one-line message and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RpgenError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("rpgen.configs").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_config(config: str | None, overrides: list[str]):
+    """A config from a TOML file or a built-in preset name, with --set overrides applied."""
+    from rpgen.config import Config, apply_overrides, load_toml
+
+    base = Config()
+    if config:
+        if Path(config).is_file():
+            base = load_toml(config)
+        elif config in preset_names():
+            from rpgen.quickstart import preset
+
+            base = preset(config)
+        else:
+            raise RpgenError(f"--config {config}: no such file, and not a preset ({', '.join(preset_names())})")
+    return apply_overrides(base, overrides)
+
+
+@app.command()
+@_friendly
+def collect(
+    zoo: str = typer.Argument(..., help=f"Built-in zoo to build: {', '.join(ZOOS)}."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the checkpoints to."),
+    num: int = typer.Option(50, "--num", help="Number of checkpoints."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+) -> None:
+    """Build a checkpoint zoo: train a small model, keep training at a small learning rate,
+    save one checkpoint per epoch (the paper's recipe)."""
+    if zoo not in ZOOS:
+        raise RpgenError(f"unknown zoo {zoo!r} (available: {', '.join(ZOOS)})")
+    from rpgen.zoo.digits import collect_digits
+
+    paths = collect_digits(out, num_checkpoints=num, seed=seed, overwrite=overwrite)
+    console.print(f"wrote {len(paths)} checkpoints to {out}")
+
+
+@app.command()
+@_friendly
+def train(
+    checkpoints: Path = typer.Argument(..., help="Folder of checkpoints (*.safetensors, *.pt, *.pth) of one architecture."),
+    out: Path = typer.Option(..., "--out", help="Run directory to write (config, tokenizer, generator, metrics)."),
+    config: Optional[str] = typer.Option(None, "--config", help="TOML config file, or a preset name: "
+                                         "quickstart, cpu, paper."),
+    set_: List[str] = typer.Option([], "--set", help="Override one setting, e.g. --set train.steps=500 "
+                                   "(repeatable; checked against the config fields)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT from its last saved "
+                                "state (only [train] settings may change)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train a recurrent-diffusion generator on a folder of checkpoints."""
+    from rpgen.train import saved_config, train as train_run
+
+    if resume:
+        if config:
+            raise RpgenError("--config cannot be combined with --resume (the run keeps its config.toml)")
+        from rpgen.config import apply_overrides
+
+        cfg = apply_overrides(saved_config(out), set_)
+    else:
+        cfg = load_config(config, set_)
+    start = time.perf_counter()
+    try:
+        train_run(checkpoints, out, cfg, resume=resume, overwrite=overwrite, progress=progress)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; the last saved state is in {out}. Continue with: "
+                          f"rpgen train {checkpoints} --out {out} --resume", highlight=False)
+        raise typer.Exit(130) from None
+    console.print(f"trained in {time.perf_counter() - start:.0f} s; generator written to {out}")
+
+
+@app.command()
+@_friendly
+def generate(
+    run: Path = typer.Argument(..., help="Run directory written by `rpgen train`."),
+    num: int = typer.Option(..., "--num", help="Number of models to generate."),
+    out: Path = typer.Option(..., "--out", help="Folder to write NNNN.safetensors to."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="ddpm, ddim or dpm (DPM-Solver++); "
+                                          "default from the run's config."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps; default from the run's config."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same models."),
+    state: List[int] = typer.Option([], "--state", help="Permutation state (training checkpoint index) of each "
+                                    "model; repeat once per model. Default: drawn at random."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Generate new complete parameter sets (state dicts as safetensors)."""
+    from rpgen.generate import generate as generate_models
+
+    if sampler is not None and sampler not in ("ddpm", "ddim", "dpm"):
+        raise RpgenError(f"--sampler {sampler!r}: choose ddpm, ddim or dpm")
+    if steps is not None and steps < 1:
+        raise RpgenError(f"--steps must be >= 1, got {steps}")
+    start = time.perf_counter()
+    paths = generate_models(run, out, num=num, seed=seed, sampler=sampler, steps=steps,  # type: ignore[arg-type]
+                            states=state or None, overwrite=overwrite, progress=progress)
+    console.print(f"wrote {len(paths)} models to {out} in {time.perf_counter() - start:.1f} s")
+
+
+@app.command()
+@_friendly
+def evaluate(
+    run: Path = typer.Argument(..., help="Run directory written by `rpgen train`."),
+    generated: Path = typer.Option(..., "--generated", help="Folder of generated models."),
+    evaluator: str = typer.Option(..., "--evaluator", help="path/to/file.py:function or module:function; called "
+                                  "with a state_dict, returns {metric: value} (first key = primary metric)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Evaluate training checkpoints and generated models; write results.json and report.md."""
+    from rpgen.evaluate import comparison_line, evaluate_run, results_table
+
+    results = evaluate_run(run, generated, evaluator, progress=progress)
+    console.print(results_table(results))
+    console.print(comparison_line(results), highlight=False)
+    console.print(f"results: {generated / 'results.json'}, report: {generated / 'report.md'}")
+
+
+@app.command()
+@_friendly
+def quickstart(
+    out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Where to put everything."),
+    num: int = typer.Option(10, "--num", help="Number of models to generate."),
+    seed: int = typer.Option(0, "--seed", help="Random seed for the zoo, training and sampling."),
+    set_: List[str] = typer.Option([], "--set", help="Override a setting of the quickstart preset."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Everything on the built-in digits zoo: collect 50 checkpoints, train, generate, evaluate."""
+    from rpgen.evaluate import comparison_line, results_table
+    from rpgen.quickstart import run_quickstart
+
+    results, times = run_quickstart(out, num=num, seed=seed, overrides=set_, overwrite=overwrite,
+                                    progress=progress, announce=console.rule)
+    console.print(results_table(results))
+    console.print(comparison_line(results), highlight=False)
+    console.print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
+                  + f" (total {sum(times.values()):.0f} s)")
+    console.print(f"files: {out}/ (checkpoints/, run/, generated/, report.md)")
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()

@@ -1,0 +1,240 @@
+"""Typed configuration: dataclasses per component, TOML files, ``--set a.b=value`` overrides.
+
+Every setting has a default; a run's fully resolved config is written to ``RUN_DIR/config.toml``
+so the run can be rebuilt. Unknown keys and values of the wrong type are errors that name the
+key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import tomli_w
+
+from rpgen.errors import RpgenError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Backbone = Literal["mamba", "lstm", "transformer", "gmlp", "none"]
+Prediction = Literal["epsilon", "sample", "v_prediction"]
+Sampler = Literal["ddpm", "ddim", "dpm"]
+
+
+@dataclass
+class DataConfig:
+    checkpoint_dir: str = ""
+    """Folder of training checkpoints (set by ``rpgen train CKPT_DIR``)."""
+    token_size: int = 64
+    """Values per token; tokens never cross tensor boundaries."""
+
+    def __post_init__(self) -> None:
+        _check(self.token_size >= 1, "data.token_size", self.token_size, "must be >= 1")
+
+
+@dataclass
+class ModelConfig:
+    backbone: Backbone = "mamba"
+    d_model: int = 128
+    """Width of the recurrent backbone and of the prototypes (independent of token_size)."""
+    num_layers: int = 2
+    d_state: int = 0
+    """Mamba state size; 0 = auto (128 with CUDA kernels, 16 on CPU)."""
+    d_conv: int = 4
+    expand: int = 2
+    mamba_impl: Literal["auto", "torch", "cuda"] = "auto"
+    """``cuda`` needs mamba-ssm; ``auto`` uses it when importable and training on CUDA."""
+    num_heads: int = 4
+    """Transformer backbone only."""
+    causal: bool = True
+    """Transformer backbone only."""
+    denoiser_channels: tuple[int, ...] = (1, 32, 64, 128, 64, 32, 1)
+    kernel_size: int = 7
+
+    def __post_init__(self) -> None:
+        _check(self.d_model >= 2 and self.d_model % 2 == 0, "model.d_model", self.d_model, "must be even and >= 2")
+        _check(self.num_layers >= 1, "model.num_layers", self.num_layers, "must be >= 1")
+        _check(self.d_state >= 0, "model.d_state", self.d_state, "must be >= 0 (0 = auto)")
+        _check(self.kernel_size % 2 == 1, "model.kernel_size", self.kernel_size, "must be odd")
+        ch = self.denoiser_channels
+        _check(len(ch) >= 3 and len(ch) % 2 == 1 and ch[0] == 1 and ch[-1] == 1
+               and tuple(ch) == tuple(reversed(ch)),
+               "model.denoiser_channels", ch, "must be symmetric, odd-length, start and end with 1")
+        _check(self.backbone != "transformer" or self.d_model % self.num_heads == 0,
+               "model.num_heads", self.num_heads, "must divide model.d_model")
+
+
+@dataclass
+class DiffusionConfig:
+    prediction: Prediction = "sample"
+    """What the denoiser predicts: epsilon (the paper), sample (x0) or v_prediction."""
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+
+    def __post_init__(self) -> None:
+        _check(self.num_train_timesteps >= 2, "diffusion.num_train_timesteps", self.num_train_timesteps, "must be >= 2")
+        _check(0 < self.beta_start < self.beta_end < 1, "diffusion.beta_start", self.beta_start,
+               "must satisfy 0 < beta_start < beta_end < 1")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 8
+    """Checkpoints (sequences) per step run through the backbone."""
+    diffusion_batch: int = 512
+    """Tokens per step sent through the denoiser (random subset of the batch's tokens)."""
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0
+    """0 disables the EMA of generator weights."""
+    seed: int = 0
+    save_every: int = 250
+    log_every: int = 25
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
+    """auto = bf16 autocast on CUDA, full precision elsewhere."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "diffusion_batch", "save_every", "log_every"):
+            _check(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "must be >= 1")
+        _check(self.lr > 0, "train.lr", self.lr, "must be > 0")
+        _check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "must be >= 0")
+        _check(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "must be in [0, 1)")
+
+
+@dataclass
+class SampleConfig:
+    sampler: Sampler = "ddim"
+    steps: int = 60
+    chunk_tokens: int = 8192
+    """Tokens denoised at once; bounds sampling memory."""
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, "sample.steps", self.steps, "must be >= 1")
+        _check(self.chunk_tokens >= 1, "sample.chunk_tokens", self.chunk_tokens, "must be >= 1")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            f.name: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(self, f.name)).items()}
+            for f in dataclasses.fields(self)
+        }
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def replace(self, section: str, **changes: Any) -> Config:
+        """A copy with some fields of one section changed (validated again)."""
+        return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
+
+
+def _check(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise RpgenError(f"config {key} = {value!r} {why}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the field type ``hint``; convert where lossless."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        if value not in get_args(hint):
+            choices = ", ".join(repr(a) for a in get_args(hint))
+            raise RpgenError(f"config {key} = {value!r} is not one of {choices}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise RpgenError(f"config {key} = {value!r} must be a list")
+        (item,) = get_args(hint)[:1]
+        return tuple(_coerce(key, v, item) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config type {hint}")  # pragma: no cover
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise RpgenError(f"config {key} = {value!r} must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RpgenError(f"config {key} = {value!r} must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RpgenError(f"config {key} = {value!r} must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise RpgenError(f"config {key} = {value!r} must be a string")
+        return value
+    raise TypeError(f"unsupported config type {hint}")  # pragma: no cover
+
+
+def from_dict(data: dict[str, Any], *, base: Config | None = None, source: str = "config") -> Config:
+    """Build a Config from nested dicts, on top of ``base`` (defaults when None)."""
+    base = base or Config()
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    updated = {}
+    for name, values in data.items():
+        if name not in sections:
+            raise RpgenError(f"{source}: unknown section [{name}] (known: {', '.join(sections)})")
+        if not isinstance(values, dict):
+            raise RpgenError(f"{source}: [{name}] must be a table")
+        current = getattr(base, name)
+        hints = get_type_hints(type(current))
+        known = {f.name for f in dataclasses.fields(current)}
+        changes = {}
+        for key, value in values.items():
+            if key not in known:
+                raise RpgenError(f"{source}: unknown key {name}.{key} (known: {', '.join(sorted(known))})")
+            changes[key] = _coerce(f"{name}.{key}", value, hints[key])
+        updated[name] = dataclasses.replace(current, **changes)
+    return dataclasses.replace(base, **updated)
+
+
+def load_toml(path: str | Path, *, base: Config | None = None) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise RpgenError(f"config file {path} not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RpgenError(f"{path}: invalid TOML ({e})") from None
+    return from_dict(data, base=base, source=str(path))
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"train.lr=1e-3"`` -> ("train", "lr", 0.001); the value is parsed as a TOML value,
+    falling back to a bare string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise RpgenError(f"--set {text!r}: expected section.key=value, e.g. train.steps=500")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    for text in overrides:
+        section, key, value = parse_override(text)
+        config = from_dict({section: {key: value}}, base=config, source=f"--set {text}")
+    return config

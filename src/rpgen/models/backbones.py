@@ -1,0 +1,193 @@
+"""Sequence backbones: token embeddings -> one prototype per token.
+
+Glossary: ``b`` batch (checkpoints), ``l`` tokens, ``d`` d_model, ``e`` d_inner (expand * d),
+``n`` d_state, ``r`` dt_rank. Every backbone maps (b, l, d) -> (b, l, d).
+
+The Mamba block uses the parameter names of ``mamba_ssm.Mamba`` (in_proj, conv1d, x_proj,
+dt_proj, A_log, D, out_proj), so a generator trained with the CUDA kernels loads into the
+pure-PyTorch implementation and vice versa.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rpgen.config import ModelConfig
+
+
+def mamba_ssm_available() -> bool:
+    try:
+        import mamba_ssm  # noqa: F401
+    except Exception:  # ImportError, or a CUDA/ABI error raised by the extension
+        return False
+    return True
+
+
+def selective_scan(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor) -> Tensor:
+    """Selective state-space scan (the reference recurrence, in PyTorch).
+
+    dt, x: (b, l, e); A: (e, n); B, C: (b, l, n) -> y: (b, l, e) with
+    ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t`` and ``y_t = C_t . h_t``.
+    The per-step tensors come from ``unbind`` (one backward op for all steps, not one
+    full-size scatter per step, which made backward 15x slower).
+    """
+    decay = torch.exp(dt.unsqueeze(-1) * A)  # (b, l, e, n)
+    u = (dt * x).unsqueeze(-1) * B.unsqueeze(2)  # (b, l, e, n)
+    h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])  # (b, e, n)
+    states = []
+    for a_t, u_t in zip(decay.unbind(1), u.unbind(1)):
+        h = a_t * h + u_t
+        states.append(h)
+    return torch.einsum("bten,btn->bte", torch.stack(states, dim=1), C)
+
+
+class Mamba(nn.Module):
+    """Pure-PyTorch Mamba mixer with mamba_ssm.Mamba's parameter names."""
+
+    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2) -> None:
+        super().__init__()
+        self.d_inner = expand * d_model
+        self.d_state = d_state
+        self.dt_rank = math.ceil(d_model / 16)
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+        # Initialisation as in mamba_ssm: dt in [1e-3, 1e-1] log-uniform, S4D-real A.
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """(b, l, d) -> (b, l, d)"""
+        l = hidden.shape[1]
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, l, e) each
+        x = F.silu(self.conv1d(x.transpose(1, 2))[..., :l].transpose(1, 2))  # (b, l, e)
+        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.softplus(self.dt_proj(dt))  # (b, l, e)
+        A = -torch.exp(self.A_log.float())  # (e, n)
+        y = selective_scan(dt.float(), A, B.float(), C.float(), x.float()).to(x.dtype)
+        y = (y + x * self.D) * F.silu(z)
+        return self.out_proj(y)
+
+
+class Residual(nn.Module):
+    """Pre-norm residual block around a mixer: x + mixer(norm(x))."""
+
+    def __init__(self, d_model: int, mixer: nn.Module) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.mixer = mixer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.mixer(self.norm(x))
+
+
+class MambaBackbone(nn.Module):
+    def __init__(self, cfg: ModelConfig, *, use_cuda_kernels: bool = False) -> None:
+        super().__init__()
+        d_state = cfg.d_state or 16
+
+        def mixer() -> nn.Module:
+            if use_cuda_kernels:
+                from mamba_ssm import Mamba as CudaMamba
+
+                return CudaMamba(cfg.d_model, d_state=d_state, d_conv=cfg.d_conv, expand=cfg.expand)
+            return Mamba(cfg.d_model, d_state=d_state, d_conv=cfg.d_conv, expand=cfg.expand)
+
+        self.layers = nn.ModuleList(Residual(cfg.d_model, mixer()) for _ in range(cfg.num_layers))
+        self.norm_f = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm_f(x)
+
+
+class LSTMBackbone(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(cfg.d_model, cfg.d_model, num_layers=cfg.num_layers, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lstm(x)[0]
+
+
+class TransformerBackbone(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.num_heads, 4 * cfg.d_model, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
+        self.causal = cfg.causal
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1], device=x.device) if self.causal else None
+        return self.encoder(x, mask=mask, is_causal=self.causal)
+
+
+class GatedMLP(nn.Module):
+    """gMLP block (Liu et al. 2021): channel MLP with a spatial gating unit over the l tokens.
+
+    The spatial projection is (l, l): memory grows with the square of the token count.
+    """
+
+    def __init__(self, d_model: int, seq_len: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.proj_in = nn.Linear(d_model, 4 * d_model)
+        self.gate_norm = nn.LayerNorm(2 * d_model)
+        self.spatial = nn.Linear(seq_len, seq_len)
+        nn.init.zeros_(self.spatial.weight)
+        nn.init.ones_(self.spatial.bias)
+        self.proj_out = nn.Linear(2 * d_model, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(b, l, d) -> (b, l, d)"""
+        u, v = F.gelu(self.proj_in(self.norm(x))).chunk(2, dim=-1)  # (b, l, 2d) each
+        v = self.spatial(self.gate_norm(v).transpose(1, 2)).transpose(1, 2)
+        return x + self.proj_out(u * v)
+
+
+class GMLPBackbone(nn.Module):
+    def __init__(self, cfg: ModelConfig, *, seq_len: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*(GatedMLP(cfg.d_model, seq_len) for _ in range(cfg.num_layers)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class TokenMLP(nn.Module):
+    """No sequence model (ablation): each token's prototype from its own embedding."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(cfg.num_layers):
+            layers += [nn.Linear(cfg.d_model, cfg.d_model), nn.SiLU()]
+        self.mlp = nn.Sequential(*layers, nn.LayerNorm(cfg.d_model))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp(x)
+
+
+def build_backbone(cfg: ModelConfig, *, seq_len: int) -> nn.Module:
+    """The backbone named by ``cfg.backbone``; ``cfg.mamba_impl`` must already be resolved."""
+    if cfg.backbone == "mamba":
+        return MambaBackbone(cfg, use_cuda_kernels=cfg.mamba_impl == "cuda")
+    if cfg.backbone == "lstm":
+        return LSTMBackbone(cfg)
+    if cfg.backbone == "transformer":
+        return TransformerBackbone(cfg)
+    if cfg.backbone == "gmlp":
+        return GMLPBackbone(cfg, seq_len=seq_len)
+    return TokenMLP(cfg)

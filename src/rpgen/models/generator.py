@@ -1,0 +1,70 @@
+"""The RPG generator: positions + permutation state -> backbone -> prototypes -> denoiser.
+
+Glossary: ``B`` checkpoints in a batch, ``L`` tokens per model, ``D`` d_model, ``S`` token size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from rpgen.config import ModelConfig
+from rpgen.models.backbones import build_backbone
+from rpgen.models.denoiser import ConvDenoiser
+
+
+def position_embedding(positions: Tensor, dim: int) -> Tensor:
+    """2-D sinusoidal embedding of (L, 2) (tensor index, token index) -> (L, dim).
+
+    Half of the channels encode the tensor index, half the token index within the tensor.
+    """
+    half = dim // 2
+    out = []
+    for column in positions.unbind(-1):
+        quarter = half // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(quarter, dtype=torch.float64) / quarter)
+        args = column.double().unsqueeze(-1) * freqs  # (L, quarter)
+        emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+        out.append(nn.functional.pad(emb, (0, half - emb.shape[-1])))
+    return torch.cat(out, dim=-1).float()  # (L, 2 * half)
+
+
+class Generator(nn.Module):
+    """Produces one prototype per token for a checkpoint state, and denoises tokens given it."""
+
+    def __init__(self, cfg: ModelConfig, *, positions: Tensor, num_states: int, token_size: int) -> None:
+        super().__init__()
+        self.num_states = num_states
+        self.token_size = token_size
+        self.register_buffer("pos_emb", position_embedding(positions, cfg.d_model), persistent=False)  # (L, D)
+        self.input_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.permutation_state = nn.Embedding(num_states, cfg.d_model)
+        nn.init.normal_(self.permutation_state.weight, std=0.5)
+        self.backbone = build_backbone(cfg, seq_len=positions.shape[0])
+        self.denoiser = ConvDenoiser(token_size=token_size, cond_dim=cfg.d_model,
+                                     channels=tuple(cfg.denoiser_channels), kernel_size=cfg.kernel_size)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.pos_emb.shape[0]
+
+    def prototypes(self, states: Tensor) -> Tensor:
+        """(B,) permutation-state indices -> (B, L, D) prototypes."""
+        x = self.input_proj(self.pos_emb).unsqueeze(0) + self.permutation_state(states).unsqueeze(1)  # (B, L, D)
+        return self.backbone(x)
+
+    def denoise(self, noisy: Tensor, t: Tensor, prototypes: Tensor) -> Tensor:
+        """noisy: (N, S), t: (N,), prototypes: (N, D) -> (N, S) denoiser output."""
+        return self.denoiser(noisy, t, prototypes)
+
+    def forward(self, states: Tensor, rows: Tensor, noisy: Tensor, t: Tensor) -> Tensor:
+        """Training pass: backbone over whole sequences, denoiser on a subset of their tokens.
+
+        states: (B,) permutation states; rows: (N,) indices into the B * L tokens of the batch;
+        noisy: (N, S); t: (N,) -> (N, S).
+        """
+        protos = self.prototypes(states)  # (B, L, D)
+        protos = protos.reshape(-1, protos.shape[-1])[rows]  # (N, D)
+        return self.denoise(noisy, t, protos)

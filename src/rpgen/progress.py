@@ -1,0 +1,19 @@
+"""Progress bars (rich), one style for the whole tool."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+@contextmanager
+def progress_bar(*, enabled: bool = True, show_loss: bool = True) -> Iterator[Progress]:
+    """A rich progress bar; tasks may carry a ``loss`` field shown beside the bar."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if show_loss:
+        columns.append(TextColumn("loss {task.fields[loss]:.4f}"))
+    columns += [TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, disable=not enabled, transient=False) as bar:
+        yield bar

@@ -1,0 +1,76 @@
+"""The run directory: what ``rpgen train`` writes and ``generate`` / ``evaluate`` read.
+
+RUN_DIR/
+  config.toml            every setting, resolved
+  tokenizer.json         token layout and normalisation statistics (float64, as JSON)
+  copied.safetensors     tensors that are copied, not generated (e.g. num_batches_tracked)
+  metrics.jsonl          one JSON line per logged training step
+  state/                 the latest resumable training state (weights, EMA, optimiser, RNG)
+  generator.safetensors  the trained generator; present only when training finished
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from rpgen.config import Config, load_toml
+from rpgen.errors import RpgenError
+from rpgen.models.generator import Generator
+from rpgen.tokenizer import Layout
+
+CONFIG = "config.toml"
+TOKENIZER = "tokenizer.json"
+COPIED = "copied.safetensors"
+METRICS = "metrics.jsonl"
+STATE = "state"
+GENERATOR = "generator.safetensors"
+RUN_INFO = "run.json"
+
+
+def build_generator(config: Config, layout: Layout, *, num_states: int) -> Generator:
+    return Generator(config.model, positions=layout.positions(), num_states=num_states,
+                     token_size=layout.token_size)
+
+
+@dataclass
+class Run:
+    """A finished run, loaded for sampling."""
+
+    path: Path
+    config: Config
+    layout: Layout
+    copied: dict[str, torch.Tensor]
+    generator: Generator
+    info: dict
+
+
+def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file():
+        raise RpgenError(f"{run_dir} is not an rpgen run directory (no {CONFIG})")
+    if not (run_dir / GENERATOR).is_file():
+        raise RpgenError(f"{run_dir}: training has not finished (no {GENERATOR}); "
+                         f"continue it with `rpgen train ... --out {run_dir} --resume`")
+    config = load_toml(run_dir / CONFIG)
+    layout = Layout.from_json((run_dir / TOKENIZER).read_text(encoding="utf-8"))
+    info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
+    if config.model.mamba_impl == "cuda" and not (torch.device(device).type == "cuda" and _cuda_kernels()):
+        config = config.replace("model", mamba_impl="torch")  # same parameter names
+    generator = build_generator(config, layout, num_states=int(info["num_checkpoints"]))
+    try:
+        generator.load_state_dict(load_file(run_dir / GENERATOR))
+    except (RuntimeError, OSError) as e:
+        raise RpgenError(f"{run_dir / GENERATOR}: cannot load generator ({str(e).splitlines()[0]})") from None
+    copied = load_file(run_dir / COPIED) if (run_dir / COPIED).is_file() else {}
+    return Run(run_dir, config, layout, copied, generator.to(device).eval(), info)
+
+
+def _cuda_kernels() -> bool:
+    from rpgen.models.backbones import mamba_ssm_available
+
+    return mamba_ssm_available()

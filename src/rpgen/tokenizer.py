@@ -1,0 +1,207 @@
+"""State dict <-> tokens of parameters (DESIGN §1, "Tokenizer").
+
+Pure functions over ``dict[str, Tensor]``; the only state is a :class:`Layout`, fitted once on
+the checkpoint set and saved as JSON beside the generator.
+
+Glossary: ``L`` tokens in a model, ``S`` values per token (``token_size``).
+
+- Every floating-point tensor is generated; other tensors (``num_batches_tracked``...) are
+  copied from a reference checkpoint.
+- Each generated tensor is normalised with one scalar mean/std over the whole checkpoint set
+  (float64). BatchNorm ``running_var`` is log-transformed first.
+- A tensor is flattened and cut into tokens of ``S`` values; tokens never cross tensors; the
+  last token of a tensor is padded with NaN. A token's position is
+  ``(tensor index, token index within the tensor)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+from rpgen.errors import RpgenError
+
+LOG_SUFFIXES = ("running_var",)
+STD_FLOOR = 1e-8
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """How one tensor of the state dict is (or is not) turned into tokens."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # torch dtype name without "torch.", e.g. "float32"
+    generated: bool
+    log: bool = False
+    mean: float = 0.0
+    std: float = 1.0
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def num_tokens(self, token_size: int) -> int:
+        return math.ceil(self.numel / token_size) if self.generated else 0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Token structure and normalisation statistics of one architecture."""
+
+    token_size: int
+    tensors: tuple[TensorInfo, ...]
+
+    @property
+    def generated(self) -> tuple[TensorInfo, ...]:
+        return tuple(t for t in self.tensors if t.generated)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(t.num_tokens(self.token_size) for t in self.tensors)
+
+    @property
+    def num_params(self) -> int:
+        """Number of generated values (parameters and float buffers)."""
+        return sum(t.numel for t in self.generated)
+
+    def positions(self) -> Tensor:
+        """(L, 2) long tensor: (index among generated tensors, token index within tensor)."""
+        rows = [
+            torch.stack([torch.full((n,), i), torch.arange(n)], dim=1)
+            for i, info in enumerate(self.generated)
+            for n in [info.num_tokens(self.token_size)]
+        ]
+        return torch.cat(rows).long()
+
+    def token_slices(self) -> list[tuple[TensorInfo, slice]]:
+        """For each generated tensor, the slice of the token sequence that holds it."""
+        out, start = [], 0
+        for info in self.generated:
+            n = info.num_tokens(self.token_size)
+            out.append((info, slice(start, start + n)))
+            start += n
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"format": "rpgen-layout-1", "token_size": self.token_size,
+             "tensors": [asdict(t) for t in self.tensors]},
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Layout:
+        data = json.loads(text)
+        if data.get("format") != "rpgen-layout-1":
+            raise RpgenError(f"unknown tokenizer format {data.get('format')!r}")
+        tensors = tuple(
+            TensorInfo(**{**t, "shape": tuple(t["shape"])}) for t in data["tensors"]
+        )
+        return cls(token_size=int(data["token_size"]), tensors=tensors)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _dtype(name: str) -> torch.dtype:
+    return getattr(torch, name)
+
+
+def _is_log(name: str) -> bool:
+    return name.endswith(LOG_SUFFIXES)
+
+
+def _to_normal_space(value: Tensor, info: TensorInfo) -> Tensor:
+    x = value.detach().to("cpu", torch.float64).reshape(-1)
+    return x.clamp_min(1e-30).log() if info.log else x
+
+
+def fit_layout(state_dicts: Iterable[Mapping[str, Tensor]], *, token_size: int) -> Layout:
+    """Fit the layout on a checkpoint set: structure from the first, statistics over all.
+
+    Statistics are accumulated in one streaming pass (sum and sum of squares in float64), so
+    ``state_dicts`` may be a lazy iterable.
+    """
+    if token_size < 1:
+        raise RpgenError(f"token_size must be >= 1, got {token_size}")
+    infos: list[TensorInfo] | None = None
+    sums: list[float] = []
+    sq_sums: list[float] = []
+    count = 0
+    for sd in state_dicts:
+        if infos is None:
+            infos = [
+                TensorInfo(name=k, shape=tuple(v.shape), dtype=_dtype_name(v.dtype),
+                           generated=v.is_floating_point(),
+                           log=v.is_floating_point() and _is_log(k))
+                for k, v in sd.items()
+            ]
+            sums, sq_sums = [0.0] * len(infos), [0.0] * len(infos)
+        for i, info in enumerate(infos):
+            if info.generated:
+                x = _to_normal_space(sd[info.name], info)
+                sums[i] += float(x.sum())
+                sq_sums[i] += float((x * x).sum())
+        count += 1
+    if infos is None:
+        raise RpgenError("cannot fit a tokenizer on zero checkpoints")
+    if not any(info.generated for info in infos):
+        raise RpgenError("the checkpoints hold no floating-point tensors to generate")
+    fitted = []
+    for info, s, sq in zip(infos, sums, sq_sums):
+        if info.generated:
+            n = count * info.numel
+            mean = s / n
+            var = max(sq / n - mean * mean, 0.0)
+            info = TensorInfo(**{**asdict(info), "mean": mean, "std": max(math.sqrt(var), STD_FLOOR)})
+        fitted.append(info)
+    return Layout(token_size=token_size, tensors=tuple(fitted))
+
+
+def tokenize(state_dict: Mapping[str, Tensor], layout: Layout) -> Tensor:
+    """State dict -> (L, S) float32 tokens, normalised, NaN in the padding."""
+    s = layout.token_size
+    tokens = torch.full((layout.num_tokens, s), float("nan"), dtype=torch.float32)
+    for info, sl in layout.token_slices():
+        x = (_to_normal_space(state_dict[info.name], info) - info.mean) / info.std
+        tokens[sl].view(-1)[: info.numel] = x.to(torch.float32)
+    return tokens
+
+
+def detokenize_tensor(tokens: Tensor, info: TensorInfo) -> Tensor:
+    """(n, S) tokens of one tensor -> that tensor in its dtype and shape."""
+    x = tokens.reshape(-1)[: info.numel].to("cpu", torch.float64) * info.std + info.mean
+    if info.log:
+        x = x.exp()
+    return x.to(_dtype(info.dtype)).reshape(info.shape)
+
+
+def detokenize(tokens: Tensor, layout: Layout, reference: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """(L, S) tokens -> state dict in the original key order.
+
+    ``reference`` provides the tensors that are not generated (it may hold only those).
+    """
+    if tuple(tokens.shape) != (layout.num_tokens, layout.token_size):
+        raise RpgenError(
+            f"expected tokens of shape {(layout.num_tokens, layout.token_size)}, got {tuple(tokens.shape)}"
+        )
+    slices = {info.name: sl for info, sl in layout.token_slices()}
+    out: dict[str, Tensor] = {}
+    for info in layout.tensors:
+        if info.generated:
+            out[info.name] = detokenize_tensor(tokens[slices[info.name]], info)
+        else:
+            out[info.name] = reference[info.name].clone()
+    return out
+
+
+def copied_tensors(state_dict: Mapping[str, Tensor], layout: Layout) -> dict[str, Tensor]:
+    """The tensors that are copied, not generated (saved beside the generator)."""
+    return {t.name: state_dict[t.name].detach().cpu().contiguous() for t in layout.tensors if not t.generated}

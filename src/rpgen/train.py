@@ -1,0 +1,224 @@
+"""Training loop (Hugging Face Accelerate): AdamW, warm-up + cosine, clipping, EMA, resume.
+
+Runs the same on one CPU, one GPU (bf16 autocast) or several processes under
+``accelerate launch`` (DDP). Only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from rpgen import run as runfiles
+from rpgen.checkpoints import load_checkpoints
+from rpgen.config import Config
+from rpgen.diffusion import training_loss
+from rpgen.errors import RpgenError
+from rpgen.files import atomic_dir, atomic_path, write_text_atomic
+from rpgen.progress import progress_bar
+from rpgen.tokenizer import Layout, copied_tensors, fit_layout, tokenize
+
+
+def resolve_config(config: Config, *, device: torch.device) -> Config:
+    """Fill the "auto" settings for this device; the result is what config.toml records."""
+    from rpgen.models.backbones import mamba_ssm_available
+
+    model = config.model
+    impl = model.mamba_impl
+    if impl == "auto":
+        impl = "cuda" if device.type == "cuda" and mamba_ssm_available() else "torch"
+    elif impl == "cuda" and not (device.type == "cuda" and mamba_ssm_available()):
+        raise RpgenError("config model.mamba_impl = 'cuda' needs a CUDA device and the mamba-ssm package "
+                         "(pip install 'rpgen[cuda]')")
+    d_state = model.d_state or (128 if impl == "cuda" else 16)
+    precision = config.train.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "no"
+    config = config.replace("model", mamba_impl=impl, d_state=d_state)
+    return config.replace("train", mixed_precision=precision)
+
+
+def lr_factor(step: int, *, warmup: int, total: int) -> float:
+    """Linear warm-up to 1, then cosine to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None = None, *,
+          resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+    """Train a generator on the checkpoints in ``checkpoint_dir``; write ``run_dir``.
+
+    With ``resume``, continue ``run_dir`` from its last saved state with the run's own
+    config.toml; only the ``[train]`` section of ``config`` (e.g. more steps) is taken.
+    Ctrl-C saves a resumable state and re-raises KeyboardInterrupt.
+    """
+    from accelerate import Accelerator
+
+    run_dir = Path(run_dir)
+    checkpoint_dir = Path(checkpoint_dir)
+    if resume:
+        saved = saved_config(run_dir)
+        config = saved if config is None else dataclasses.replace(saved, train=config.train)
+    config = (config or Config()).replace("data", checkpoint_dir=str(checkpoint_dir.resolve()))
+
+    paths, state_dicts = load_checkpoints(checkpoint_dir)
+    layout = fit_layout(state_dicts, token_size=config.data.token_size)
+    if resume:
+        saved = Layout.from_json((run_dir / runfiles.TOKENIZER).read_text(encoding="utf-8"))
+        if saved != layout:
+            raise RpgenError(f"{checkpoint_dir}: checkpoints changed since {run_dir} was started; "
+                             "start a new run instead of --resume")
+    data = torch.stack([tokenize(sd, layout) for sd in state_dicts])  # (K, L, S)
+
+    device_probe = Accelerator(cpu=not torch.cuda.is_available()).device
+    config = resolve_config(config, device=device_probe)
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=device_probe.type == "cpu")
+    main = accelerator.is_main_process
+
+    if not resume and main:
+        _start_run_dir(run_dir, config, layout, state_dicts[0], paths, overwrite=overwrite)
+    accelerator.wait_for_everyone()
+
+    tc = config.train
+    torch.manual_seed(tc.seed)
+    generator = runfiles.build_generator(config, layout, num_states=len(paths))
+    optimizer = torch.optim.AdamW(generator.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    ema = [p.detach().clone() for p in generator.parameters()] if tc.ema_decay > 0 else None
+    rng = torch.Generator().manual_seed(tc.seed * 1000 + accelerator.process_index)
+    step = 0
+    if resume:
+        step = _load_state(run_dir / runfiles.STATE, generator, optimizer, ema, rng,
+                           process_index=accelerator.process_index)
+    model, optimizer = accelerator.prepare(generator, optimizer)
+    data = data.to(accelerator.device)
+    num_states = len(paths)
+
+    def save_state() -> None:
+        if main:
+            _save_state(run_dir / runfiles.STATE, accelerator.unwrap_model(model), optimizer, ema, rng, step)
+        accelerator.wait_for_everyone()
+
+    start = time.perf_counter()
+    log_path = run_dir / runfiles.METRICS
+    running = 0.0
+    try:
+        with progress_bar(enabled=progress and main) as bar:
+            task = bar.add_task("training", total=tc.steps, completed=step, loss=float("nan"))
+            while step < tc.steps:
+                for group in optimizer.param_groups:
+                    group["lr"] = tc.lr * lr_factor(step, warmup=tc.warmup_steps, total=tc.steps)
+                states = torch.randint(0, num_states, (min(tc.batch_size, num_states),), generator=rng)
+                states = states.to(accelerator.device)
+                with accelerator.autocast():
+                    loss = training_loss(model, data[states], states, config.diffusion,
+                                         diffusion_batch=tc.diffusion_batch, rng=rng)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                if tc.grad_clip > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                optimizer.step()
+                if ema is not None:
+                    with torch.no_grad():
+                        for e, p in zip(ema, accelerator.unwrap_model(model).parameters()):
+                            e.lerp_(p.detach(), 1 - tc.ema_decay)
+                step += 1
+                running += loss.item()
+                if step % tc.log_every == 0 or step == tc.steps:
+                    count = tc.log_every if step % tc.log_every == 0 else step % tc.log_every
+                    mean_loss = running / count
+                    running = 0.0
+                    bar.update(task, loss=mean_loss)
+                    if main:
+                        with log_path.open("a", encoding="utf-8") as f:
+                            f.write(json.dumps({"step": step, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
+                                                "elapsed_s": round(time.perf_counter() - start, 3)}) + "\n")
+                bar.update(task, completed=step)
+                if step % tc.save_every == 0 and step < tc.steps:
+                    save_state()
+    except KeyboardInterrupt:
+        save_state()
+        raise
+    save_state()
+    if main:
+        final = accelerator.unwrap_model(model)
+        weights = {k: v.detach().cpu().contiguous() for k, v in final.state_dict().items()}
+        if ema is not None:
+            names = [n for n, _ in final.named_parameters()]
+            weights.update({n: e.detach().cpu().contiguous() for n, e in zip(names, ema)})
+        with atomic_path(run_dir / runfiles.GENERATOR) as tmp:
+            save_file(weights, str(tmp))
+    accelerator.wait_for_everyone()
+    return run_dir
+
+
+def saved_config(run_dir: Path) -> Config:
+    """The config of a run that can be resumed."""
+    if not (run_dir / runfiles.CONFIG).is_file():
+        raise RpgenError(f"cannot resume: {run_dir} is not an rpgen run directory (no {runfiles.CONFIG})")
+    if not (run_dir / runfiles.STATE).is_dir():
+        raise RpgenError(f"cannot resume: {run_dir} has no saved training state yet; start it again")
+    return load_toml(run_dir / runfiles.CONFIG)
+
+
+def _start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: dict, paths: list[Path], *,
+                   overwrite: bool) -> None:
+    """Write the run's static files, all at once (the directory appears complete or not at all)."""
+    with atomic_dir(run_dir, overwrite=overwrite) as tmp:
+        (tmp / runfiles.CONFIG).write_text(config.to_toml(), encoding="utf-8")
+        (tmp / runfiles.TOKENIZER).write_text(layout.to_json(), encoding="utf-8")
+        save_file(copied_tensors(reference, layout), str(tmp / runfiles.COPIED))
+        (tmp / runfiles.RUN_INFO).write_text(json.dumps({
+            "num_checkpoints": len(paths),
+            "checkpoint_files": [p.name for p in paths],
+            "num_tokens": layout.num_tokens,
+            "generated_params": layout.num_params,
+            "rpgen_format": 1,
+        }, indent=1), encoding="utf-8")
+
+
+def _save_state(path: Path, generator: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                ema: list[torch.Tensor] | None, rng: torch.Generator, step: int) -> None:
+    """Replace the resumable state in one rename (a crash mid-save leaves the previous one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{i}": e.detach().cpu().contiguous() for i, e in enumerate(ema)})
+    tensors["rng"] = rng.get_state()
+    save_file(tensors, str(tmp / "state.safetensors"), metadata={"step": str(step)})
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_state(path: Path, generator: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                ema: list[torch.Tensor] | None, rng: torch.Generator, *, process_index: int) -> int:
+    from safetensors import safe_open
+
+    file = path / "state.safetensors"
+    with safe_open(str(file), framework="pt") as f:
+        step = int(f.metadata()["step"])
+    tensors = load_file(str(file))
+    generator.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        for i, e in enumerate(ema):
+            e.copy_(tensors.get(f"ema.{i}", e))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    if process_index == 0:
+        rng.set_state(tensors["rng"])
+    else:  # only the main process's RNG is saved; the others continue on a fresh stream
+        rng.manual_seed(rng.initial_seed() * 1_000_003 + step)
+    return step

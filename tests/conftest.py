@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny, real checkpoint zoos built once per test session.
+
+- ``digits_zoo``: a folder of 5 real DigitsCNN checkpoints (seed 0) from ``collect_digits``;
+  session-scoped, so treat it as read-only (copy files elsewhere before changing anything).
+- ``make_state_dict``: a factory for small synthetic state_dicts shaped like a conv + BatchNorm
+  + linear model (float32 weights, BatchNorm buffers, an int64 ``num_batches_tracked``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+DIGITS_ZOO_SIZE = 5
+
+
+@pytest.fixture(scope="session")
+def digits_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder holding ``0000.safetensors`` ... ``0004.safetensors`` from ``collect_digits(seed=0)``."""
+    from rpgen.zoo.digits import collect_digits
+
+    out = tmp_path_factory.mktemp("zoo") / "digits"
+    collect_digits(out, num_checkpoints=DIGITS_ZOO_SIZE, seed=0, progress=False)
+    return out
+
+
+@pytest.fixture
+def make_state_dict() -> Callable[..., dict[str, torch.Tensor]]:
+    """``make_state_dict(seed=0)`` -> a small state_dict; different seeds give different values."""
+
+    def make(seed: int = 0) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        return {
+            "conv.weight": torch.randn(4, 1, 3, 3, generator=g),
+            "bn.weight": 1 + 0.1 * torch.randn(4, generator=g),
+            "bn.bias": 0.1 * torch.randn(4, generator=g),
+            "bn.running_mean": torch.randn(4, generator=g),
+            "bn.running_var": torch.rand(4, generator=g) + 0.5,
+            "bn.num_batches_tracked": torch.tensor(100 + seed, dtype=torch.int64),
+            "fc.weight": torch.randn(3, 4, generator=g),
+            "fc.bias": torch.randn(3, generator=g),
+        }
+
+    return make

@@ -1,0 +1,264 @@
+"""Evaluators, evaluation of checkpoints vs generated models, and the written report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from rpgen.checkpoints import list_checkpoints, load_state_dict, save_state_dict
+from rpgen.errors import RpgenError
+from rpgen.evaluate import (
+    evaluate_models,
+    evaluate_run,
+    format_table,
+    higher_is_better,
+    load_evaluator,
+    results_table,
+    run_evaluator,
+)
+from rpgen.zoo.digits import evaluate as digits_evaluate
+
+EVALUATOR_FILE = '''
+import torch
+
+def score(state_dict):
+    """Sum of all floating values, then a constant second metric."""
+    total = sum(float(v.sum()) for v in state_dict.values() if v.is_floating_point())
+    return {"total": total, "const": 1}
+
+NOT_CALLABLE = 3
+'''
+
+
+@pytest.fixture
+def evaluator_file(tmp_path: Path) -> Path:
+    path = tmp_path / "my_eval.py"
+    path.write_text(EVALUATOR_FILE)
+    return path
+
+
+@pytest.fixture
+def generated_dir(digits_zoo: Path, tmp_path: Path) -> Path:
+    """Two 'generated' models: a copy of checkpoint 0 and checkpoint 4 with noise added."""
+    out = tmp_path / "gen"
+    out.mkdir()
+    shutil.copy(digits_zoo / "0000.safetensors", out / "gen_0000.safetensors")
+    noisy = load_state_dict(digits_zoo / "0004.safetensors")
+    g = torch.Generator().manual_seed(0)
+    noisy = {k: v + 0.3 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+             for k, v in noisy.items()}
+    save_state_dict(noisy, out / "gen_0001.safetensors")
+    return out
+
+
+# --- load_evaluator ------------------------------------------------------------------------------
+
+
+def test_load_evaluator_file_and_module_forms(evaluator_file, make_state_dict):
+    fn = load_evaluator(f"{evaluator_file}:score")
+    sd = make_state_dict(0)
+    expected = sum(float(v.sum()) for v in sd.values() if v.is_floating_point())
+    assert fn(sd)["total"] == pytest.approx(expected)
+    assert load_evaluator("rpgen.zoo.digits:evaluate") is digits_evaluate
+
+
+@pytest.mark.parametrize(
+    ("spec", "pattern"),
+    [
+        ("rpgen.zoo.digits", "must look like"),
+        ("rpgen.zoo.digits:", "must look like"),
+        ("{tmp}/missing.py:score", "missing.py not found"),
+        ("no_such_module_xyz:evaluate", "module 'no_such_module_xyz' is not importable"),
+        ("rpgen.zoo.digits:nope", "has no attribute 'nope'"),
+        ("{file}:nope", "has no attribute 'nope'"),
+        ("{file}:NOT_CALLABLE", "'NOT_CALLABLE' is a int, not a function"),
+        ("{broken}:f", "raised ZeroDivisionError"),
+    ],
+)
+def test_load_evaluator_bad_specs(tmp_path, evaluator_file, spec, pattern):
+    broken = tmp_path / "broken.py"
+    broken.write_text("x = 1 / 0\n")
+    spec = spec.format(tmp=tmp_path, file=evaluator_file, broken=broken)
+    with pytest.raises(RpgenError, match=pattern) as exc:
+        load_evaluator(spec)
+    assert "\n" not in str(exc.value)
+
+
+# --- run_evaluator -------------------------------------------------------------------------------
+
+
+def test_run_evaluator_converts_numbers_and_keeps_order():
+    result = run_evaluator(
+        lambda sd: {"acc": torch.tensor(0.5), "n": 3, "np": np.float32(1.5), "nan_ok": float("nan"),
+                    "arr": np.array(2.0)},
+        {},
+        name="m.safetensors",
+    )
+    assert list(result) == ["acc", "n", "np", "nan_ok", "arr"]
+    assert result["acc"] == 0.5 and result["n"] == 3.0 and result["np"] == 1.5 and result["arr"] == 2.0
+    assert all(type(v) is float for v in result.values())
+    assert np.isnan(result["nan_ok"])
+
+
+def raises_value_error(state_dict):
+    raise ValueError("boom")
+
+
+@pytest.mark.parametrize(
+    ("fn", "pattern"),
+    [
+        (raises_value_error, "evaluator raised on m.safetensors: ValueError: boom"),
+        (lambda sd: {"acc": "high"}, "evaluator returned str for 'acc' on m.safetensors"),
+        (lambda sd: {"acc": True}, "returned bool for 'acc'"),
+        (lambda sd: {"acc": torch.ones(2)}, "returned Tensor for 'acc'"),
+        (lambda sd: {"acc": None}, "returned NoneType for 'acc'"),
+        (lambda sd: {}, "non-empty dict"),
+        (lambda sd: 0.9, "returned float 0.9 on m.safetensors"),
+        (lambda sd: {1: 0.5}, "non-string key 1"),
+    ],
+)
+def test_run_evaluator_errors(fn, pattern):
+    with pytest.raises(RpgenError, match=pattern):
+        run_evaluator(fn, {}, name="m.safetensors")
+
+
+def test_higher_is_better():
+    assert higher_is_better("accuracy") and higher_is_better("f1")
+    assert not higher_is_better("val_loss") and not higher_is_better("Test Error")
+
+
+# --- evaluate_models / evaluate_run ----------------------------------------------------------------
+
+
+def test_evaluate_models_writes_results_and_report(digits_zoo, generated_dir):
+    checkpoints = list_checkpoints(digits_zoo)
+    generated = sorted(generated_dir.glob("*.safetensors"))
+    results = evaluate_models(checkpoints, generated, "rpgen.zoo.digits:evaluate", out_dir=generated_dir,
+                              progress=False)
+
+    on_disk = json.loads((generated_dir / "results.json").read_text())
+    assert on_disk == results
+    for key in ["metric", "higher_is_better", "checkpoints", "generated", "checkpoint_files", "generated_files",
+                "summary", "evaluator"]:
+        assert key in on_disk
+    assert results["metric"] == "accuracy" and results["higher_is_better"] is True
+    expected = [digits_evaluate(load_state_dict(p))["accuracy"] for p in checkpoints]
+    assert results["checkpoints"] == expected
+    assert results["generated"][0] == expected[0]  # the exact copy scores the same
+    assert results["generated"][1] < min(expected)  # heavy noise hurts
+    summary = results["summary"]["checkpoints"]
+    assert summary["n"] == 5 and summary["min"] == min(expected) and summary["max"] == max(expected)
+    assert summary["mean"] == pytest.approx(np.mean(expected))
+    assert summary["std"] == pytest.approx(np.std(expected))
+    assert results["generated_files"] == [str(p) for p in generated]
+
+    report = (generated_dir / "report.md").read_text()
+    assert "| training checkpoints | 5 |" in report and "| generated | 2 |" in report
+    assert f"{np.mean(results['generated']):.2f}" in report
+    assert "lower accuracy than the training checkpoints" in report and "worst generated model" in report
+
+    text = format_table(results)
+    assert "training checkpoints" in text and f"{summary['mean']:.2f}" in text
+    console = Console(record=True, width=100)
+    console.print(results_table(results))
+    assert "generated" in console.export_text()
+
+
+def test_evaluate_models_loss_metric_and_nan_become_null(tmp_path, make_state_dict):
+    ckpt_dir, gen_dir = tmp_path / "ckpts", tmp_path / "gen"
+    for i in range(2):
+        save_state_dict(make_state_dict(i), ckpt_dir / f"{i}.safetensors")
+    save_state_dict(make_state_dict(5), gen_dir / "g.safetensors")
+    evaluator = tmp_path / "loss_eval.py"
+    evaluator.write_text(
+        "import math\n"
+        "def evaluate(sd):\n"
+        "    return {'loss': math.nan if int(sd['bn.num_batches_tracked']) == 105 else 1.0}\n"
+    )
+    results = evaluate_models(
+        list_checkpoints(ckpt_dir), [gen_dir / "g.safetensors"], f"{evaluator}:evaluate", out_dir=gen_dir,
+        progress=False,
+    )
+    assert results["higher_is_better"] is False
+    on_disk = json.loads((gen_dir / "results.json").read_text())  # strict JSON: NaN written as null
+    assert on_disk["generated"] == [None]
+    assert on_disk["summary"]["generated"]["n_nonfinite"] == 1
+    assert "No finite loss values" in (gen_dir / "report.md").read_text()
+
+
+def test_empty_generated_folder(digits_zoo, tmp_path):
+    (tmp_path / "gen").mkdir()
+    with pytest.raises(RpgenError, match="no generated models"):
+        evaluate_models(list_checkpoints(digits_zoo), [], "rpgen.zoo.digits:evaluate", out_dir=tmp_path / "gen",
+                        progress=False)
+
+
+def test_wrong_architecture_generated_model_names_file_and_key(digits_zoo, tmp_path):
+    gen = tmp_path / "gen"
+    sd = load_state_dict(digits_zoo / "0000.safetensors")
+    sd["fc.weight"] = torch.zeros(10, 16)
+    save_state_dict(sd, gen / "bad.safetensors")
+    shape_error = r"bad\.safetensors: key 'fc\.weight' has shape \[10, 16\], expected \[10, 32\]"
+    with pytest.raises(RpgenError, match=shape_error):
+        evaluate_models(list_checkpoints(digits_zoo), [gen / "bad.safetensors"], "rpgen.zoo.digits:evaluate",
+                        out_dir=gen, progress=False)
+    del sd["fc.weight"]
+    save_state_dict(sd, gen / "bad.safetensors")
+    with pytest.raises(RpgenError, match=r"bad\.safetensors: missing key 'fc\.weight'"):
+        evaluate_models(list_checkpoints(digits_zoo), [gen / "bad.safetensors"], "rpgen.zoo.digits:evaluate",
+                        out_dir=gen, progress=False)
+    assert not (gen / "results.json").exists()
+
+
+def test_evaluate_run_reads_config(digits_zoo, generated_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(RpgenError, match=r"is not an rpgen run directory \(no config.toml\)"):
+        evaluate_run(run_dir, generated_dir, "rpgen.zoo.digits:evaluate", progress=False)
+    (run_dir / "config.toml").write_text("[data]\nother = 1\n")
+    with pytest.raises(RpgenError, match="missing key data.checkpoint_dir"):
+        evaluate_run(run_dir, generated_dir, "rpgen.zoo.digits:evaluate", progress=False)
+    (run_dir / "config.toml").write_text("[data\n")
+    with pytest.raises(RpgenError, match="not valid TOML"):
+        evaluate_run(run_dir, generated_dir, "rpgen.zoo.digits:evaluate", progress=False)
+
+    (run_dir / "config.toml").write_text(f"[data]\ncheckpoint_dir = {json.dumps(str(digits_zoo))}\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RpgenError, match=r"no generated models \(\*\.safetensors\) in"):
+        evaluate_run(run_dir, empty, "rpgen.zoo.digits:evaluate", progress=False)
+
+    results = evaluate_run(run_dir, generated_dir, "rpgen.zoo.digits:evaluate", progress=True)
+    assert len(results["checkpoints"]) == 5 and len(results["generated"]) == 2
+    assert (generated_dir / "results.json").is_file() and (generated_dir / "report.md").is_file()
+
+
+def test_own_checkpoints_example_end_to_end(tmp_path):
+    """The README's example: make checkpoints with plain torch, evaluate them through a file spec."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "own_checkpoints"
+    spec = importlib.util.spec_from_file_location("make_checkpoints_example", example / "make_checkpoints.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the script's main() does: a tiny MLP trains fastest on one thread
+    try:
+        with torch.random.fork_rng():
+            paths = module.make_checkpoints(tmp_path / "ckpts", num=3, seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    assert [p.name for p in list_checkpoints(tmp_path / "ckpts")] == [p.name for p in paths]
+
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    shutil.copy(paths[-1], gen / "g.safetensors")
+    results = evaluate_models(paths, [gen / "g.safetensors"], f"{example / 'evaluator.py'}:evaluate", out_dir=gen,
+                              progress=False)
+    assert all(a > 90.0 for a in results["checkpoints"]), results["checkpoints"]
+    assert results["generated"] == [results["checkpoints"][-1]]
