@@ -88,8 +88,8 @@ def collect(
 def train(
     checkpoints: Path = typer.Argument(..., help="Folder of checkpoints (*.safetensors, *.pt, *.pth) of one architecture."),
     out: Path = typer.Option(..., "--out", help="Run directory to write (config, tokenizer, generator, metrics)."),
-    config: Optional[str] = typer.Option(None, "--config", help="TOML config file, or a preset name: "
-                                         "quickstart, cpu, paper."),
+    config: Optional[str] = typer.Option(None, "--config", help="TOML config file, or the name of a built-in "
+                                         "preset (quickstart)."),
     set_: List[str] = typer.Option([], "--set", help="Override one setting, e.g. --set train.steps=500 "
                                    "(repeatable; checked against the config fields)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT from its last saved "
@@ -189,3 +189,7 @@ def quickstart(
 
 def main() -> None:  # pragma: no cover - console-script entry
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

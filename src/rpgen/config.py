@@ -43,7 +43,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: Backbone = "mamba"
-    d_model: int = 128
+    d_model: int = 64
     """Width of the recurrent backbone and of the prototypes (independent of token_size)."""
     num_layers: int = 2
     d_state: int = 0
@@ -56,7 +56,8 @@ class ModelConfig:
     """Transformer backbone only."""
     causal: bool = True
     """Transformer backbone only."""
-    denoiser_channels: tuple[int, ...] = (1, 32, 64, 128, 64, 32, 1)
+    denoiser_channels: tuple[int, ...] = (1, 16, 32, 64, 32, 16, 1)
+    """Conv widths of the denoiser; the paper's are (1, 32, 64, 128, 64, 32, 1), 4x the compute."""
     kernel_size: int = 7
 
     def __post_init__(self) -> None:
@@ -88,12 +89,12 @@ class DiffusionConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000
+    steps: int = 1500
     batch_size: int = 8
     """Checkpoints (sequences) per step run through the backbone."""
-    diffusion_batch: int = 512
+    diffusion_batch: int = 256
     """Tokens per step sent through the denoiser (random subset of the batch's tokens)."""
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0

@@ -10,18 +10,22 @@ import dataclasses
 import json
 import math
 import shutil
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from rpgen import run as runfiles
 from rpgen.checkpoints import load_checkpoints
-from rpgen.config import Config
+from rpgen.config import Config, load_toml
 from rpgen.diffusion import training_loss
 from rpgen.errors import RpgenError
-from rpgen.files import atomic_dir, atomic_path, write_text_atomic
+from rpgen.files import atomic_dir, atomic_path, check_output_dir
 from rpgen.progress import progress_bar
 from rpgen.tokenizer import Layout, copied_tensors, fit_layout, tokenize
 
@@ -54,17 +58,22 @@ def lr_factor(step: int, *, warmup: int, total: int) -> float:
 
 
 def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None = None, *,
-          resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+          resume: bool = False, overwrite: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> Path:
     """Train a generator on the checkpoints in ``checkpoint_dir``; write ``run_dir``.
 
     With ``resume``, continue ``run_dir`` from its last saved state with the run's own
     config.toml; only the ``[train]`` section of ``config`` (e.g. more steps) is taken.
-    Ctrl-C saves a resumable state and re-raises KeyboardInterrupt.
+    Ctrl-C finishes the current step, saves a resumable state and raises KeyboardInterrupt
+    (a second Ctrl-C stops at once). ``stop_after`` ends this call after that many steps with
+    a resumable state, as if interrupted (time-boxed training); the run is then unfinished.
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
 
     run_dir = Path(run_dir)
     checkpoint_dir = Path(checkpoint_dir)
+    if not resume:
+        check_output_dir(run_dir, overwrite=overwrite)
     if resume:
         saved = saved_config(run_dir)
         config = saved if config is None else dataclasses.replace(saved, train=config.train)
@@ -79,9 +88,8 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
                              "start a new run instead of --resume")
     data = torch.stack([tokenize(sd, layout) for sd in state_dicts])  # (K, L, S)
 
-    device_probe = Accelerator(cpu=not torch.cuda.is_available()).device
-    config = resolve_config(config, device=device_probe)
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=device_probe.type == "cpu")
+    config = resolve_config(config, device=PartialState().device)
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision)
     main = accelerator.is_main_process
 
     if not resume and main:
@@ -110,44 +118,46 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
     start = time.perf_counter()
     log_path = run_dir / runfiles.METRICS
     running = 0.0
-    try:
-        with progress_bar(enabled=progress and main) as bar:
-            task = bar.add_task("training", total=tc.steps, completed=step, loss=float("nan"))
-            while step < tc.steps:
-                for group in optimizer.param_groups:
-                    group["lr"] = tc.lr * lr_factor(step, warmup=tc.warmup_steps, total=tc.steps)
-                states = torch.randint(0, num_states, (min(tc.batch_size, num_states),), generator=rng)
-                states = states.to(accelerator.device)
-                with accelerator.autocast():
-                    loss = training_loss(model, data[states], states, config.diffusion,
-                                         diffusion_batch=tc.diffusion_batch, rng=rng)
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
-                if tc.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                optimizer.step()
-                if ema is not None:
-                    with torch.no_grad():
-                        for e, p in zip(ema, accelerator.unwrap_model(model).parameters()):
-                            e.lerp_(p.detach(), 1 - tc.ema_decay)
-                step += 1
-                running += loss.item()
-                if step % tc.log_every == 0 or step == tc.steps:
-                    count = tc.log_every if step % tc.log_every == 0 else step % tc.log_every
-                    mean_loss = running / count
-                    running = 0.0
-                    bar.update(task, loss=mean_loss)
-                    if main:
-                        with log_path.open("a", encoding="utf-8") as f:
-                            f.write(json.dumps({"step": step, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
-                                                "elapsed_s": round(time.perf_counter() - start, 3)}) + "\n")
-                bar.update(task, completed=step)
-                if step % tc.save_every == 0 and step < tc.steps:
-                    save_state()
-    except KeyboardInterrupt:
-        save_state()
-        raise
+    last_step = tc.steps if stop_after is None else min(tc.steps, step + stop_after)
+    with progress_bar(enabled=progress and main) as bar, _deferred_interrupt() as interrupted:
+        task = bar.add_task("training", total=tc.steps, completed=step, loss=float("nan"))
+        while step < last_step:
+            if interrupted():
+                save_state()
+                raise KeyboardInterrupt
+            for group in optimizer.param_groups:
+                group["lr"] = tc.lr * lr_factor(step, warmup=tc.warmup_steps, total=tc.steps)
+            states = torch.randint(0, num_states, (min(tc.batch_size, num_states),), generator=rng)
+            states = states.to(accelerator.device)
+            with accelerator.autocast():
+                loss = training_loss(model, data[states], states, config.diffusion,
+                                     diffusion_batch=tc.diffusion_batch, rng=rng)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if tc.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for e, p in zip(ema, accelerator.unwrap_model(model).parameters()):
+                        e.lerp_(p.detach(), 1 - tc.ema_decay)
+            step += 1
+            running += loss.item()
+            if step % tc.log_every == 0 or step == tc.steps:
+                count = tc.log_every if step % tc.log_every == 0 else step % tc.log_every
+                mean_loss = running / count
+                running = 0.0
+                bar.update(task, loss=mean_loss)
+                if main:
+                    with log_path.open("a", encoding="utf-8") as f:
+                        f.write(json.dumps({"step": step, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
+                                            "elapsed_s": round(time.perf_counter() - start, 3)}) + "\n")
+            bar.update(task, completed=step)
+            if step % tc.save_every == 0 and step < tc.steps:
+                save_state()
     save_state()
+    if step < tc.steps:
+        return run_dir
     if main:
         final = accelerator.unwrap_model(model)
         weights = {k: v.detach().cpu().contiguous() for k, v in final.state_dict().items()}
@@ -158,6 +168,26 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
             save_file(weights, str(tmp))
     accelerator.wait_for_everyone()
     return run_dir
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Turn the first Ctrl-C into a flag checked between steps; the second one stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    caught = []
+
+    def handler(signum, frame):
+        if caught:
+            raise KeyboardInterrupt
+        caught.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(caught)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def saved_config(run_dir: Path) -> Config:
