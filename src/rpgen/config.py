@@ -89,12 +89,12 @@ class DiffusionConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1500
+    steps: int = 2000
     batch_size: int = 8
     """Checkpoints (sequences) per step run through the backbone."""
     diffusion_batch: int = 256
     """Tokens per step sent through the denoiser (random subset of the batch's tokens)."""
-    lr: float = 1e-2
+    lr: float = 2e-2
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0

@@ -74,7 +74,7 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
     checkpoint_dir = Path(checkpoint_dir)
     if not resume:
         check_output_dir(run_dir, overwrite=overwrite)
-    if resume:
+    else:
         saved = saved_config(run_dir)
         config = saved if config is None else dataclasses.replace(saved, train=config.train)
     config = (config or Config()).replace("data", checkpoint_dir=str(checkpoint_dir.resolve()))
