@@ -126,8 +126,6 @@ def validate_state_dicts(paths: Sequence[Path], state_dicts: Sequence[Mapping[st
 def load_checkpoints(folder: str | Path) -> tuple[list[Path], list[dict[str, torch.Tensor]]]:
     """List, load and validate every checkpoint in ``folder``."""
     paths = list_checkpoints(folder)
-    if len(paths) < 2:
-        raise RpgenError(f"need at least 2 checkpoints in {folder}, found {len(paths)}")
     state_dicts = [load_state_dict(p) for p in paths]
     validate_state_dicts(paths, state_dicts)
     return paths, state_dicts

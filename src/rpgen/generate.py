@@ -44,14 +44,20 @@ def sample_models(run: Run, states: Sequence[int], *, scheduler, rng: torch.Gene
 
 def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 0,
              sampler: Sampler | None = None, steps: int | None = None, states: Sequence[int] | None = None,
-             overwrite: bool = False, device: str | torch.device = "cpu", progress: bool = True) -> list[Path]:
+             overwrite: bool = False, device: str | torch.device | None = None,
+             progress: bool = True) -> list[Path]:
     """Write ``num`` generated models to ``out_dir/NNNN.safetensors``; return their paths.
 
     ``states`` picks the permutation state of each model (default: drawn at random with
-    ``seed``). The same run, seed and settings give the same files.
+    ``seed``). ``device`` defaults to the accelerator Accelerate finds (else the CPU). The same
+    run, seed, settings and device give the same files.
     """
     if num < 1:
         raise RpgenError(f"--num must be >= 1, got {num}")
+    if device is None:
+        from accelerate import PartialState
+
+        device = PartialState().device
     run = load_run(run_dir, device=device)
     sampler = sampler or run.config.sample.sampler
     steps = steps or run.config.sample.steps

@@ -56,6 +56,9 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
     if not (run_dir / GENERATOR).is_file():
         raise RpgenError(f"{run_dir}: training has not finished (no {GENERATOR}); "
                          f"continue it with `rpgen train ... --out {run_dir} --resume`")
+    for name in (TOKENIZER, RUN_INFO):
+        if not (run_dir / name).is_file():
+            raise RpgenError(f"{run_dir} is an incomplete run directory (no {name})")
     config = load_toml(run_dir / CONFIG)
     layout = Layout.from_json((run_dir / TOKENIZER).read_text(encoding="utf-8"))
     info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
