@@ -47,7 +47,8 @@ def trained(digits_zoo, tmp_path_factory):
 def test_train_writes_a_complete_run(trained, digits_zoo):
     names = {p.name for p in trained.iterdir()}
     assert {"config.toml", "tokenizer.json", "copied.safetensors", "metrics.jsonl", "state",
-            "generator.safetensors", "run.json"} <= names
+            "generator.safetensors", "run.json", "loss.png"} <= names
+    assert (trained / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = (trained / "config.toml").read_text()
     assert 'backbone = "lstm"' in config and str(digits_zoo.resolve()) in config
     steps = [json.loads(line)["step"] for line in (trained / "metrics.jsonl").read_text().splitlines()]

@@ -7,6 +7,7 @@ RUN_DIR/
   metrics.jsonl          one JSON line per logged training step
   state/                 the latest resumable training state (weights, EMA, optimiser, RNG)
   generator.safetensors  the trained generator; present only when training finished
+  loss.png               training loss and learning rate against step
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ COPIED = "copied.safetensors"
 METRICS = "metrics.jsonl"
 STATE = "state"
 GENERATOR = "generator.safetensors"
+LOSS_PLOT = "loss.png"
 RUN_INFO = "run.json"
 
 

@@ -26,6 +26,7 @@ from rpgen.config import Config, load_toml
 from rpgen.diffusion import training_loss
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir, atomic_path, check_output_dir
+from rpgen.plots import plot_loss
 from rpgen.progress import progress_bar
 from rpgen.tokenizer import Layout, copied_tensors, fit_layout, tokenize
 
@@ -166,6 +167,7 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
             weights.update({n: e.detach().cpu().contiguous() for n, e in zip(names, ema)})
         with atomic_path(run_dir / runfiles.GENERATOR) as tmp:
             save_file(weights, str(tmp))
+        plot_loss(log_path, run_dir / runfiles.LOSS_PLOT)
     accelerator.wait_for_everyone()
     return run_dir
 
