@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Callable, List, Optional, TypeVar
 
@@ -42,22 +41,15 @@ def _friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def preset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("rpgen.configs").iterdir()
-                  if p.name.endswith(".toml"))
-
-
 def load_config(config: str | None, overrides: list[str]):
     """A config from a TOML file or a built-in preset name, with --set overrides applied."""
-    from rpgen.config import Config, apply_overrides, load_toml
+    from rpgen.config import Config, apply_overrides, load_toml, preset, preset_names
 
     base = Config()
     if config:
         if Path(config).is_file():
             base = load_toml(config)
         elif config in preset_names():
-            from rpgen.quickstart import preset
-
             base = preset(config)
         else:
             raise RpgenError(f"--config {config}: no such file, and not a preset ({', '.join(preset_names())})")
@@ -136,10 +128,6 @@ def generate(
     """Generate new complete parameter sets (state dicts as safetensors)."""
     from rpgen.generate import generate as generate_models
 
-    if sampler is not None and sampler not in ("ddpm", "ddim", "dpm"):
-        raise RpgenError(f"--sampler {sampler!r}: choose ddpm, ddim or dpm")
-    if steps is not None and steps < 1:
-        raise RpgenError(f"--steps must be >= 1, got {steps}")
     start = time.perf_counter()
     paths = generate_models(run, out, num=num, seed=seed, sampler=sampler, steps=steps,  # type: ignore[arg-type]
                             states=state or None, overwrite=overwrite, progress=progress)

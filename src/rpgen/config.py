@@ -12,6 +12,7 @@ import sys
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -218,6 +219,20 @@ def load_toml(path: str | Path, *, base: Config | None = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise RpgenError(f"{path}: invalid TOML ({e})") from None
     return from_dict(data, base=base, source=str(path))
+
+
+def preset_names() -> list[str]:
+    """Names of the built-in TOML presets in ``rpgen/configs/``."""
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("rpgen.configs").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def preset(name: str) -> Config:
+    """A built-in TOML preset, e.g. ``preset("quickstart")``."""
+    if name not in preset_names():
+        raise RpgenError(f"no preset named {name!r} (available: {', '.join(preset_names())})")
+    with resources.as_file(resources.files("rpgen.configs") / f"{name}.toml") as path:
+        return load_toml(path)
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

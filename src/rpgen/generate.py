@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, get_args
 
 import torch
 
@@ -54,6 +54,10 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     """
     if num < 1:
         raise RpgenError(f"--num must be >= 1, got {num}")
+    if sampler is not None and sampler not in get_args(Sampler):
+        raise RpgenError(f"--sampler {sampler!r}: choose {', '.join(get_args(Sampler))}")
+    if steps is not None and steps < 1:
+        raise RpgenError(f"--steps must be >= 1, got {steps}")
     if device is None:
         from accelerate import PartialState
 

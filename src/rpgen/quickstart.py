@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import shutil
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from rpgen.config import Config, apply_overrides, load_toml
+from rpgen.config import apply_overrides, preset
 from rpgen.evaluate import evaluate_run
 from rpgen.files import check_output_dir
 from rpgen.generate import generate
@@ -17,12 +16,6 @@ from rpgen.zoo.digits import collect_digits
 
 EVALUATOR = "rpgen.zoo.digits:evaluate"
 NUM_CHECKPOINTS = 50
-
-
-def preset(name: str) -> Config:
-    """A built-in TOML preset from ``rpgen/configs/``."""
-    with resources.as_file(resources.files("rpgen.configs") / f"{name}.toml") as path:
-        return load_toml(path)
 
 
 def run_quickstart(out: str | Path, *, num: int = 10, seed: int = 0, overrides: list[str] = (),

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from rpgen.config import Config, load_toml
 from rpgen.errors import RpgenError
+from rpgen.models.backbones import mamba_ssm_available
 from rpgen.models.generator import Generator
 from rpgen.tokenizer import Layout
 
@@ -64,7 +65,7 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
     config = load_toml(run_dir / CONFIG)
     layout = Layout.from_json((run_dir / TOKENIZER).read_text(encoding="utf-8"))
     info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
-    if config.model.mamba_impl == "cuda" and not (torch.device(device).type == "cuda" and _cuda_kernels()):
+    if config.model.mamba_impl == "cuda" and not (torch.device(device).type == "cuda" and mamba_ssm_available()):
         config = config.replace("model", mamba_impl="torch")  # same parameter names
     generator = build_generator(config, layout, num_states=int(info["num_checkpoints"]))
     try:
@@ -73,9 +74,3 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
         raise RpgenError(f"{run_dir / GENERATOR}: cannot load generator ({str(e).splitlines()[0]})") from None
     copied = load_file(run_dir / COPIED) if (run_dir / COPIED).is_file() else {}
     return Run(run_dir, config, layout, copied, generator.to(device).eval(), info)
-
-
-def _cuda_kernels() -> bool:
-    from rpgen.models.backbones import mamba_ssm_available
-
-    return mamba_ssm_available()
