@@ -140,15 +140,21 @@ def evaluate(
     run: Path = typer.Argument(..., help="Run directory written by `rpgen train`."),
     generated: Path = typer.Option(..., "--generated", help="Folder of generated models."),
     evaluator: str = typer.Option(..., "--evaluator", help="path/to/file.py:function or module:function; called "
-                                  "with a state_dict, returns {metric: value} (first key = primary metric)."),
+                                  "with a state_dict, returns {metric: value, ...} (first key = primary metric) "
+                                  "and optionally 'per_example': [bool, ...] (True = example handled correctly)."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also evaluate baselines made "
+                                   "without a generator: checkpoints + noise, their average, midpoints."),
+    seed: int = typer.Option(0, "--seed", help="Random seed for the baselines' noise and pairs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Evaluate training checkpoints and generated models; write results.json and report.md."""
-    from rpgen.evaluate import comparison_line, evaluate_run, results_table
+    """Evaluate training checkpoints, generated models and baselines; measure how far the generated
+    models are from the checkpoints (novelty) and whether they make the same mistakes (IoU).
+    Writes results.json, report.md and PNG plots into the generated folder."""
+    from rpgen.evaluate import evaluate_run, results_table
 
-    results = evaluate_run(run, generated, evaluator, progress=progress)
+    results = evaluate_run(run, generated, evaluator, with_baselines=baselines, seed=seed, progress=progress)
     console.print(results_table(results))
-    console.print(comparison_line(results), highlight=False)
+    console.print(results["verdict"], highlight=False)
     console.print(f"results: {generated / 'results.json'}, report: {generated / 'report.md'}")
 
 
@@ -170,6 +176,7 @@ def quickstart(
                                     progress=progress, announce=console.rule)
     console.print(results_table(results))
     console.print(comparison_line(results), highlight=False)
+    console.print(results["verdict"], highlight=False)
     console.print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
                   + f" (total {sum(times.values()):.0f} s)")
     console.print(f"files: {out}/ (checkpoints/, run/, generated/, report.md)")

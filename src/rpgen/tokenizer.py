@@ -175,6 +175,32 @@ def tokenize(state_dict: Mapping[str, Tensor], layout: Layout) -> Tensor:
     return tokens
 
 
+def flatten(state_dict: Mapping[str, Tensor], layout: Layout) -> Tensor:
+    """State dict -> (P,) float32 vector of its generated values, normalised as in the tokens.
+
+    The weight space in which rpgen measures distances: one unit is one (per-tensor) standard
+    deviation of the checkpoint set; ``running_var`` is in log space.
+    """
+    parts = [((_to_normal_space(state_dict[info.name], info) - info.mean) / info.std).to(torch.float32)
+             for info in layout.generated]
+    return torch.cat(parts)
+
+
+def unflatten(vector: Tensor, layout: Layout, reference: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """(P,) vector from :func:`flatten` -> state dict; ``reference`` provides the copied tensors."""
+    if tuple(vector.shape) != (layout.num_params,):
+        raise RpgenError(f"expected a vector of {layout.num_params} values, got shape {tuple(vector.shape)}")
+    out: dict[str, Tensor] = {}
+    start = 0
+    for info in layout.tensors:
+        if info.generated:
+            out[info.name] = detokenize_tensor(vector[start:start + info.numel], info)
+            start += info.numel
+        else:
+            out[info.name] = reference[info.name].clone()
+    return out
+
+
 def detokenize_tensor(tokens: Tensor, info: TensorInfo) -> Tensor:
     """(n, S) tokens of one tensor -> that tensor in its dtype and shape."""
     x = tokens.reshape(-1)[: info.numel].to("cpu", torch.float64) * info.std + info.mean

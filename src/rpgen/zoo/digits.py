@@ -147,8 +147,12 @@ def _torch_threads(num_threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def evaluate(state_dict: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Test accuracy (percent) of a DigitsCNN state_dict on the fixed test split."""
+def evaluate(state_dict: dict[str, torch.Tensor]) -> dict[str, float | list[bool]]:
+    """Test accuracy (percent) of a DigitsCNN state_dict on the fixed test split.
+
+    Also returns ``per_example``: for each of the 540 test images, whether it was classified
+    correctly (what rpgen's behavioural-similarity measure compares).
+    """
     device = next(iter(state_dict.values())).device
     model = DigitsCNN().to(device)
     model.load_state_dict(state_dict, strict=True)
@@ -156,4 +160,5 @@ def evaluate(state_dict: dict[str, torch.Tensor]) -> dict[str, float]:
     _, _, x_test, y_test = load_split(device=device)
     with torch.inference_mode():
         predicted = model(x_test).argmax(dim=1)  # (540,)
-    return {"accuracy": 100.0 * int((predicted == y_test).sum()) / len(y_test)}
+    correct = predicted == y_test  # (540,)
+    return {"accuracy": 100.0 * int(correct.sum()) / len(y_test), "per_example": correct.tolist()}
