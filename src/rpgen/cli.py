@@ -63,15 +63,17 @@ def collect(
     out: Path = typer.Option(..., "--out", help="Folder to write the checkpoints to."),
     num: int = typer.Option(50, "--num", help="Number of checkpoints."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    runs: int = typer.Option(1, "--runs", help="Independent training runs (seeds SEED, SEED+1, ...) to split "
+                             "the checkpoints over; > 1 makes a diverse zoo."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Build a checkpoint zoo: train a small model, keep training at a small learning rate,
-    save one checkpoint per epoch (the paper's recipe)."""
+    save one checkpoint per epoch (the paper's recipe); --runs repeats it from other seeds."""
     if zoo not in ZOOS:
         raise RpgenError(f"unknown zoo {zoo!r} (available: {', '.join(ZOOS)})")
     from rpgen.zoo.digits import collect_digits
 
-    paths = collect_digits(out, num_checkpoints=num, seed=seed, overwrite=overwrite)
+    paths = collect_digits(out, num_checkpoints=num, seed=seed, runs=runs, overwrite=overwrite)
     console.print(f"wrote {len(paths)} checkpoints to {out}")
 
 
