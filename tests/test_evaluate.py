@@ -273,8 +273,11 @@ def test_results_carry_baselines_novelty_iou_and_plots(digits_zoo, generated_dir
     results = evaluate_models(checkpoints, generated, "rpgen.zoo.digits:evaluate", out_dir=generated_dir,
                               progress=False)
     on_disk = json.loads((generated_dir / "results.json").read_text())
-    assert set(on_disk["baselines"]) == {"noise_0.001", "noise_0.01", "noise_0.03", "noise_0.1", "noise_1",
-                                         "average", "interpolation"}
+    assert list(on_disk["baselines"]) == ["noise_0.001", "noise_0.01", "noise_0.03", "noise_0.1", "noise_1",
+                                          "noise_matched", "average", "interpolation"]
+    # the matched noise sits at the generated models' median distance (here: between a copy and a far model)
+    matched = np.median(on_disk["novelty"]["noise_matched"])
+    assert matched == pytest.approx(np.median(on_disk["novelty"]["generated"]), rel=0.1)
     assert len(on_disk["baselines"]["noise_1"]) == 5 and len(on_disk["baselines"]["average"]) == 1
     assert np.mean(on_disk["baselines"]["noise_1"]) < 50 < np.mean(on_disk["baselines"]["noise_0.001"])
     for group in ("generated", "checkpoints", *on_disk["baselines"]):

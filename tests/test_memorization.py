@@ -45,6 +45,10 @@ def test_baselines_shapes_names_and_seed():
     assert all(torch.equal(out[k], again[k]) for k in out)
     assert not torch.equal(baselines(checkpoints, seed=4)["noise_1"], out["noise_1"])
     assert baselines(checkpoints, max_models=3)["noise_1"].shape == (3, 30)
+    matched = baselines(checkpoints, matched_distance=2.0)
+    assert list(matched) == baseline_names(matched=True)
+    distance = (matched["noise_matched"] - checkpoints).norm(dim=1)
+    assert float(distance.mean()) == pytest.approx(2.0, rel=0.2)
 
 
 def test_nearest_and_reference():

@@ -194,8 +194,8 @@ def evaluate_models(
     reference = structure(reference_sd)
     # One streaming pass for the normalisation statistics (token size is irrelevant here).
     layout = fit_layout((load_state_dict(p) for p in checkpoint_paths), token_size=1)
-    num_baselines = (len(NOISE_SCALES) * min(len(checkpoint_paths), MAX_BASELINE_MODELS) + 1
-                     + min(len(checkpoint_paths), MAX_BASELINE_MODELS)) if with_baselines else 0
+    per_baseline = min(len(checkpoint_paths), MAX_BASELINE_MODELS)
+    num_baselines = (len(NOISE_SCALES) + 2) * per_baseline + 1 if with_baselines else 0
     evaluations: dict[str, list[Evaluation]] = {"generated": [], "checkpoints": []}
     vectors: dict[str, list[Tensor]] = {"generated": [], "checkpoints": []}
     with progress_bar(enabled=progress, show_loss=False) as bar:
@@ -210,7 +210,9 @@ def evaluate_models(
                 bar.advance(task)
         checkpoints = torch.stack(vectors["checkpoints"])  # (K, P)
         generated = torch.stack(vectors["generated"])  # (M, P)
-        baseline_vectors = baselines(checkpoints, seed=seed) if with_baselines else {}
+        gen_distance, gen_nearest = memorization.nearest(generated, checkpoints)
+        matched = float(gen_distance.quantile(0.5))
+        baseline_vectors = baselines(checkpoints, seed=seed, matched_distance=matched) if with_baselines else {}
         baseline_evaluations: dict[str, list[Evaluation]] = {}
         for name, group_vectors in baseline_vectors.items():
             baseline_evaluations[name] = []
@@ -231,7 +233,6 @@ def evaluate_models(
     per_example = _check_per_example(all_evaluations, named_paths)
 
     ref = memorization.reference(checkpoints)
-    gen_distance, gen_nearest = memorization.nearest(generated, checkpoints)
     novelty = {"generated": (gen_distance / ref.scale).tolist(), "checkpoints": (ref.distances / ref.scale).tolist()}
     nearest_index = {"generated": gen_nearest, "checkpoints": ref.indices}
     for name, group_vectors in baseline_vectors.items():
@@ -392,12 +393,13 @@ def verdict(results: Mapping[str, Any]) -> str:
              if name.startswith("noise_")]
     noise = [(name, value) for name, value in noise if value is not None and value > 0]
     if noise:
-        name, value = min(noise, key=lambda item: abs(math.log(item[1] / max(novelty, 1e-12))))
+        name, value = min(noise, key=lambda item: (item[0] != "noise_matched",
+                                                   abs(math.log(item[1] / max(novelty, 1e-12)))))
         other = results["summary"][name]["mean"]
         if other is not None:
             better = (gen["mean"] > other) == results["higher_is_better"] and gen["mean"] != other
-            text += (f". At a similar distance (novelty {value:.2f}), {baseline_label(name)} scores "
-                     f"{other:.2f}: the generator does {'better' if better else 'no better'} than noise")
+            text += (f". Checkpoints moved about as far by noise ({baseline_label(name)}, novelty {value:.2f}) "
+                     f"score {other:.2f}: the generator does {'better' if better else 'no better'} than noise")
     return text + "."
 
 

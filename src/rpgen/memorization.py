@@ -29,32 +29,39 @@ MAX_BASELINE_MODELS = 50  # per baseline kind
 NEAR_COPY = 0.5  # novelty below this: closer to one checkpoint than half the checkpoints' own spacing
 
 
-def baseline_names(scales: tuple[float, ...] = NOISE_SCALES) -> list[str]:
+def baseline_names(scales: tuple[float, ...] = NOISE_SCALES, *, matched: bool = False) -> list[str]:
     """Names of the baselines, in report order."""
-    return [f"noise_{s:g}" for s in scales] + ["average", "interpolation"]
+    return [f"noise_{s:g}" for s in scales] + ["noise_matched"] * matched + ["average", "interpolation"]
 
 
 def baseline_label(name: str) -> str:
     """A human label for a baseline name."""
+    if name == "noise_matched":
+        return "checkpoint + noise at the generated models' distance"
     if name.startswith("noise_"):
         return f"checkpoint + noise {name.removeprefix('noise_')} std"
     return {"average": "average of all checkpoints", "interpolation": "midpoint of two checkpoints"}.get(name, name)
 
 
 def baselines(checkpoints: Tensor, *, seed: int = 0, scales: tuple[float, ...] = NOISE_SCALES,
-              max_models: int = MAX_BASELINE_MODELS) -> dict[str, Tensor]:
+              matched_distance: float | None = None, max_models: int = MAX_BASELINE_MODELS) -> dict[str, Tensor]:
     """Baseline weight vectors: ``{name: (n, P)}``, names as :func:`baseline_names`.
 
     checkpoints: (K, P). Noise is added to up to ``max_models`` checkpoints (evenly spaced);
-    interpolation takes the midpoints of ``min(K, max_models)`` random distinct pairs.
+    ``noise_matched`` (when ``matched_distance`` is given) uses the noise scale that puts a model
+    that distance from its checkpoint, to compare with generated models at the same distance.
+    Interpolation takes the midpoints of ``min(K, max_models)`` random distinct pairs.
     """
-    k = checkpoints.shape[0]
+    k, p = checkpoints.shape
     rng = torch.Generator().manual_seed(seed)
     picked = torch.linspace(0, k - 1, min(k, max_models)).round().long()  # (n,)
+    named_scales = [(f"noise_{scale:g}", scale) for scale in scales]
+    if matched_distance is not None:
+        named_scales.append(("noise_matched", matched_distance / p ** 0.5))  # E|noise| = scale * sqrt(P)
     out: dict[str, Tensor] = {}
-    for scale in scales:
-        noise = torch.randn((len(picked), checkpoints.shape[1]), generator=rng)
-        out[f"noise_{scale:g}"] = checkpoints[picked] + scale * noise
+    for name, scale in named_scales:
+        noise = torch.randn((len(picked), p), generator=rng)
+        out[name] = checkpoints[picked] + scale * noise
     out["average"] = checkpoints.mean(dim=0, keepdim=True)
     pairs = torch.stack([torch.randperm(k, generator=rng)[:2] for _ in range(min(k, max_models))])  # (n, 2)
     out["interpolation"] = 0.5 * (checkpoints[pairs[:, 0]] + checkpoints[pairs[:, 1]])
