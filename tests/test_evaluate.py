@@ -368,3 +368,29 @@ def test_per_example_of_the_wrong_length_or_missing_names_both_models(digits_zoo
     with pytest.raises(RpgenError, match=r"returned no 'per_example' on .*g\.safetensors but 540"):
         evaluate_models(*paths, f"{evaluator}:missing_for_noisy", out_dir=tmp_path / "gen", progress=False)
     assert not (tmp_path / "gen" / "results.json").exists()
+
+
+def _results(*, novelty: float, gen: list[float], noise: list[float]) -> dict:
+    from rpgen.evaluate import summarize
+
+    ckpt = [98.0, 98.5, 99.0, 98.2]
+    return {"metric": "accuracy", "higher_is_better": True, "novelty": {"generated": [novelty] * len(gen),
+                                                                        "noise_matched": [novelty] * len(noise)},
+            "baselines": {"noise_matched": noise},
+            "summary": {"checkpoints": summarize(ckpt), "generated": summarize(gen), "noise_matched": summarize(noise)}}
+
+
+@pytest.mark.parametrize(
+    ("novelty", "gen", "noise", "expected"),
+    [
+        (0.1, [98.4, 98.6, 98.5], [98.4, 98.6, 98.5], ["near-copies", "about as well as noise"]),
+        (3.0, [98.4, 98.6, 98.5, 98.3], [95.0, 94.0, 96.0, 95.5], ["are new models", "better than noise"]),
+        (3.0, [60.0, 50.0, 55.0], [97.0, 97.5, 96.5], ["new but broken models", "98.00", "worse than noise"]),
+    ],
+)
+def test_verdict(novelty, gen, noise, expected):
+    from rpgen.evaluate import verdict
+
+    text = verdict(_results(novelty=novelty, gen=gen, noise=noise))
+    for part in expected:
+        assert part in text

@@ -1,8 +1,14 @@
-"""Evaluate training checkpoints and generated models with a user evaluator; write a report.
+"""Evaluate training checkpoints, generated models and baselines with a user evaluator; report.
 
 Evaluator contract: a spec ``path/to/file.py:function`` or ``module:function`` names a callable
 taking a state_dict and returning ``dict[str, float]``. The first key is the primary metric;
-higher is better unless its name contains ``loss`` or ``error``.
+higher is better unless its name contains ``loss`` or ``error``. Optionally the dict also holds
+``"per_example"``: a 1-D sequence (list, tensor or array) of booleans or 0/1, one per evaluation
+example in a fixed order, True when the model handles that example correctly; it must have the
+same length for every model. With it, the report compares which examples models get wrong.
+
+The report (``results.json``, ``report.md`` and PNG plots) answers "does the generator copy its
+training checkpoints?": see :mod:`rpgen.memorization` for the baselines and measures.
 """
 
 from __future__ import annotations
@@ -382,7 +388,14 @@ def verdict(results: Mapping[str, Any]) -> str:
     novelty = _median(results["novelty"]["generated"])
     if novelty is None or gen["mean"] is None or ckpt["mean"] is None:
         return "No verdict: no finite values to compare."
-    kind = "near-copies of training checkpoints" if novelty < memorization.NEAR_COPY else "new models"
+    high = results["higher_is_better"]
+    worst = ckpt["min"] if high else ckpt["max"]
+    if novelty < memorization.NEAR_COPY:
+        kind = "near-copies of training checkpoints"
+    elif (gen["mean"] < worst) == high and gen["mean"] != worst:
+        kind = f"new but broken models (on average worse than the worst checkpoint, {worst:.2f})"
+    else:
+        kind = "new models"
     text = (f"Generated models are {kind}: median novelty {novelty:.2f} (0 = a copy, 1 = as far from the "
             f"training set as the checkpoints are from each other), mean {metric} {gen['mean']:.2f} vs "
             f"{ckpt['mean']:.2f} for the checkpoints")
@@ -395,12 +408,22 @@ def verdict(results: Mapping[str, Any]) -> str:
     if noise:
         name, value = min(noise, key=lambda item: (item[0] != "noise_matched",
                                                    abs(math.log(item[1] / max(novelty, 1e-12)))))
-        other = results["summary"][name]["mean"]
-        if other is not None:
-            better = (gen["mean"] > other) == results["higher_is_better"] and gen["mean"] != other
+        other = results["summary"][name]
+        if other["mean"] is not None:
             text += (f". Checkpoints moved about as far by noise ({baseline_label(name)}, novelty {value:.2f}) "
-                     f"score {other:.2f}: the generator does {'better' if better else 'no better'} than noise")
+                     f"score {other['mean']:.2f}: the generator does {_compare(gen, other, results['higher_is_better'])}"
+                     " noise")
     return text + "."
+
+
+def _compare(a: Mapping[str, Any], b: Mapping[str, Any], higher_is_better: bool) -> str:
+    """"better than", "worse than" or "about as well as": means more than 2 standard errors apart or not."""
+    n_a, n_b = a["n"] - a["n_nonfinite"], b["n"] - b["n_nonfinite"]
+    standard_error = math.sqrt(a["std"] ** 2 / n_a + b["std"] ** 2 / n_b)
+    diff = a["mean"] - b["mean"]
+    if abs(diff) <= 2 * standard_error:
+        return "about as well as"
+    return "better than" if (diff > 0) == higher_is_better else "worse than"
 
 
 _COLUMNS = ("n", "mean", "min", "max", "std")
