@@ -469,8 +469,8 @@ def comparison_line(results: Mapping[str, Any]) -> str:
     )
 
 
-def format_report(results: Mapping[str, Any]) -> str:
-    """The Markdown report written to ``report.md``."""
+def format_report(results: Mapping[str, Any], *, plots_at: str = "") -> str:
+    """The Markdown report written to ``report.md``; ``plots_at`` prefixes the PNG links (a folder/)."""
     iou = results.get("iou", {})
     lines = [
         "# rpgen evaluation",
@@ -507,7 +507,7 @@ def format_report(results: Mapping[str, Any]) -> str:
     for title, name in (("Metric of every model", "metric_hist.png"), ("Metric against novelty", "novelty.png"),
                         ("Weight space (PCA of checkpoints and generated models)", "pca.png")):
         if name in results.get("plots", []):
-            lines += [f"![{title}]({name})", ""]
+            lines += [f"![{title}]({plots_at}{name})", ""]
     lines += ["## Generated models", "", "| file | " + results["metric"] + " | novelty | nearest checkpoint |"
               + (" IoU |" if iou else ""), "|---|---:|---:|---|" + ("---:|" if iou else "")]
     for i, path in enumerate(results["generated_files"]):
