@@ -30,7 +30,8 @@ def plot_loss(metrics_jsonl: str | Path, out_png: str | Path) -> None:
     plt.close(fig)
 
 
-_COLORS = {"checkpoints": "tab:blue", "generated": "tab:red", "average": "black", "interpolation": "tab:green"}
+_COLORS = {"checkpoints": "tab:blue", "generated": "tab:red", "average": "black", "interpolation": "tab:green",
+           "noise_matched": "tab:purple"}
 _NOISE_COLORS = ("#f2c14e", "#f5a623", "#d9730d", "#8c4a0a", "#5a2d00")
 
 
@@ -51,7 +52,7 @@ def _groups(results: dict) -> list[tuple[str, str, list[float], str]]:
               ("generated", "generated", results["generated"], _COLORS["generated"])]
     noise = iter(_NOISE_COLORS)
     for name, values in results.get("baselines", {}).items():
-        colour = next(noise, "tab:gray") if name.startswith("noise_") else _COLORS.get(name, "tab:gray")
+        colour = _COLORS.get(name) or (next(noise, "tab:gray") if name.startswith("noise_") else "tab:gray")
         groups.append((name, baseline_label(name), values, colour))
     return groups
 
