@@ -42,6 +42,12 @@ from rpgen.zoo.digits import collect_digits
 RESULTS = Path(__file__).resolve().parent / "results"
 EVALUATOR = "rpgen.zoo.digits:evaluate"
 SUBSETS = (10, 30)
+# (name, zoo, training runs in the zoo, settings on top of the quickstart preset)
+EXPERIMENTS = (
+    ("quickstart", "quickstart", 1, []),
+    ("diverse", "diverse", 10, []),
+    ("diverse-d256", "diverse", 10, ["model.d_model=256"]),
+)
 
 
 def timed(times: dict, name: str, fn):
@@ -51,14 +57,14 @@ def timed(times: dict, name: str, fn):
     return value
 
 
-def build(root: Path, *, runs: int, seed: int, num: int, times: dict) -> dict:
+def build(root: Path, ckpts: Path, *, runs: int, seed: int, num: int, overrides: list[str], times: dict) -> dict:
     """Collect, train, generate ``num`` models and evaluate them (each stage reused when present)."""
-    ckpts, run, gen = root / "checkpoints", root / "run", root / "generated"
+    run, gen = root / "run", root / "generated"
     if not ckpts.is_dir():
         timed(times, "collect_s", lambda: collect_digits(ckpts, num_checkpoints=50, seed=seed, runs=runs,
                                                          progress=False))
     if not (run / GENERATOR).is_file():
-        config = apply_overrides(preset("quickstart"), [f"train.seed={seed}"])
+        config = apply_overrides(preset("quickstart"), [f"train.seed={seed}", *overrides])
         timed(times, "train_s", lambda: train(ckpts, run, config, overwrite=True, progress=False))
     if not (gen / "generation.json").is_file():
         timed(times, "generate_s", lambda: generate(run, gen, num=num, seed=seed, overwrite=True, progress=False))
@@ -146,10 +152,10 @@ def unseen_states(root: Path, *, seed: int, count: int = 20) -> dict:
     return groups
 
 
-def count_vs_diversity(root: Path, num: int) -> list[dict]:
+def count_vs_diversity(root: Path, ckpts: Path, num: int) -> list[dict]:
     """Distinct models among the first n generated models, n in SUBSETS + (num,)."""
     layout = Layout.from_json((root / "run" / TOKENIZER).read_text())
-    checkpoints = torch.stack([flatten(load_state_dict(p), layout) for p in sorted((root / "checkpoints").iterdir())])
+    checkpoints = torch.stack([flatten(load_state_dict(p), layout) for p in sorted(ckpts.iterdir())])
     generated = torch.stack([flatten(load_state_dict(p), layout)
                              for p in sorted((root / "generated").glob("*.safetensors"))])
     scale = memorization.reference(checkpoints).scale
@@ -166,14 +172,20 @@ def fmt(s: dict) -> str:
     return f"{s['mean']:.2f} / {s['min']:.2f} / {s['max']:.2f}"
 
 
+def title(name: str, entry: dict) -> str:
+    zoo = "one training run" if name == "quickstart" else "10 training runs"
+    return zoo + (f", {', '.join(entry['overrides'])}" if entry["overrides"] else "")
+
+
 def markdown(data: dict) -> str:
-    q, d = data["quickstart"], data["diverse"]
+    experiments = [(name, data[name]) for name, *_ in EXPERIMENTS if name in data]
     lines = [
         "# Does rpgen memorise? (digits zoo)",
         "",
         f"Command: `{data['command']}`  ",
         f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores, torch {data['machine']['torch']}. "
-        "Generator: the quickstart preset (2,000 steps), DDIM-60.",
+        "Generator: the quickstart preset (2,000 steps) unless the zoo column says otherwise; DDIM-60; "
+        "50 checkpoints per zoo.",
         "",
         "Novelty = distance to the nearest training checkpoint in normalised weight space / the median distance "
         "between a checkpoint and its nearest other checkpoint (0 = a copy, 1 = the checkpoints' own spacing). "
@@ -185,45 +197,50 @@ def markdown(data: dict) -> str:
         "| zoo | models | n | accuracy | novelty (median) | IoU (median) |",
         "|---|---|---:|---|---:|---:|",
     ]
-    for zoo_name, z in (("quickstart (1 run)", q), ("diverse (10 runs)", d)):
-        s = z["summary"]
+    for name, entry in experiments:
+        s = entry["summary"]
         rows = [("training checkpoints", "checkpoints", s["checkpoints"]), ("**generated**", "generated", s["generated"])]
         rows += [(memorization.baseline_label(k), k, v) for k, v in s["baselines"].items()]
         for label, key, stats in rows:
             iou = s.get("iou_median", {}).get(key)
-            lines.append(f"| {zoo_name} | {label} | {stats['n']} | {fmt(stats)} | {s['novelty_median'][key]:.2f} | "
-                         + ("-" if iou is None else f"{iou:.2f}") + " |")
-    lines += ["", f"Verdict, quickstart zoo: {q['summary']['verdict']}", "",
-              f"Verdict, diverse zoo: {d['summary']['verdict']}", ""]
-    st = d["states"]
-    lines += [
-        "## 2. Permutation states on the diverse zoo",
-        "",
-        f"- {st['num_models']} generated models drew states from {st['runs_of_states']} of the 10 runs; their nearest "
-        f"checkpoints come from {st['runs_of_nearest']} runs. For {st['nearest_in_state_run']} of "
-        f"{st['num_models']} the nearest checkpoint is in the run of the model's own permutation state "
-        f"(for {st['nearest_is_state_checkpoint']} it is the state's own checkpoint).",
-    ]
-    for name, label in (("random", "a random state vector (never trained)"),
-                        ("midpoint", "the midpoint of two trained states from different runs")):
-        g = d["unseen"][name]
-        extra = (f"; nearest checkpoint in one of the two parent runs for {g['nearest_in_a_parent_run']} of "
-                 f"{g['accuracy']['n']}") if name == "midpoint" else ""
-        lines.append(f"- {g['accuracy']['n']} models from {label}: accuracy {fmt(g['accuracy'])}, novelty median "
-                     f"{g['novelty_median']:.2f}, IoU median {g['iou_median']:.2f}, nearest checkpoints in "
-                     f"{g['runs_of_nearest']} runs{extra}.")
-    lines += ["", "## 3. Generated-model count vs diversity", "",
+            lines.append(f"| {title(name, entry)} | {label} | {stats['n']} | {fmt(stats)} | "
+                         f"{s['novelty_median'][key]:.2f} | " + ("-" if iou is None else f"{iou:.2f}") + " |")
+    lines.append("")
+    for name, entry in experiments:
+        final = entry.get("final_loss")
+        loss = f" Final training loss {final:.4f}." if final is not None else ""
+        lines += [f"Verdict, {title(name, entry)}: {entry['summary']['verdict']}{loss}", ""]
+    lines += ["## 2. Permutation states on the 10-run zoo", ""]
+    for name, entry in experiments:
+        if "states" not in entry:
+            continue
+        st = entry["states"]
+        lines += [f"**{title(name, entry)}**", "",
+                  f"- {st['num_models']} generated models drew states from {st['runs_of_states']} of the 10 runs; "
+                  f"their nearest checkpoints come from {st['runs_of_nearest']} runs. For {st['nearest_in_state_run']} "
+                  f"of {st['num_models']} the nearest checkpoint is in the run of the model's own permutation state "
+                  f"(for {st['nearest_is_state_checkpoint']} it is the state's own checkpoint)."]
+        for group, label in (("random", "a random state vector (never trained)"),
+                             ("midpoint", "the midpoint of two trained states from different runs")):
+            g = entry["unseen"][group]
+            extra = (f"; nearest checkpoint in one of the two parent runs for {g['nearest_in_a_parent_run']} of "
+                     f"{g['accuracy']['n']}") if group == "midpoint" else ""
+            lines.append(f"- {g['accuracy']['n']} models from {label}: accuracy {fmt(g['accuracy'])}, novelty "
+                         f"median {g['novelty_median']:.2f}, IoU median {g['iou_median']:.2f}, nearest checkpoints "
+                         f"in {g['runs_of_nearest']} runs{extra}.")
+        lines.append("")
+    lines += ["## 3. Generated-model count vs diversity", "",
               "A model is a near-copy when its novelty is below "
               f"{memorization.NEAR_COPY}; distinct = groups of generated models more than {memorization.NEAR_COPY} "
               "units apart.", "",
               "| zoo | generated | not near-copies | distinct | median distance to nearest other generated (units) |",
               "|---|---:|---:|---:|---:|"]
-    for zoo_name, z in (("quickstart", q), ("diverse", d)):
-        for r in z["count_vs_diversity"]:
-            lines.append(f"| {zoo_name} | {r['num_generated']} | {r['not_near_copies']} | {r['distinct_models']} | "
-                         f"{r['median_to_nearest_other_generated']:.2f} |")
-    lines += ["", "Plots (from the quickstart experiment's report): `memorization/quickstart_*.png`; "
-              "diverse: `memorization/diverse_*.png`.", ""]
+    for name, entry in experiments:
+        for r in entry["count_vs_diversity"]:
+            lines.append(f"| {title(name, entry)} | {r['num_generated']} | {r['not_near_copies']} | "
+                         f"{r['distinct_models']} | {r['median_to_nearest_other_generated']:.2f} |")
+    lines += ["", "Plots from each experiment's report: `memorization/<experiment>_{metric_hist,novelty,pca}.png` "
+              f"(experiments: {', '.join(name for name, _ in experiments)}).", ""]
     return "\n".join(lines)
 
 
@@ -238,12 +255,14 @@ def main() -> None:
     data: dict = {"command": ("python bench/memorization.py " + " ".join(sys.argv[1:])).strip(), "machine": machine()}
     plots = RESULTS / "memorization"
     plots.mkdir(parents=True, exist_ok=True)
-    for name, runs in (("quickstart", 1), ("diverse", 10)):
-        root = args.out / name
+    for name, zoo, runs, overrides in EXPERIMENTS:
+        root, ckpts = args.out / name, args.out / zoo / "checkpoints"
         times: dict = {}
-        results = build(root, runs=runs, seed=args.seed, num=args.num, times=times)
-        entry = {"summary": summary(results), "times": times,
-                 "count_vs_diversity": count_vs_diversity(root, args.num)}
+        results = build(root, ckpts, runs=runs, seed=args.seed, num=args.num, overrides=overrides, times=times)
+        entry = {"summary": summary(results), "times": times, "overrides": overrides,
+                 "count_vs_diversity": count_vs_diversity(root, ckpts, args.num)}
+        metrics = (root / "run" / "metrics.jsonl").read_text().splitlines()
+        entry["final_loss"] = json.loads(metrics[-1])["loss"]
         if runs > 1:
             entry["states"] = state_analysis(root, results)
             entry["unseen"] = unseen_states(root, seed=args.seed)
