@@ -3,14 +3,13 @@
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_cli import TINY
 
 from rpgen.config import Config, apply_overrides
 from rpgen.diffusion import make_scheduler
 from rpgen.generate import generate, sample_models
 from rpgen.run import load_run
 from rpgen.zoo.digits import DigitsCNN
-
-from test_cli import TINY
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,10 @@
 """Not enough RAM or disk: a clear error before any work starts."""
 
 import pytest
+from test_cli import TINY, one_line_error, rpgen, set_args
 
 from rpgen.errors import RpgenError
 from rpgen.resources import available_memory, check_resources, free_disk
-
-from test_cli import TINY, one_line_error, rpgen, set_args
 
 
 def test_check_resources_names_what_and_numbers(tmp_path):

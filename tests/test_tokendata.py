@@ -5,14 +5,13 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_cli import TINY
 
 from rpgen.checkpoints import load_checkpoints, open_checkpoints
 from rpgen.config import Config, apply_overrides
 from rpgen.errors import RpgenError
 from rpgen.tokendata import InMemoryTokens, LazyTokens
 from rpgen.tokenizer import fit_layout, tokenize
-
-from test_cli import TINY
 
 
 def test_lazy_checkpoints_fit_the_same_layout(digits_zoo):

@@ -20,8 +20,8 @@ from typing import Callable, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
-from rpgen import run as runfiles
 from rpgen import resources
+from rpgen import run as runfiles
 from rpgen.checkpoints import LazyCheckpoint, open_checkpoints
 from rpgen.config import Config, load_toml
 from rpgen.diffusion import denoising_loss, draw_rows
