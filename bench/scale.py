@@ -100,10 +100,17 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/rpgen-scale"))
     args = parser.parse_args()
 
-    rows = [measure(parse_size(s), work=args.work, checkpoints=args.checkpoints, steps=args.steps,
-                    train_only_for_generation=False) for s in args.sizes]
-    rows += [measure(parse_size(s), work=args.work, checkpoints=2, steps=1, train_only_for_generation=True)
-             for s in args.generate_only]
+    rows: list[dict] = []
+    for s in args.sizes:  # results are rewritten after every size, so a long run leaves what it measured
+        rows.append(measure(parse_size(s), work=args.work, checkpoints=args.checkpoints, steps=args.steps,
+                            train_only_for_generation=False))
+        write_results(rows)
+    for s in args.generate_only:
+        rows.append(measure(parse_size(s), work=args.work, checkpoints=2, steps=1, train_only_for_generation=True))
+        write_results(rows)
+
+
+def write_results(rows: list[dict]) -> None:
     command = ("python bench/scale.py " + " ".join(sys.argv[1:])).strip()
     info = machine()
     cfg = preset("cpu-large")
