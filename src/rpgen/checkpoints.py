@@ -6,11 +6,16 @@ Every problem is raised as :class:`RpgenError` naming the file and the key at fa
 
 Key order: ``.pt``/``.pth`` files keep the order they were saved in; safetensors files
 store tensors by name, so ``.safetensors`` state_dicts come back sorted by key.
+
+:func:`open_checkpoints` is the scalable path used by training: it reads only the headers
+(structure checks cost no tensor reads) and returns :class:`LazyCheckpoint` mappings that read a
+tensor, or a range of its elements, when asked. Memory then does not grow with the number of
+checkpoints or their size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -18,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_path
+from rpgen.safetensors_io import SafetensorsReader
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
@@ -53,6 +59,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # any reader failure is the file's fault
         raise RpgenError(f"{path}: not a readable checkpoint ({_short(exc)})") from None
+    return _checked_mapping(obj, path)
+
+
+def _checked_mapping(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict inside a loaded object (plain, or under a "state_dict" key)."""
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
@@ -129,6 +140,83 @@ def load_checkpoints(folder: str | Path) -> tuple[list[Path], list[dict[str, tor
     state_dicts = [load_state_dict(p) for p in paths]
     validate_state_dicts(paths, state_dicts)
     return paths, state_dicts
+
+
+class LazyCheckpoint(Mapping[str, torch.Tensor]):
+    """One checkpoint file whose tensors are read when asked, one at a time.
+
+    ``safetensors`` files are read with plain file reads (never the whole file, never a memory
+    map); ``.pt``/``.pth`` files are memory-mapped by ``torch.load(mmap=True)`` when saved in
+    the zip format (else loaded whole). Indexing returns a fresh tensor and checks that float
+    tensors are finite (an :class:`RpgenError` naming the file and key otherwise).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._reader: SafetensorsReader | None = None
+        self._tensors: dict[str, torch.Tensor] = {}
+        if self.path.suffix.lower() == ".safetensors":
+            self._reader = SafetensorsReader(self.path)
+            # File order, as safetensors.torch.load_file returns them.
+            self._meta = {e.name: torch.empty(e.shape, dtype=e.dtype, device="meta")
+                          for e in self._reader.entries.values()}
+            if not self._meta:
+                raise RpgenError(f"{self.path}: not a readable checkpoint (no tensors)")
+        else:
+            try:
+                obj = torch.load(self.path, weights_only=True, map_location="cpu", mmap=True)
+            except Exception:  # not in the zip format: cannot be mapped, load it whole
+                obj = None
+            self._tensors = _checked_mapping(obj, self.path) if obj is not None else load_state_dict(self.path)
+            self._meta = {k: v.to("meta") for k, v in self._tensors.items()}
+
+    def structure(self) -> Structure:
+        return {k: (tuple(v.shape), v.dtype) for k, v in self._meta.items()}
+
+    def meta(self) -> dict[str, torch.Tensor]:
+        """Shape and dtype of every tensor, as tensors on the "meta" device (no data)."""
+        return dict(self._meta)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._meta:
+            raise KeyError(name)
+        if self._reader is not None:
+            tensor = self._reader.read(name)
+        else:
+            tensor = self._tensors[name].clone()
+        check_finite({name: tensor}, name=self.path)
+        return tensor
+
+    def read_flat(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Elements ``start:stop`` of tensor ``name`` flattened (1-D), read without the rest."""
+        if self._reader is not None:
+            return self._reader.read_flat(name, start, stop)
+        return self._tensors[name].reshape(-1)[start:stop].clone()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._meta)
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    def __repr__(self) -> str:
+        return f"LazyCheckpoint({str(self.path)!r})"
+
+
+def open_checkpoints(folder: str | Path) -> list[LazyCheckpoint]:
+    """List and open every checkpoint in ``folder``; check the structures from the headers.
+
+    Values are not read here; a NaN or Inf is reported when the tensor holding it is first
+    read (training's statistics pass reads every float tensor once).
+    """
+    paths = list_checkpoints(folder)
+    if len(paths) < 2:
+        raise RpgenError(f"need at least 2 checkpoints in {Path(folder)}, found {len(paths)}")
+    checkpoints = [LazyCheckpoint(p) for p in paths]
+    reference = structure(checkpoints[0].meta())
+    for ckpt in checkpoints:
+        check_structure(reference, ckpt.meta(), name=ckpt.path, reference_name=paths[0])
+    return checkpoints
 
 
 def save_state_dict(

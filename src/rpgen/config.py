@@ -36,9 +36,13 @@ class DataConfig:
     """Folder of training checkpoints (set by ``rpgen train CKPT_DIR``)."""
     token_size: int = 64
     """Values per token; tokens never cross tensor boundaries."""
+    tokens_in_memory_mb: int = 1024
+    """Checkpoint sets whose tokens fit in this many MB are held in RAM during training; larger
+    ones are read from the files token by token as steps need them (0 = always). Same results."""
 
     def __post_init__(self) -> None:
         _check(self.token_size >= 1, "data.token_size", self.token_size, "must be >= 1")
+        _check(self.tokens_in_memory_mb >= 0, "data.tokens_in_memory_mb", self.tokens_in_memory_mb, "must be >= 0")
 
 
 @dataclass

@@ -33,10 +33,25 @@ def training_loss(model: torch.nn.Module, tokens: Tensor, states: Tensor, cfg: D
     The backbone runs over all B * L tokens; only ``diffusion_batch`` of them are denoised.
     """
     b, l, s = tokens.shape
-    device = tokens.device
-    n = min(diffusion_batch, b * l)
-    rows = torch.randperm(b * l, generator=rng, device="cpu")[:n].to(device)  # (N,)
-    x0 = tokens.reshape(b * l, s)[rows]  # (N, S)
+    rows = draw_rows(b * l, diffusion_batch, rng=rng).to(tokens.device)  # (N,)
+    return denoising_loss(model, tokens.reshape(b * l, s)[rows], rows, states, cfg, rng=rng)
+
+
+def draw_rows(num_tokens: int, diffusion_batch: int, *, rng: torch.Generator | None = None) -> Tensor:
+    """(N,) distinct random indices into a batch's ``num_tokens`` = B * L tokens (on the CPU)."""
+    return torch.randperm(num_tokens, generator=rng, device="cpu")[:min(diffusion_batch, num_tokens)]
+
+
+def denoising_loss(model: torch.nn.Module, x0: Tensor, rows: Tensor, states: Tensor, cfg: DiffusionConfig, *,
+                   rng: torch.Generator | None = None) -> Tensor:
+    """Masked MSE of the denoiser on chosen tokens.
+
+    x0: (N, S) clean tokens (NaN padding) at ``rows`` (N,) of the batch's B * L tokens;
+    states: (B,) permutation states. Only the ``N`` token values are needed, so callers can read
+    them from disk (see :mod:`rpgen.tokendata`).
+    """
+    n = x0.shape[0]
+    device = x0.device
     mask = ~torch.isnan(x0)
     x0 = torch.nan_to_num(x0, nan=0.0)
     noise = torch.randn(x0.shape, generator=rng, device="cpu").to(device)
@@ -49,7 +64,7 @@ def training_loss(model: torch.nn.Module, tokens: Tensor, states: Tensor, cfg: D
         target = x0
     else:  # v_prediction
         target = ab.sqrt() * noise - (1 - ab).sqrt() * x0
-    pred = model(states, rows, noisy, t).float()
+    pred = model(states, rows.to(device), noisy, t).float()
     return (pred - target).pow(2)[mask].mean()
 
 

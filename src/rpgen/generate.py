@@ -1,32 +1,50 @@
 """Sampling new parameter sets from a trained run and writing them as safetensors.
 
 The backbone runs once per model; tokens are then denoised in chunks of at most
-``sample.chunk_tokens`` rows, so memory is bounded by the chunk, not by the model.
+``sample.chunk_tokens`` rows (the tokens of several small models share a chunk), and each tensor
+is detokenised and appended to its safetensors file as soon as its last token is denoised. Peak
+memory is the generator + one chunk + about one tensor, not the whole model.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence, get_args
+from typing import Iterator, Sequence, get_args
 
 import torch
 
-from rpgen.checkpoints import save_state_dict
+from rpgen import resources
 from rpgen.config import Sampler
 from rpgen.diffusion import make_scheduler, sample_tokens
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir
 from rpgen.progress import progress_bar
 from rpgen.run import Run, load_run
-from rpgen.tokenizer import detokenize
+from rpgen.safetensors_io import SafetensorsWriter
+from rpgen.tokenizer import Layout, TensorInfo, detokenize_tensor
 
 
 def sample_models(run: Run, states: Sequence[int], *, scheduler, rng: torch.Generator) -> list[dict[str, torch.Tensor]]:
-    """Complete state dicts, one per permutation state, denoised together.
+    """Complete state dicts, one per permutation state, denoised together (held in memory).
 
-    The tokens of all models are stacked and denoised in chunks of ``sample.chunk_tokens``
-    rows, so small models share denoiser calls and large ones are split.
+    Same tokens as :func:`generate` writes for the same ``rng`` state; for large models use
+    :func:`generate`, which streams them to files.
+    """
+    models = [TensorAssembler(run.layout) for _ in states]
+    out: list[dict[str, torch.Tensor]] = [{} for _ in states]
+    for m, tokens in iter_tokens(run, states, scheduler=scheduler, rng=rng):
+        for info, tensor in models[m].add(tokens):
+            out[m][info.name] = tensor
+    return [{t.name: d[t.name] if t.generated else run.copied[t.name].clone() for t in run.layout.tensors}
+            for d in out]
+
+
+def iter_tokens(run: Run, states: Sequence[int], *, scheduler, rng: torch.Generator) -> Iterator[tuple[int, torch.Tensor]]:
+    """Denoised tokens in sequence order: (model index in ``states``, (n, S) tokens of that model).
+
+    The backbone runs once for all models; their tokens are stacked (M * L rows) and denoised
+    in chunks of ``sample.chunk_tokens`` rows, each chunk split again at model boundaries.
     """
     generator = run.generator
     device = generator.pos_emb.device
@@ -35,11 +53,66 @@ def sample_models(run: Run, states: Sequence[int], *, scheduler, rng: torch.Gene
     m, l, d = protos.shape
     protos = protos.reshape(m * l, d)
     chunk = run.config.sample.chunk_tokens
-    tokens = torch.cat([
-        sample_tokens(generator, protos[i:i + chunk], scheduler, rng=rng).cpu()
-        for i in range(0, m * l, chunk)
-    ]).reshape(m, l, -1)  # (M, L, S)
-    return [detokenize(t, run.layout, run.copied) for t in tokens]
+    for start in range(0, m * l, chunk):
+        x = sample_tokens(generator, protos[start:start + chunk], scheduler, rng=rng).cpu()  # (n, S)
+        pos, stop = start, start + x.shape[0]
+        while pos < stop:
+            model = pos // l
+            end = min(stop, (model + 1) * l)
+            yield model, x[pos - start:end - start]
+            pos = end
+
+
+class TensorAssembler:
+    """Collects one model's tokens in order; returns each generated tensor once its tokens are in."""
+
+    def __init__(self, layout: Layout) -> None:
+        self._todo = [(info, sl.stop - sl.start) for info, sl in layout.token_slices()]
+        self._pending: list[torch.Tensor] = []
+        self._have = 0
+
+    def add(self, tokens: torch.Tensor) -> list[tuple[TensorInfo, torch.Tensor]]:
+        """tokens: (n, S), the next tokens of the sequence -> the tensors they complete."""
+        self._pending.append(tokens)
+        self._have += tokens.shape[0]
+        done = []
+        while self._todo and self._have >= self._todo[0][1]:
+            info, n = self._todo.pop(0)
+            pending = torch.cat(self._pending) if len(self._pending) > 1 else self._pending[0]
+            done.append((info, detokenize_tensor(pending[:n], info)))
+            self._pending = [pending[n:]] if pending.shape[0] > n else []
+            self._have -= n
+        return done
+
+    @property
+    def finished(self) -> bool:
+        return not self._todo
+
+
+class ModelWriter:
+    """Writes one generated model to safetensors as its tensors complete, in the layout's key order."""
+
+    def __init__(self, path: Path, layout: Layout, copied: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+        self._order = list(layout.tensors)
+        self._copied = copied
+        self._file = SafetensorsWriter(path, [(t.name, getattr(torch, t.dtype), t.shape) for t in self._order],
+                                       metadata=metadata)
+        self._next = 0
+        self._write_copied()
+
+    def put(self, info: TensorInfo, tensor: torch.Tensor) -> None:
+        self._file.write(info.name, tensor)
+        self._next += 1
+        self._write_copied()
+
+    def _write_copied(self) -> None:
+        while self._next < len(self._order) and not self._order[self._next].generated:
+            name = self._order[self._next].name
+            self._file.write(name, self._copied[name])
+            self._next += 1
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 0,
@@ -66,6 +139,14 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     sampler = sampler or run.config.sample.sampler
     steps = steps or run.config.sample.steps
     num_states = run.generator.num_states
+    out_dir = Path(out_dir)
+    per_group = max(1, run.config.sample.chunk_tokens // run.layout.num_tokens)
+    if torch.device(device).type == "cpu":
+        resources.check_resources(
+            f"generating {num} models of {run.layout.num_params:,} parameters from {run.path}",
+            memory=resources.generation_memory(run.config, run.layout, num_states=num_states,
+                                               models_at_once=min(num, per_group)),
+            disk=num * resources.model_bytes(run.layout), disk_path=out_dir.parent)
     rng = torch.Generator().manual_seed(seed)
     if states is None:
         states = torch.randint(0, num_states, (num,), generator=rng).tolist()
@@ -77,16 +158,21 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
             raise RpgenError(f"permutation state {s} out of range: this run has states 0..{num_states - 1}")
     scheduler = make_scheduler(run.config.diffusion, sampler, steps)
     paths = []
-    out_dir = Path(out_dir)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(enabled=progress, show_loss=False) as bar:
         task = bar.add_task("generating", total=num)
-        per_group = max(1, run.config.sample.chunk_tokens // run.layout.num_tokens)
         for first in range(0, num, per_group):
             group = states[first:first + per_group]
-            for i, state_dict in enumerate(sample_models(run, group, scheduler=scheduler, rng=rng), start=first):
-                save_state_dict(state_dict, tmp / f"{i:04d}.safetensors",
-                                metadata={"rpgen_run": str(run.path.resolve()), "permutation_state": str(states[i])})
-                paths.append(out_dir / f"{i:04d}.safetensors")
+            names = [f"{i:04d}.safetensors" for i in range(first, first + len(group))]
+            writers = [ModelWriter(tmp / name, run.layout, run.copied,
+                                   {"rpgen_run": str(run.path.resolve()), "permutation_state": str(s)})
+                       for name, s in zip(names, group)]
+            assemblers = [TensorAssembler(run.layout) for _ in group]
+            for m, tokens in iter_tokens(run, group, scheduler=scheduler, rng=rng):
+                for info, tensor in assemblers[m].add(tokens):
+                    writers[m].put(info, tensor)
+            for w in writers:
+                w.close()
+            paths += [out_dir / name for name in names]
             bar.update(task, advance=len(group))
         (tmp / "generation.json").write_text(json.dumps({
             "run_dir": str(run.path.resolve()), "num": num, "seed": seed, "sampler": sampler,

@@ -123,11 +123,20 @@ def _to_normal_space(value: Tensor, info: TensorInfo) -> Tensor:
     return x.clamp_min(1e-30).log() if info.log else x
 
 
+def _moments(value: Tensor, info: TensorInfo) -> tuple[float, float]:
+    """Sum and sum of squares of a tensor in normal space (0, 0 for copied tensors)."""
+    if not info.generated:
+        return 0.0, 0.0
+    x = _to_normal_space(value, info)
+    return float(x.sum()), float((x * x).sum())
+
+
 def fit_layout(state_dicts: Iterable[Mapping[str, Tensor]], *, token_size: int) -> Layout:
     """Fit the layout on a checkpoint set: structure from the first, statistics over all.
 
     Statistics are accumulated in one streaming pass (sum and sum of squares in float64), so
-    ``state_dicts`` may be a lazy iterable.
+    ``state_dicts`` may be a lazy iterable of lazy mappings (e.g.
+    :class:`rpgen.checkpoints.LazyCheckpoint`): each tensor is read exactly once.
     """
     if token_size < 1:
         raise RpgenError(f"token_size must be >= 1, got {token_size}")
@@ -136,19 +145,20 @@ def fit_layout(state_dicts: Iterable[Mapping[str, Tensor]], *, token_size: int) 
     sq_sums: list[float] = []
     count = 0
     for sd in state_dicts:
-        if infos is None:
-            infos = [
-                TensorInfo(name=k, shape=tuple(v.shape), dtype=_dtype_name(v.dtype),
-                           generated=v.is_floating_point(),
-                           log=v.is_floating_point() and _is_log(k))
-                for k, v in sd.items()
-            ]
-            sums, sq_sums = [0.0] * len(infos), [0.0] * len(infos)
-        for i, info in enumerate(infos):
-            if info.generated:
-                x = _to_normal_space(sd[info.name], info)
-                sums[i] += float(x.sum())
-                sq_sums[i] += float((x * x).sum())
+        if infos is None:  # structure from the first; each tensor is still read only once
+            infos, values = [], []
+            for k, v in sd.items():
+                infos.append(TensorInfo(name=k, shape=tuple(v.shape), dtype=_dtype_name(v.dtype),
+                                        generated=v.is_floating_point(),
+                                        log=v.is_floating_point() and _is_log(k)))
+                values.append(_moments(v, infos[-1]))
+            sums, sq_sums = [m[0] for m in values], [m[1] for m in values]
+        else:
+            for i, info in enumerate(infos):
+                if info.generated:
+                    s, sq = _moments(sd[info.name], info)
+                    sums[i] += s
+                    sq_sums[i] += sq
         count += 1
     if infos is None:
         raise RpgenError("cannot fit a tokenizer on zero checkpoints")
@@ -199,6 +209,19 @@ def unflatten(vector: Tensor, layout: Layout, reference: Mapping[str, Tensor]) -
         else:
             out[info.name] = reference[info.name].clone()
     return out
+
+
+def normalize_values(values: Tensor, info: TensorInfo, token_size: int) -> Tensor:
+    """Raw values of (part of) one tensor, whole tokens of it -> (n, S) tokens as :func:`tokenize` makes them.
+
+    ``values`` holds elements ``j * S : min((j + n) * S, numel)`` of the flattened tensor; the
+    result is bit-identical to rows ``j : j + n`` of that tensor in :func:`tokenize`.
+    """
+    n = math.ceil(values.numel() / token_size)
+    tokens = torch.full((n, token_size), float("nan"), dtype=torch.float32)
+    x = (_to_normal_space(values, info) - info.mean) / info.std
+    tokens.view(-1)[: values.numel()] = x.to(torch.float32)
+    return tokens
 
 
 def detokenize_tensor(tokens: Tensor, info: TensorInfo) -> Tensor:

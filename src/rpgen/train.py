@@ -20,15 +20,17 @@ from typing import Callable, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
+from rpgen import resources
 from rpgen import run as runfiles
-from rpgen.checkpoints import load_checkpoints
+from rpgen.checkpoints import LazyCheckpoint, open_checkpoints
 from rpgen.config import Config, load_toml
-from rpgen.diffusion import training_loss
+from rpgen.diffusion import denoising_loss, draw_rows
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir, atomic_path, check_output_dir
 from rpgen.plots import plot_loss
 from rpgen.progress import progress_bar
-from rpgen.tokenizer import Layout, copied_tensors, fit_layout, tokenize
+from rpgen.tokendata import token_source
+from rpgen.tokenizer import Layout, copied_tensors, fit_layout
 
 
 def resolve_config(config: Config, *, device: torch.device) -> Config:
@@ -68,6 +70,12 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
     Ctrl-C finishes the current step, saves a resumable state and raises KeyboardInterrupt
     (a second Ctrl-C stops at once). ``stop_after`` ends this call after that many steps with
     a resumable state, as if interrupted (time-boxed training); the run is then unfinished.
+
+    Checkpoints are opened lazily and read in one streaming pass for the statistics; a step then
+    reads only the tokens it denoises (all tokens are held in RAM when they fit in
+    ``data.tokens_in_memory_mb``; both give the same run). Under ``accelerate launch`` with P
+    processes, each process takes ``batch_size / P`` checkpoints and ``diffusion_batch / P``
+    tokens per step, so the effective batch and the learning dynamics match one process.
     """
     from accelerate import Accelerator, PartialState
 
@@ -80,21 +88,30 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
         config = saved if config is None else dataclasses.replace(saved, train=config.train)
     config = (config or Config()).replace("data", checkpoint_dir=str(checkpoint_dir.resolve()))
 
-    paths, state_dicts = load_checkpoints(checkpoint_dir)
-    layout = fit_layout(state_dicts, token_size=config.data.token_size)
+    checkpoints = open_checkpoints(checkpoint_dir)
+    paths = [c.path for c in checkpoints]
+    layout = fit_layout(checkpoints, token_size=config.data.token_size)
     if resume:
         saved = Layout.from_json((run_dir / runfiles.TOKENIZER).read_text(encoding="utf-8"))
         if saved != layout:
             raise RpgenError(f"{checkpoint_dir}: checkpoints changed since {run_dir} was started; "
                              "start a new run instead of --resume")
-    data = torch.stack([tokenize(sd, layout) for sd in state_dicts])  # (K, L, S)
-
-    config = resolve_config(config, device=PartialState().device)
+    state = PartialState()
+    config = resolve_config(config, device=state.device)
+    tokens_bytes = len(checkpoints) * layout.num_tokens * layout.token_size * 4
+    if state.device.type == "cpu":  # GPU memory is not checked here; CPU RAM is what an OOM kill takes
+        resources.check_resources(
+            f"training on {checkpoint_dir} ({layout.num_params:,} parameters, {len(paths)} checkpoints)",
+            memory=resources.training_memory(
+                config, layout, num_checkpoints=len(paths), num_processes=state.num_processes,
+                in_memory=tokens_bytes <= config.data.tokens_in_memory_mb * 2**20) * state.num_processes,
+            disk=resources.training_disk(config, layout, num_checkpoints=len(paths)), disk_path=run_dir)
+    data = token_source(checkpoints, layout, in_memory_limit_mb=config.data.tokens_in_memory_mb)
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision)
     main = accelerator.is_main_process
 
     if not resume and main:
-        _start_run_dir(run_dir, config, layout, state_dicts[0], paths, overwrite=overwrite)
+        _start_run_dir(run_dir, config, layout, checkpoints[0], paths, overwrite=overwrite)
     accelerator.wait_for_everyone()
 
     tc = config.train
@@ -108,8 +125,10 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
         step = _load_state(run_dir / runfiles.STATE, generator, optimizer, ema, rng,
                            process_index=accelerator.process_index)
     model, optimizer = accelerator.prepare(generator, optimizer)
-    data = data.to(accelerator.device)
     num_states = len(paths)
+    procs = accelerator.num_processes
+    batch = math.ceil(min(tc.batch_size, num_states) / procs)  # per process
+    diffusion_batch = math.ceil(tc.diffusion_batch / procs)
 
     def save_state() -> None:
         if main:
@@ -128,11 +147,12 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
                 raise KeyboardInterrupt
             for group in optimizer.param_groups:
                 group["lr"] = tc.lr * lr_factor(step, warmup=tc.warmup_steps, total=tc.steps)
-            states = torch.randint(0, num_states, (min(tc.batch_size, num_states),), generator=rng)
-            states = states.to(accelerator.device)
+            states = torch.randint(0, num_states, (batch,), generator=rng)  # (B,)
+            rows = draw_rows(batch * layout.num_tokens, diffusion_batch, rng=rng)  # (N,)
+            x0 = data.gather(states, rows).to(accelerator.device)  # (N, S)
             with accelerator.autocast():
-                loss = training_loss(model, data[states], states, config.diffusion,
-                                     diffusion_batch=tc.diffusion_batch, rng=rng)
+                loss = denoising_loss(model, x0, rows.to(accelerator.device), states.to(accelerator.device),
+                                      config.diffusion, rng=rng)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             if tc.grad_clip > 0:
@@ -201,7 +221,7 @@ def saved_config(run_dir: Path) -> Config:
     return load_toml(run_dir / runfiles.CONFIG)
 
 
-def _start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: dict, paths: list[Path], *,
+def _start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: LazyCheckpoint, paths: list[Path], *,
                    overwrite: bool) -> None:
     """Write the run's static files, all at once (the directory appears complete or not at all)."""
     with atomic_dir(run_dir, overwrite=overwrite) as tmp:

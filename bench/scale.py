@@ -1,0 +1,178 @@
+"""Benchmark: peak RAM and time for training steps and generation at 0.1M-200M generated parameters.
+
+    python bench/scale.py [--sizes 0.1M 1M 10M 100M] [--generate-only 200M] [--checkpoints 50]
+                          [--work /tmp/rpgen-scale] [--steps 4]
+
+For each size: build a WideMLP zoo (``rpgen.zoo.wide_mlp``: random init + lightly perturbed copies,
+``--checkpoints`` files), train with the ``cpu-large`` preset for ``--steps`` steps (fresh process;
+peak RSS from ``wait4``; step time = median of the logged per-step times after the first), then
+generate one model (fresh process, preset sampler). ``--generate-only`` sizes train a 1-step
+generator on a 2-checkpoint zoo only to measure generation. Zoos are deleted after each size.
+Writes bench/results/scale.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from quickstart import machine
+
+from rpgen.checkpoints import open_checkpoints
+from rpgen.config import preset
+from rpgen.resources import generation_memory, training_memory
+from rpgen.tokenizer import fit_layout
+from rpgen.zoo.wide_mlp import collect_wide_mlp
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GB = 1e9
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1e3, "M": 1e6, "G": 1e9}
+    return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
+
+
+def timed(cmd: list[str]) -> tuple[float, float, str]:
+    """Run ``cmd``; return wall seconds, peak RSS in GB (this child only) and its output."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-3000:]}")
+    return wall, usage.ru_maxrss * 1024 / GB, output
+
+
+def step_times(run: Path) -> list[float]:
+    elapsed = [json.loads(line)["elapsed_s"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [b - a for a, b in zip(elapsed, elapsed[1:])]
+
+
+def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_for_generation: bool) -> dict:
+    rpgen = [sys.executable, "-m", "rpgen.cli"]
+    zoo, run, gen = work / "zoo", work / "run", work / "gen"
+    for p in (zoo, run, gen):
+        shutil.rmtree(p, ignore_errors=True)
+    start = time.perf_counter()
+    paths = collect_wide_mlp(zoo, params=size, num_checkpoints=checkpoints, seed=0)
+    zoo_s = time.perf_counter() - start
+    config = preset("cpu-large")
+    layout = fit_layout(open_checkpoints(zoo)[:1], token_size=config.data.token_size)
+    overrides = [f"train.steps={steps}", "train.log_every=1", "train.warmup_steps=1", f"train.save_every={steps}"]
+    sets = [x for o in overrides for x in ("--set", o)]
+    train_s, train_rss, _ = timed([*rpgen, "train", str(zoo), "--out", str(run), "--config", "cpu-large",
+                                   "--no-progress", *sets])
+    per_step = step_times(run)
+    gen_s, gen_rss, _ = timed([*rpgen, "generate", str(run), "--num", "1", "--out", str(gen), "--no-progress"])
+    in_memory = checkpoints * layout.num_tokens * layout.token_size * 4 <= config.data.tokens_in_memory_mb * 2**20
+    row = {
+        "params": layout.num_params, "checkpoints": checkpoints, "zoo_gb": round(sum(p.stat().st_size for p in paths) / GB, 2),
+        "tokens": layout.num_tokens, "tokens_in_ram": in_memory,
+        "train_step_peak_rss_gb": None if train_only_for_generation else round(train_rss, 2),
+        "train_step_s": None if train_only_for_generation else round(statistics.median(per_step), 2),
+        "train_process_s": round(train_s, 1),
+        "train_estimate_gb": round(training_memory(config, layout, num_checkpoints=checkpoints, in_memory=in_memory) / GB, 2),
+        "generate_peak_rss_gb": round(gen_rss, 2), "generate_s": round(gen_s, 1),
+        "generate_estimate_gb": round(generation_memory(config, layout, num_states=checkpoints, models_at_once=1) / GB, 2),
+        "model_gb": round(layout.num_params * 4 / GB, 2), "zoo_build_s": round(zoo_s, 1),
+    }
+    for p in (zoo, run, gen):
+        shutil.rmtree(p, ignore_errors=True)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="*", default=["0.1M", "1M", "10M", "100M"])
+    parser.add_argument("--generate-only", nargs="*", default=["200M"])
+    parser.add_argument("--checkpoints", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/rpgen-scale"))
+    args = parser.parse_args()
+
+    rows: list[dict] = []
+    for s in args.sizes:  # results are rewritten after every size, so a long run leaves what it measured
+        rows.append(measure(parse_size(s), work=args.work, checkpoints=args.checkpoints, steps=args.steps,
+                            train_only_for_generation=False))
+        write_results(rows)
+    for s in args.generate_only:
+        rows.append(measure(parse_size(s), work=args.work, checkpoints=2, steps=1, train_only_for_generation=True))
+        write_results(rows)
+
+
+def write_results(rows: list[dict]) -> None:
+    command = ("python bench/scale.py " + " ".join(sys.argv[1:])).strip()
+    info = machine()
+    cfg = preset("cpu-large")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "scale.json").write_text(json.dumps({"machine": info, "command": command, "preset": "cpu-large",
+                                                    "rows": rows}, indent=1) + "\n")
+    lines = [
+        "# Scale benchmark (CPU)",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch thread per process), "
+        f"Python {info['python']}, torch {info['torch']}",
+        "",
+        f"Preset `cpu-large`: token {cfg.data.token_size}, Mamba (pure PyTorch) d_model {cfg.model.d_model}, "
+        f"{cfg.model.num_layers} layers, d_state {cfg.model.d_state}, denoiser {list(cfg.model.denoiser_channels)}, "
+        f"batch {cfg.train.batch_size} checkpoint x {cfg.train.diffusion_batch} tokens per step; sampling "
+        f"{cfg.sample.sampler} {cfg.sample.steps} steps, chunks of {cfg.sample.chunk_tokens} tokens. "
+        "Zoo: WideMLP (4 square Linear layers + LayerNorm), random init + 1% perturbations. Peak RSS is the "
+        "whole process (Python + torch included), from `wait4`; step time is the median logged step after "
+        "the first. 'train process' includes start-up and the one-pass statistics over all checkpoints. "
+        "Estimates are what rpgen checks against available RAM before starting.",
+        "",
+        "| generated params | checkpoints (GB on disk) | tokens | train step s | train peak RSS GB (estimate) "
+        "| train process s | generate 1 model s | generate peak RSS GB (estimate) | model size GB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        step = "—" if r["train_step_s"] is None else f"{r['train_step_s']:.2f}"
+        rss = "— (1-step run only for generation)" if r["train_step_peak_rss_gb"] is None else \
+            f"{r['train_step_peak_rss_gb']:.2f} ({r['train_estimate_gb']:.2f})"
+        lines.append(f"| {r['params']:,} | {r['checkpoints']} ({r['zoo_gb']:.2f}) | {r['tokens']:,} | {step} | {rss} "
+                     f"| {r['train_process_s']:.0f} | {r['generate_s']:.1f} "
+                     f"| {r['generate_peak_rss_gb']:.2f} ({r['generate_estimate_gb']:.2f}) | {r['model_gb']:.2f} |")
+    lines.append("")
+    lines.append("![peak RSS and time against generated parameters](scale.png)")
+    lines.append("")
+    (RESULTS / "scale.md").write_text("\n".join(lines))
+    plot(rows, RESULTS / "scale.png")
+    print("\n".join(lines))
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    train = [r for r in rows if r["train_step_s"] is not None]
+    ax1.plot([r["params"] for r in train], [r["train_step_peak_rss_gb"] for r in train], "o-", label="train")
+    ax1.plot([r["params"] for r in rows], [r["generate_peak_rss_gb"] for r in rows], "s-", label="generate 1 model")
+    ax1.plot([r["params"] for r in rows], [r["model_gb"] for r in rows], ":", color="gray", label="model size (fp32)")
+    ax1.set(xscale="log", xlabel="generated parameters", ylabel="peak RSS (GB)", title="memory")
+    ax2.plot([r["params"] for r in train], [r["train_step_s"] for r in train], "o-", label="train step")
+    ax2.plot([r["params"] for r in rows], [r["generate_s"] for r in rows], "s-", label="generate 1 model")
+    ax2.set(xscale="log", yscale="log", xlabel="generated parameters", ylabel="seconds", title="time (1 CPU thread)")
+    for ax in (ax1, ax2):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""RAM and disk estimates, checked before a run starts (a clear error, not an OOM kill halfway).
+
+The estimates are deliberately simple upper-bound-ish sums of the big buffers (generator
+weights and optimiser state, backbone and denoiser activations, the largest tensor being
+read or written); ``bench/scale.py`` prints them next to the measured peak RSS. Where the
+available memory or disk space cannot be read, the check is skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from rpgen.config import Config
+from rpgen.errors import RpgenError
+from rpgen.tokenizer import Layout
+
+GB = 1e9
+BASELINE = 0.6e9
+"""Python + torch + libraries after import, measured on the 2-core CPU machine (bytes)."""
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM available to a new allocation (MemAvailable), or None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def free_disk(path: str | Path) -> int | None:
+    """Free bytes on the file system that holds ``path`` (or its nearest existing parent)."""
+    path = Path(path).resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def check_resources(what: str, *, memory: int, disk: int = 0, disk_path: str | Path | None = None,
+                    available: int | None = None, free: int | None = None) -> None:
+    """Raise :class:`RpgenError` if ``memory`` bytes of RAM or ``disk`` bytes at ``disk_path`` are not there.
+
+    ``available`` / ``free`` default to what the machine reports now.
+    """
+    available = available_memory() if available is None else available
+    if available is not None and memory > available:
+        raise RpgenError(f"{what}: needs about {memory / GB:.1f} GB of RAM, only {available / GB:.1f} GB "
+                         "available; use a smaller model/batch (or sample.chunk_tokens), or a bigger machine")
+    if disk and disk_path is not None:
+        free = free_disk(disk_path) if free is None else free
+        if free is not None and disk > free:
+            raise RpgenError(f"{what}: needs about {disk / GB:.1f} GB of disk at {disk_path}, only "
+                             f"{free / GB:.1f} GB free")
+
+
+def generator_params(config: Config, layout: Layout, *, num_states: int) -> int:
+    """Parameter count of the generator, computed on the "meta" device (nothing allocated)."""
+    from rpgen.run import build_generator
+
+    with torch.device("meta"):
+        generator = build_generator(config, layout, num_states=num_states)
+    return sum(p.numel() for p in generator.parameters())
+
+
+def _largest_tensor(layout: Layout) -> int:
+    return max(t.numel for t in layout.tensors)
+
+
+def _denoiser_activations(config: Config, layout: Layout, tokens: int) -> int:
+    """Bytes of the denoiser's activations for ``tokens`` tokens (forward; x2 for backward)."""
+    channels = sum(config.model.denoiser_channels)
+    return tokens * layout.token_size * channels * 4 * 6
+
+
+def _backbone_activations(config: Config, layout: Layout, batch: int) -> int:
+    m = config.model
+    length = layout.num_tokens
+    if m.backbone == "mamba":
+        d_inner = m.expand * m.d_model
+        per_token = d_inner * (3 * (m.d_state or 16) + 12)
+    elif m.backbone == "transformer":
+        per_token = 16 * m.d_model + 2 * m.num_heads * length
+    elif m.backbone == "gmlp":
+        per_token = 16 * m.d_model + length
+    else:
+        per_token = 16 * m.d_model
+    return batch * length * per_token * 4 * m.num_layers
+
+
+def training_memory(config: Config, layout: Layout, *, num_checkpoints: int, in_memory: bool,
+                    num_processes: int = 1) -> int:
+    """Estimated peak RAM (bytes) of one training process."""
+    params = generator_params(config, layout, num_states=num_checkpoints)
+    tc = config.train
+    batch = math.ceil(min(tc.batch_size, num_checkpoints) / num_processes)
+    tokens = min(math.ceil(tc.diffusion_batch / num_processes), batch * layout.num_tokens)
+    weights = params * 4 * (4 + (tc.ema_decay > 0))  # weights, grads, Adam m and v, EMA
+    activations = 2 * (_backbone_activations(config, layout, batch) + _denoiser_activations(config, layout, tokens))
+    data = num_checkpoints * layout.num_tokens * layout.token_size * 4 if in_memory else 0
+    reading = 3 * 8 * _largest_tensor(layout)  # float64 copies in the statistics pass
+    return int(BASELINE + weights + activations + data + reading)
+
+
+def training_disk(config: Config, layout: Layout, *, num_checkpoints: int) -> int:
+    """Bytes a run directory grows to (generator + resumable state with optimiser, and a temp copy)."""
+    params = generator_params(config, layout, num_states=num_checkpoints)
+    return int(params * 4 * (1 + 2 * (3 + (config.train.ema_decay > 0))) + 16 * len(layout.tensors) * 200)
+
+
+def generation_memory(config: Config, layout: Layout, *, num_states: int, models_at_once: int) -> int:
+    """Estimated peak RAM (bytes) of :func:`rpgen.generate.generate`."""
+    params = generator_params(config, layout, num_states=num_states)
+    chunk = min(config.sample.chunk_tokens, models_at_once * layout.num_tokens)
+    prototypes = models_at_once * layout.num_tokens * config.model.d_model * 4
+    backbone = _backbone_activations(config, layout, 1) // 2  # no autograd; one model at a time
+    chunk_bytes = chunk * layout.token_size * 4 * 6  # noise, output, scheduler buffers
+    pending = (_largest_tensor(layout) + chunk * layout.token_size) * 4 + _largest_tensor(layout) * (8 + 8)
+    return int(BASELINE + params * 4 + prototypes + backbone + chunk_bytes
+               + _denoiser_activations(config, layout, chunk) // 2 + pending)
+
+
+def model_bytes(layout: Layout) -> int:
+    """Bytes of one generated model on disk (tensor data + a header allowance)."""
+    size = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "float16": 2, "bfloat16": 2, "int16": 2}
+    return sum(t.numel * size.get(t.dtype, 1) for t in layout.tensors) + 128 * len(layout.tensors) + 4096

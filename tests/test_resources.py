@@ -1,0 +1,31 @@
+"""Not enough RAM or disk: a clear error before any work starts."""
+
+import pytest
+from test_cli import TINY, one_line_error, rpgen, set_args
+
+from rpgen.errors import RpgenError
+from rpgen.resources import available_memory, check_resources, free_disk
+
+
+def test_check_resources_names_what_and_numbers(tmp_path):
+    check_resources("small job", memory=10**6, disk=10**6, disk_path=tmp_path)
+    with pytest.raises(RpgenError, match=r"big job: needs about 30\.0 GB of RAM, only 8\.0 GB available"):
+        check_resources("big job", memory=30 * 10**9, available=8 * 10**9)
+    with pytest.raises(RpgenError, match=r"needs about 5\.0 GB of disk at .*, only 1\.0 GB free"):
+        check_resources("job", memory=0, disk=5 * 10**9, disk_path=tmp_path, free=10**9)
+    assert available_memory() > 0 and free_disk(tmp_path / "not" / "yet") > 0
+
+
+def test_train_too_big_for_ram_fails_before_writing(digits_zoo, tmp_path):
+    overrides = [o for o in TINY if not o.startswith("model.d_model")] + ["model.d_model=131072"]
+    one_line_error(rpgen("train", digits_zoo, "--out", tmp_path / "r", *set_args(overrides)),
+                   "training on", "GB of RAM")
+    assert not (tmp_path / "r").exists()
+
+
+def test_generate_too_big_for_disk_fails_before_writing(digits_zoo, tmp_path):
+    run = tmp_path / "run"
+    assert rpgen("train", digits_zoo, "--out", run, "--no-progress", *set_args()).exit_code == 0
+    one_line_error(rpgen("generate", run, "--num", 10**9, "--out", tmp_path / "g"), "generating 1000000000 models",
+                   "GB of disk")
+    assert not (tmp_path / "g").exists()
