@@ -46,7 +46,7 @@ SUBSETS = (10, 30)
 EXPERIMENTS = (
     ("quickstart", "quickstart", 1, []),
     ("diverse", "diverse", 10, []),
-    ("diverse-d256", "diverse", 10, ["model.d_model=256"]),
+    ("diverse-6k", "diverse", 10, ["train.steps=6000"]),
 )
 
 
