@@ -29,7 +29,8 @@ def training_loss(model: torch.nn.Module, tokens: Tensor, states: Tensor, cfg: D
     """Masked MSE of the denoiser on a random subset of the batch's tokens.
 
     model: a :class:`Generator` (possibly wrapped for distributed training);
-    tokens: (B, L, S) normalised tokens with NaN padding; states: (B,) permutation states.
+    tokens: (B, L, S) normalised tokens with NaN padding; states: (B,) permutation states, or
+    (B, C) condition vectors for a conditional generator.
     The backbone runs over all B * L tokens; only ``diffusion_batch`` of them are denoised.
     """
     b, l, s = tokens.shape

@@ -13,6 +13,7 @@ from typing import Sequence, get_args
 import torch
 
 from rpgen.checkpoints import save_state_dict
+from rpgen.conditions import check_conditions
 from rpgen.config import Sampler
 from rpgen.diffusion import make_scheduler, sample_tokens
 from rpgen.errors import RpgenError
@@ -22,8 +23,10 @@ from rpgen.run import Run, load_run
 from rpgen.tokenizer import detokenize
 
 
-def sample_models(run: Run, states: Sequence[int], *, scheduler, rng: torch.Generator) -> list[dict[str, torch.Tensor]]:
-    """Complete state dicts, one per permutation state, denoised together.
+def sample_models(run: Run, states: Sequence[int] | Sequence[Sequence[float]], *, scheduler,
+                  rng: torch.Generator) -> list[dict[str, torch.Tensor]]:
+    """Complete state dicts, one per permutation state (or condition vector, for a conditional
+    run), denoised together.
 
     The tokens of all models are stacked and denoised in chunks of ``sample.chunk_tokens``
     rows, so small models share denoiser calls and large ones are split.
@@ -45,12 +48,16 @@ def sample_models(run: Run, states: Sequence[int], *, scheduler, rng: torch.Gene
 def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 0,
              sampler: Sampler | None = None, steps: int | None = None, states: Sequence[int] | None = None,
              overwrite: bool = False, device: str | torch.device | None = None,
-             progress: bool = True) -> list[Path]:
+             progress: bool = True, conditions: Sequence[Sequence[float]] | None = None) -> list[Path]:
     """Write ``num`` generated models to ``out_dir/NNNN.safetensors``; return their paths.
 
     ``states`` picks the permutation state of each model (default: drawn at random with
     ``seed``). ``device`` defaults to the accelerator Accelerate finds (else the CPU). The same
     run, seed, settings and device give the same files.
+
+    A conditional run (trained with a ``conditions.json``) takes ``conditions`` instead of
+    ``states``: ``num`` models per condition vector, condition after condition; each file's
+    metadata and ``generation.json`` record the condition it was made for.
     """
     if num < 1:
         raise RpgenError(f"--num must be >= 1, got {num}")
@@ -65,6 +72,12 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     run = load_run(run_dir, device=device)
     sampler = sampler or run.config.sample.sampler
     steps = steps or run.config.sample.steps
+    if run.condition_dim is not None:
+        return _generate_conditional(run, Path(out_dir), num=num, seed=seed, sampler=sampler, steps=steps,
+                                     states=states, conditions=conditions, overwrite=overwrite, progress=progress)
+    if conditions is not None:
+        raise RpgenError(f"{run_dir} is an unconditional run (trained without conditions.json); "
+                         "it takes no --condition")
     num_states = run.generator.num_states
     rng = torch.Generator().manual_seed(seed)
     if states is None:
@@ -91,5 +104,37 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
         (tmp / "generation.json").write_text(json.dumps({
             "run_dir": str(run.path.resolve()), "num": num, "seed": seed, "sampler": sampler,
             "steps": steps, "permutation_states": states,
+        }, indent=1), encoding="utf-8")
+    return paths
+
+
+def _generate_conditional(run: Run, out_dir: Path, *, num: int, seed: int, sampler: Sampler, steps: int,
+                          states: Sequence[int] | None, conditions: Sequence[Sequence[float]] | None,
+                          overwrite: bool, progress: bool) -> list[Path]:
+    """``num`` models for each condition vector, written like :func:`generate`'s."""
+    if states is not None:
+        raise RpgenError(f"{run.path} is a conditional run (no permutation states); use --condition, not --state")
+    if not conditions:
+        raise RpgenError(f"{run.path} is a conditional run: give at least one --condition "
+                         f"(a vector of length {run.condition_dim})")
+    conditions = [[float(v) for v in c] for c in conditions]
+    check_conditions(conditions, dim=run.condition_dim, binary=run.binary_conditions)
+    per_model = [c for c in conditions for _ in range(num)]
+    rng = torch.Generator().manual_seed(seed)
+    scheduler = make_scheduler(run.config.diffusion, sampler, steps)
+    paths = []
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(enabled=progress, show_loss=False) as bar:
+        task = bar.add_task("generating", total=len(per_model))
+        per_group = max(1, run.config.sample.chunk_tokens // run.layout.num_tokens)
+        for first in range(0, len(per_model), per_group):
+            group = per_model[first:first + per_group]
+            for i, state_dict in enumerate(sample_models(run, group, scheduler=scheduler, rng=rng), start=first):
+                save_state_dict(state_dict, tmp / f"{i:04d}.safetensors",
+                                metadata={"rpgen_run": str(run.path.resolve()), "condition": json.dumps(per_model[i])})
+                paths.append(out_dir / f"{i:04d}.safetensors")
+            bar.update(task, advance=len(group))
+        (tmp / "generation.json").write_text(json.dumps({
+            "run_dir": str(run.path.resolve()), "num": num, "seed": seed, "sampler": sampler,
+            "steps": steps, "conditions": per_model,
         }, indent=1), encoding="utf-8")
     return paths

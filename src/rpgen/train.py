@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from rpgen import run as runfiles
 from rpgen.checkpoints import load_checkpoints
+from rpgen.conditions import CONDITIONS_FILE, is_binary, read_conditions, write_conditions
 from rpgen.config import Config, load_toml
 from rpgen.diffusion import training_loss
 from rpgen.errors import RpgenError
@@ -68,6 +69,10 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
     Ctrl-C finishes the current step, saves a resumable state and raises KeyboardInterrupt
     (a second Ctrl-C stops at once). ``stop_after`` ends this call after that many steps with
     a resumable state, as if interrupted (time-boxed training); the run is then unfinished.
+
+    If ``checkpoint_dir`` holds a ``conditions.json`` (checkpoint file -> vector, see
+    :mod:`rpgen.conditions`), the generator is conditional: it learns to produce a checkpoint
+    from its condition vector instead of its permutation state.
     """
     from accelerate import Accelerator, PartialState
 
@@ -81,11 +86,18 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
     config = (config or Config()).replace("data", checkpoint_dir=str(checkpoint_dir.resolve()))
 
     paths, state_dicts = load_checkpoints(checkpoint_dir)
+    conditions = read_conditions(checkpoint_dir, [p.name for p in paths])  # (K, C) or None
     layout = fit_layout(state_dicts, token_size=config.data.token_size)
     if resume:
         saved = Layout.from_json((run_dir / runfiles.TOKENIZER).read_text(encoding="utf-8"))
         if saved != layout:
             raise RpgenError(f"{checkpoint_dir}: checkpoints changed since {run_dir} was started; "
+                             "start a new run instead of --resume")
+        saved_conditions = read_conditions(run_dir, [p.name for p in paths]) if (
+            run_dir / runfiles.CONDITIONS).is_file() else None
+        if (saved_conditions is None) != (conditions is None) or (
+                conditions is not None and not torch.equal(saved_conditions, conditions)):
+            raise RpgenError(f"{checkpoint_dir}: {CONDITIONS_FILE} changed since {run_dir} was started; "
                              "start a new run instead of --resume")
     data = torch.stack([tokenize(sd, layout) for sd in state_dicts])  # (K, L, S)
 
@@ -94,12 +106,14 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
     main = accelerator.is_main_process
 
     if not resume and main:
-        _start_run_dir(run_dir, config, layout, state_dicts[0], paths, overwrite=overwrite)
+        _start_run_dir(run_dir, config, layout, state_dicts[0], paths, overwrite=overwrite,
+                       conditions=conditions)
     accelerator.wait_for_everyone()
 
     tc = config.train
     torch.manual_seed(tc.seed)
-    generator = runfiles.build_generator(config, layout, num_states=len(paths))
+    generator = runfiles.build_generator(config, layout, num_states=len(paths),
+                                         cond_dim=None if conditions is None else conditions.shape[1])
     optimizer = torch.optim.AdamW(generator.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     ema = [p.detach().clone() for p in generator.parameters()] if tc.ema_decay > 0 else None
     rng = torch.Generator().manual_seed(tc.seed * 1000 + accelerator.process_index)
@@ -109,6 +123,8 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
                            process_index=accelerator.process_index)
     model, optimizer = accelerator.prepare(generator, optimizer)
     data = data.to(accelerator.device)
+    if conditions is not None:
+        conditions = conditions.to(accelerator.device)
     num_states = len(paths)
 
     def save_state() -> None:
@@ -130,8 +146,9 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
                 group["lr"] = tc.lr * lr_factor(step, warmup=tc.warmup_steps, total=tc.steps)
             states = torch.randint(0, num_states, (min(tc.batch_size, num_states),), generator=rng)
             states = states.to(accelerator.device)
+            selectors = states if conditions is None else conditions[states]  # (B,) or (B, C)
             with accelerator.autocast():
-                loss = training_loss(model, data[states], states, config.diffusion,
+                loss = training_loss(model, data[states], selectors, config.diffusion,
                                      diffusion_batch=tc.diffusion_batch, rng=rng)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
@@ -202,19 +219,24 @@ def saved_config(run_dir: Path) -> Config:
 
 
 def _start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: dict, paths: list[Path], *,
-                   overwrite: bool) -> None:
+                   overwrite: bool, conditions: torch.Tensor | None = None) -> None:
     """Write the run's static files, all at once (the directory appears complete or not at all)."""
+    info = {
+        "num_checkpoints": len(paths),
+        "checkpoint_files": [p.name for p in paths],
+        "num_tokens": layout.num_tokens,
+        "generated_params": layout.num_params,
+        "rpgen_format": 1,
+    }
+    if conditions is not None:
+        info.update(condition_dim=conditions.shape[1], binary_conditions=is_binary(conditions))
     with atomic_dir(run_dir, overwrite=overwrite) as tmp:
         (tmp / runfiles.CONFIG).write_text(config.to_toml(), encoding="utf-8")
         (tmp / runfiles.TOKENIZER).write_text(layout.to_json(), encoding="utf-8")
         save_file(copied_tensors(reference, layout), str(tmp / runfiles.COPIED))
-        (tmp / runfiles.RUN_INFO).write_text(json.dumps({
-            "num_checkpoints": len(paths),
-            "checkpoint_files": [p.name for p in paths],
-            "num_tokens": layout.num_tokens,
-            "generated_params": layout.num_params,
-            "rpgen_format": 1,
-        }, indent=1), encoding="utf-8")
+        (tmp / runfiles.RUN_INFO).write_text(json.dumps(info, indent=1), encoding="utf-8")
+        if conditions is not None:
+            write_conditions(tmp / runfiles.CONDITIONS, {p.name: c.tolist() for p, c in zip(paths, conditions)})
 
 
 def _save_state(path: Path, generator: torch.nn.Module, optimizer: torch.optim.Optimizer,
