@@ -213,16 +213,16 @@ def report(r: dict) -> str:
         "# Unseen tasks benchmark",
         "",
         f"Command: `{r['command']}`  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), Python {m['python']}, "
-        f"torch {m['torch']}  ",
+        (f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), Python {m['python']}, "
+         f"torch {m['torch']}  "),
         f"Generator settings: `{' '.join(r['settings'])}`  ",
         "Zoo collection: " + (f"{r['collect_s']} s" if r["collect_s"] is not None else "reused an existing zoo")
         + f"; main run: {r['main_run_num_tasks']} training tasks, trained in {r['train_s']} s.",
         "",
-        f"Test accuracy (%) on the digits test split; generated = mean of {r['num_generated_per_task']} "
-        "generated heads per task; trained = mean of the task's zoo checkpoints; nearest seen = checkpoints of "
-        "the training task with the closest code (Hamming; ties averaged; for seen tasks the closest other one); "
-        "chance = majority-class rate; linear map = least-squares linear map code -> weights (a control).",
+        (f"Test accuracy (%) on the digits test split; generated = mean of {r['num_generated_per_task']} "
+         "generated heads per task; trained = mean of the task's zoo checkpoints; nearest seen = checkpoints of "
+         "the training task with the closest code (Hamming; ties averaged; for seen tasks the closest other one); "
+         "chance = majority-class rate; linear map = least-squares linear map code -> weights (a control)."),
         "",
         "| tasks | n | generated | trained | nearest seen | chance | linear map | generated − trained (pp) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

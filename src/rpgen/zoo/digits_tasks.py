@@ -50,10 +50,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file
@@ -65,7 +64,14 @@ from rpgen.conditions import CONDITIONS_FILE, write_conditions
 from rpgen.errors import RpgenError
 from rpgen.files import write_text_atomic
 from rpgen.progress import progress_bar
-from rpgen.zoo.digits import BATCH_SIZE, PRETRAIN_LR, PRETRAIN_STEPS, DigitsCNN, _torch_threads, load_split
+from rpgen.zoo.digits import (
+    BATCH_SIZE,
+    PRETRAIN_LR,
+    PRETRAIN_STEPS,
+    DigitsCNN,
+    _torch_threads,
+    load_split,
+)
 
 NAME = "digits-tasks"
 NUM_CLASSES = 10
