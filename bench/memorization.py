@@ -46,7 +46,7 @@ SUBSETS = (10, 30)
 EXPERIMENTS = (
     ("quickstart", "quickstart", 1, []),
     ("diverse", "diverse", 10, []),
-    ("diverse-6k", "diverse", 10, ["train.steps=6000"]),
+    ("diverse-lr5e-3", "diverse", 10, ["train.lr=5e-3"]),
 )
 
 

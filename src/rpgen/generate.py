@@ -145,26 +145,30 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     run = load_run(run_dir, device=device)
     sampler = sampler or run.config.sample.sampler
     steps = steps or run.config.sample.steps
+    conditional = run.condition_dim is not None
+    if conditional:
+        conditions = _checked_conditions(run, states=states, conditions=conditions)
+    elif conditions is not None:
+        raise RpgenError(f"{run_dir} is an unconditional run (trained without conditions.json); "
+                         "it takes no --condition")
+    count = num * len(conditions) if conditional else num
+    out_dir = Path(out_dir)
+    per_group = max(1, run.config.sample.chunk_tokens // run.layout.num_tokens)
+    if torch.device(device).type == "cpu":  # before anything of size ``count`` is made
+        resources.check_resources(
+            f"generating {count} models of {run.layout.num_params:,} parameters from {run.path}",
+            memory=resources.generation_memory(run.config, run.layout, num_states=run.generator.num_states,
+                                               models_at_once=min(count, per_group)),
+            disk=count * resources.model_bytes(run.layout), disk_path=out_dir.parent)
     rng = torch.Generator().manual_seed(seed)
-    if run.condition_dim is not None:
-        selectors: list = _conditions_per_model(run, num=num, states=states, conditions=conditions)
+    if conditional:
+        selectors: list = [c for c in conditions for _ in range(num)]
         metadata = [{"condition": json.dumps(c)} for c in selectors]
         record: dict = {"conditions": selectors}
     else:
-        if conditions is not None:
-            raise RpgenError(f"{run_dir} is an unconditional run (trained without conditions.json); "
-                             "it takes no --condition")
         selectors = _states_per_model(run, num=num, states=states, rng=rng)
         metadata = [{"permutation_state": str(s)} for s in selectors]
         record = {"permutation_states": selectors}
-    out_dir = Path(out_dir)
-    per_group = max(1, run.config.sample.chunk_tokens // run.layout.num_tokens)
-    if torch.device(device).type == "cpu":
-        resources.check_resources(
-            f"generating {len(selectors)} models of {run.layout.num_params:,} parameters from {run.path}",
-            memory=resources.generation_memory(run.config, run.layout, num_states=run.generator.num_states,
-                                               models_at_once=min(len(selectors), per_group)),
-            disk=len(selectors) * resources.model_bytes(run.layout), disk_path=out_dir.parent)
     scheduler = make_scheduler(run.config.diffusion, sampler, steps)
     paths = []
     with atomic_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(enabled=progress, show_loss=False) as bar:
@@ -203,9 +207,9 @@ def _states_per_model(run: Run, *, num: int, states: Sequence[int] | None, rng: 
     return states
 
 
-def _conditions_per_model(run: Run, *, num: int, states: Sequence[int] | None,
-                          conditions: Sequence[Sequence[float]] | None) -> list[list[float]]:
-    """The condition of each model of a conditional run: ``num`` per given condition, checked."""
+def _checked_conditions(run: Run, *, states: Sequence[int] | None,
+                        conditions: Sequence[Sequence[float]] | None) -> list[list[float]]:
+    """The conditions asked of a conditional run, as float lists, checked against the run."""
     if states is not None:
         raise RpgenError(f"{run.path} is a conditional run (no permutation states); use --condition, not --state")
     if not conditions:
@@ -213,4 +217,4 @@ def _conditions_per_model(run: Run, *, num: int, states: Sequence[int] | None,
                          f"(a vector of length {run.condition_dim})")
     conditions = [[float(v) for v in c] for c in conditions]
     check_conditions(conditions, dim=run.condition_dim, binary=run.binary_conditions)
-    return [c for c in conditions for _ in range(num)]
+    return conditions
