@@ -57,10 +57,12 @@ def test_two_processes_learn_as_well_as_one(digits_zoo, tmp_path):
     assert {p.name for p in two.iterdir()} == {p.name for p in one.iterdir()}
     steps = [json.loads(line)["step"] for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(20, 401, 20))
+    assert json.loads((two / "run.json").read_text())["num_processes"] == 2
+    assert (one / "metrics.jsonl").read_text() != (two / "metrics.jsonl").read_text()  # other samples, same recipe
     loss_one, loss_two = final_loss(one), final_loss(two)
     acc_one = generated_accuracy(one, tmp_path / "gen-one")
     acc_two = generated_accuracy(two, tmp_path / "gen-two")
-    print(f"1 process: loss {loss_one:.5f}, accuracy {acc_one:.2f}; 2 processes: loss {loss_two:.5f}, "
-          f"accuracy {acc_two:.2f}")
+    print(f"1 process: loss {loss_one:.3e}, accuracy {acc_one:.3f}; 2 processes: loss {loss_two:.3e}, "
+          f"accuracy {acc_two:.3f}")
     assert loss_two < 1.5 * loss_one
     assert acc_two > acc_one - 2.0

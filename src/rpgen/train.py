@@ -111,7 +111,8 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
     main = accelerator.is_main_process
 
     if not resume and main:
-        _start_run_dir(run_dir, config, layout, checkpoints[0], paths, overwrite=overwrite)
+        _start_run_dir(run_dir, config, layout, checkpoints[0], paths, overwrite=overwrite,
+                       num_processes=accelerator.num_processes)
     accelerator.wait_for_everyone()
 
     tc = config.train
@@ -222,7 +223,7 @@ def saved_config(run_dir: Path) -> Config:
 
 
 def _start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: LazyCheckpoint, paths: list[Path], *,
-                   overwrite: bool) -> None:
+                   overwrite: bool, num_processes: int = 1) -> None:
     """Write the run's static files, all at once (the directory appears complete or not at all)."""
     with atomic_dir(run_dir, overwrite=overwrite) as tmp:
         (tmp / runfiles.CONFIG).write_text(config.to_toml(), encoding="utf-8")
@@ -233,6 +234,7 @@ def _start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: Laz
             "checkpoint_files": [p.name for p in paths],
             "num_tokens": layout.num_tokens,
             "generated_params": layout.num_params,
+            "num_processes": num_processes,
             "rpgen_format": 1,
         }, indent=1), encoding="utf-8")
 
