@@ -48,7 +48,8 @@ def test_two_processes_learn_as_well_as_one(digits_zoo, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run([sys.executable, *train_cmd(digits_zoo, one)], check=True, env=env, capture_output=True)
-    result = subprocess.run([accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    # --multi_gpu selects Accelerate's torchrun launcher; on a machine without GPUs rpgen forms a gloo group.
+    result = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                              "--mixed_precision", "no", "--dynamo_backend", "no",
                              "--main_process_port", str(free_port()), *train_cmd(digits_zoo, two)],
                             env=env, capture_output=True, text=True, timeout=600)

@@ -96,7 +96,10 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
         if saved != layout:
             raise RpgenError(f"{checkpoint_dir}: checkpoints changed since {run_dir} was started; "
                              "start a new run instead of --resume")
-    state = PartialState()
+    # Without an accelerator, several processes (torchrun / accelerate launch --multi_gpu) form a
+    # gloo group only when Accelerate is told to use the CPU; `accelerate launch --cpu` starts one process.
+    use_cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=use_cpu)
     config = resolve_config(config, device=state.device)
     tokens_bytes = len(checkpoints) * layout.num_tokens * layout.token_size * 4
     if state.device.type == "cpu":  # GPU memory is not checked here; CPU RAM is what an OOM kill takes
@@ -107,7 +110,7 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
                 in_memory=tokens_bytes <= config.data.tokens_in_memory_mb * 2**20) * state.num_processes,
             disk=resources.training_disk(config, layout, num_checkpoints=len(paths)), disk_path=run_dir)
     data = token_source(checkpoints, layout, in_memory_limit_mb=config.data.tokens_in_memory_mb)
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision)
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=use_cpu)
     main = accelerator.is_main_process
 
     if not resume and main:
