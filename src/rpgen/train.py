@@ -108,7 +108,10 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
                 conditions is not None and not torch.equal(saved_conditions, conditions)):
             raise RpgenError(f"{checkpoint_dir}: {CONDITIONS_FILE} changed since {run_dir} was started; "
                              "start a new run instead of --resume")
-    state = PartialState()
+    # Without an accelerator, several processes (torchrun / accelerate launch --multi_gpu) form a
+    # gloo group only when Accelerate is told to use the CPU; `accelerate launch --cpu` starts one process.
+    use_cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=use_cpu)
     config = resolve_config(config, device=state.device)
     tokens_bytes = len(checkpoints) * layout.num_tokens * layout.token_size * 4
     if state.device.type == "cpu":  # GPU memory is not checked here; CPU RAM is what an OOM kill takes
@@ -119,12 +122,12 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
                 in_memory=tokens_bytes <= config.data.tokens_in_memory_mb * 2**20) * state.num_processes,
             disk=resources.training_disk(config, layout, num_checkpoints=len(paths)), disk_path=run_dir)
     data = token_source(checkpoints, layout, in_memory_limit_mb=config.data.tokens_in_memory_mb)
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision)
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=use_cpu)
     main = accelerator.is_main_process
 
     if not resume and main:
         _start_run_dir(run_dir, config, layout, checkpoints[0], paths, overwrite=overwrite,
-                       conditions=conditions)
+                       conditions=conditions, num_processes=accelerator.num_processes)
     accelerator.wait_for_everyone()
 
     tc = config.train
@@ -239,13 +242,14 @@ def saved_config(run_dir: Path) -> Config:
 
 
 def _start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: LazyCheckpoint, paths: list[Path], *,
-                   overwrite: bool, conditions: torch.Tensor | None = None) -> None:
+                   overwrite: bool, conditions: torch.Tensor | None = None, num_processes: int = 1) -> None:
     """Write the run's static files, all at once (the directory appears complete or not at all)."""
     info = {
         "num_checkpoints": len(paths),
         "checkpoint_files": [p.name for p in paths],
         "num_tokens": layout.num_tokens,
         "generated_params": layout.num_params,
+        "num_processes": num_processes,
         "rpgen_format": 1,
     }
     if conditions is not None:
