@@ -18,7 +18,8 @@ from rpgen.diffusion import make_scheduler, sample_tokens
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir
 from rpgen.progress import progress_bar
-from rpgen.run import Run, load_run
+from rpgen.regression import predict_tokens
+from rpgen.run import Run, load_run, run_method
 from rpgen.tokenizer import detokenize
 
 
@@ -35,6 +36,9 @@ def sample_models(run: Run, states: Sequence[int], *, scheduler, rng: torch.Gene
     m, l, d = protos.shape
     protos = protos.reshape(m * l, d)
     chunk = run.config.sample.chunk_tokens
+    if run.config.model.method == "mse":  # the no-diffusion ablation: one forward pass
+        tokens = torch.cat([predict_tokens(generator, protos[i:i + chunk]).cpu() for i in range(0, m * l, chunk)])
+        return [detokenize(t, run.layout, run.copied) for t in tokens.reshape(m, l, -1)]
     tokens = torch.cat([
         sample_tokens(generator, protos[i:i + chunk], scheduler, rng=rng).cpu()
         for i in range(0, m * l, chunk)
@@ -62,6 +66,13 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
         from accelerate import PartialState
 
         device = PartialState().device
+    if run_method(run_dir) == "pdiff":
+        from rpgen.pdiff import generate_pdiff
+
+        if states is not None:
+            raise RpgenError(f"{run_dir} is a p-diff run: it has no permutation states (drop --state)")
+        return generate_pdiff(run_dir, out_dir, num=num, seed=seed, sampler=sampler, steps=steps,
+                              overwrite=overwrite, device=device, progress=progress)
     run = load_run(run_dir, device=device)
     sampler = sampler or run.config.sample.sampler
     steps = steps or run.config.sample.steps

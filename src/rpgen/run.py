@@ -8,6 +8,7 @@ RUN_DIR/
   state/                 the latest resumable training state (weights, EMA, optimiser, RNG)
   generator.safetensors  the trained generator; present only when training finished
   loss.png               training loss and learning rate against step
+  pdiff.safetensors      instead of generator.safetensors when model.method = "pdiff" (rpgen.pdiff)
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class Run:
     copied: dict[str, torch.Tensor]
     generator: Generator
     info: dict
+
+
+def run_method(run_dir: str | Path) -> str:
+    """``model.method`` of a run directory ("rpg" when it has no config.toml yet)."""
+    path = Path(run_dir) / CONFIG
+    return load_toml(path).model.method if path.is_file() else "rpg"
 
 
 def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:

@@ -28,6 +28,7 @@ from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir, atomic_path, check_output_dir
 from rpgen.plots import plot_loss
 from rpgen.progress import progress_bar
+from rpgen.regression import regression_loss
 from rpgen.tokenizer import Layout, copied_tensors, fit_layout, tokenize
 
 
@@ -79,6 +80,12 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
         saved = saved_config(run_dir)
         config = saved if config is None else dataclasses.replace(saved, train=config.train)
     config = (config or Config()).replace("data", checkpoint_dir=str(checkpoint_dir.resolve()))
+    if config.model.method == "pdiff":
+        from rpgen.pdiff import train_pdiff
+
+        if resume or stop_after is not None:
+            raise RpgenError("config model.method = 'pdiff' cannot --resume or stop early; train it again")
+        return train_pdiff(checkpoint_dir, run_dir, config, overwrite=overwrite, progress=progress)
 
     paths, state_dicts = load_checkpoints(checkpoint_dir)
     layout = fit_layout(state_dicts, token_size=config.data.token_size)
@@ -131,8 +138,11 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
             states = torch.randint(0, num_states, (min(tc.batch_size, num_states),), generator=rng)
             states = states.to(accelerator.device)
             with accelerator.autocast():
-                loss = training_loss(model, data[states], states, config.diffusion,
-                                     diffusion_batch=tc.diffusion_batch, rng=rng)
+                if config.model.method == "mse":
+                    loss = regression_loss(model, data[states], states)
+                else:
+                    loss = training_loss(model, data[states], states, config.diffusion,
+                                         diffusion_batch=tc.diffusion_batch, rng=rng)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             if tc.grad_clip > 0:
