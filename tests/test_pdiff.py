@@ -26,8 +26,8 @@ def rpgen(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def train_and_generate(zoo, tmp_path, overrides, *, num=3, seed=0):
-    run, gen = tmp_path / "run", tmp_path / f"gen{seed}"
+def train_and_generate(zoo, tmp_path, overrides, *, num=3, seed=0, out="gen"):
+    run, gen = tmp_path / "run", tmp_path / out
     if not run.exists():
         result = rpgen("train", zoo, "--out", run, "--no-progress", *[x for o in overrides for x in ("--set", o)])
         assert result.exit_code == 0, result.output
@@ -66,7 +66,7 @@ def test_pdiff_trains_and_generates_loadable_models(digits_zoo, tmp_path):
         assert {k: (v.shape, v.dtype) for k, v in sd.items()} == {k: (v.shape, v.dtype) for k, v in reference.items()}
         assert all(torch.isfinite(v.float()).all() for v in sd.values())
     assert not torch.equal(models[0]["fc.weight"], models[1]["fc.weight"])
-    _, again = train_and_generate(digits_zoo, tmp_path, PDIFF)  # same seed, same models
+    _, again = train_and_generate(digits_zoo, tmp_path, PDIFF, out="again")  # same seed, same models
     assert all(torch.equal(a[k], b[k]) for a, b in zip(models, again) for k in a)
     result = rpgen("train", digits_zoo, "--out", run, "--resume", "--no-progress")
     assert result.exit_code == 1 and "resume" in result.output

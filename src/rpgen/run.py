@@ -63,6 +63,8 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise RpgenError(f"{run_dir} is not an rpgen run directory (no {CONFIG})")
+    if run_method(run_dir) == "pdiff":
+        raise RpgenError(f"{run_dir} is a p-diff run (model.method = 'pdiff'): load it with rpgen.pdiff.load_pdiff")
     if not (run_dir / GENERATOR).is_file():
         raise RpgenError(f"{run_dir}: training has not finished (no {GENERATOR}); "
                          f"continue it with `rpgen train ... --out {run_dir} --resume`")
