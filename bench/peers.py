@@ -45,7 +45,7 @@ ROWS: dict[str, tuple[str, str, list[str], bool]] = {
     "rpg-diverse": ("rpg (mamba, token 64, 2000 steps)", "diverse", [], True),
     "pdiff-quickstart": ("pdiff (1500 autoencoder + 1000 DDPM steps)", "quickstart", PDIFF, False),
     "pdiff-diverse": ("pdiff (1500 autoencoder + 1000 DDPM steps)", "diverse", PDIFF, False),
-    "mse-diverse": (f"mse (mamba + linear head, {ABLATION_STEPS} steps)", "diverse",
+    "mse-diverse": (f"mse (mamba + linear head), {ABLATION_STEPS} steps", "diverse",
                     ["model.method=mse", f"train.steps={ABLATION_STEPS}"], False),
 }
 ABLATIONS = {
@@ -172,7 +172,6 @@ def row(name: str, out: Path, *, reuse: bool, max_rss_gb: float, num: int = NUM_
 
 def mlp_zoo(folder: Path, params: int, *, count: int) -> int:
     """``count`` random-initialised MLPs (64 -> w -> w -> 10) with about ``params`` parameters."""
-    import torch
     from safetensors.torch import save_file
 
     w = max(2, round((-(64 + 1 + 1 + 10) + math.sqrt((76) ** 2 + 4 * max(0, params - 10))) / 2))

@@ -6,27 +6,29 @@ import json
 import math
 from pathlib import Path
 
-COMMANDS = ("python bench/peers.py rows && python bench/peers.py memory && python bench/peers.py report "
-            "(each under /work/cpu-slot: one CPU core, OMP_NUM_THREADS=1)")
+COMMANDS = ("python bench/peers.py rows (as three --only subsets in parallel; the rows ablation-mamba and "
+            "pdiff-quickstart ran first with --num 50, the rest with the default 20); python bench/peers.py memory; "
+            "python bench/peers.py memory --sizes 300000; python bench/peers.py report. Each under /work/cpu-slot "
+            "(one CPU core, OMP_NUM_THREADS=1)")
 # Mechanisms behind the measurements (read from the code; the numbers are in the tables above).
 WHY = [
-    "- **RPG memory with 64-value tokens (CPU).** The pure-PyTorch Mamba scan (`models/backbones.py`, "
+    ("- **RPG memory with 64-value tokens (CPU).** The pure-PyTorch Mamba scan (`models/backbones.py`, "
     "`selective_scan`) materialises tensors of shape (batch, tokens, d_inner, d_state) = 8 x P/64 x 128 x 16, "
     "256 values per generated parameter per tensor, several of them per layer plus their gradients. That grows "
     "as fast as p-diff's activations, so with the quickstart preset RPG does not beat p-diff on memory growth "
     "on this machine. The mamba-ssm CUDA kernels do not materialise these tensors; they were not measured here "
     "(no GPU). With 1,024-value tokens (as the paper uses for large models) the scan holds 16x fewer values per "
-    "parameter; what remains is mostly the denoiser's fixed cost (a token subset of constant size).",
-    "- **p-diff memory.** Its autoencoder convolves the whole flattened parameter vector, and its latent (4 "
+    "parameter; what remains is mostly the denoiser's fixed cost (a token subset of constant size)."),
+    ("- **p-diff memory.** Its autoencoder convolves the whole flattened parameter vector, and its latent (4 "
     "channels x P/4) is as long as that vector, so both stages hold activations proportional to P for every "
-    "checkpoint in the batch.",
-    "- **Diverse zoo (10 runs).** Checkpoints of independent runs differ by permutation symmetries; averaging "
+    "checkpoint in the batch."),
+    ("- **Diverse zoo (10 runs).** Checkpoints of independent runs differ by permutation symmetries; averaging "
     "or mixing them breaks models (the average of the 50 checkpoints scores chance, see "
     "`memorization.md`). p-diff's unconditional latent DDPM mixes the runs and produces broken models; RPG's "
     "permutation state keeps the runs apart, but the quickstart preset underfits this zoo (a known finding, "
-    "reported as is), and the MSE head's models are broken too (see the table).",
-    "- **No-diffusion (MSE) head.** One forward pass per permutation state: deterministic, so it can produce at "
-    "most one model per training checkpoint (50 here); the generated models repeat whenever states repeat.",
+    "reported as is), and the MSE head's models are broken too (see the table)."),
+    ("- **No-diffusion (MSE) head.** One forward pass per permutation state: deterministic, so it can produce at "
+    "most one model per training checkpoint (50 here); the generated models repeat whenever states repeat."),
 ]
 JSON_KEYS = ("method", "zoo", "acc_mean", "acc_min", "novelty", "train_s", "train_peak_rss_gb", "generate_s")
 
@@ -132,14 +134,14 @@ def report(out: Path, results: Path, *, rows: dict[str, str], max_rss_gb: float)
 
     md = ["# Peers side by side: RPG, p-diff, no-diffusion and RPG ablations (digits zoos)", "",
           f"Command: `{COMMANDS}`  ",
-          f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores (shared by four agents), "
-          f"torch {machine.get('torch', '?')}, {machine.get('torch_threads', '?')} torch thread.", "",
-          "Accuracy on the digits test split of the n generated models of each row (seed 0). Novelty = median over "
+          (f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores (shared by four agents), "
+          f"torch {machine.get('torch', '?')}, {machine.get('torch_threads', '?')} torch thread."), "",
+          ("Accuracy on the digits test split of the n generated models of each row (seed 0). Novelty = median over "
           "generated models of the distance to the nearest training checkpoint / the checkpoints' own "
           "nearest-neighbour distance (0 = copy, ~1 = as new as another checkpoint; from `rpgen.evaluate`). "
           "Train s = wall time of training; peak RSS = VmHWM of a fresh training process; generate s / model = "
           "generation wall time / n (all n models sampled together; the one n = 50 RPG row took 4x longer per model "
-          "than the n = 20 rows of the same denoiser, not investigated). Times are on a shared 2-core machine and vary by tens of percent.", "",
+          "than the n = 20 rows of the same denoiser, not investigated). Times are on a shared 2-core machine and vary by tens of percent."), "",
           "## Methods", "", HEADER]
     for zoo in ("quickstart", "diverse"):
         zoo_rows = [r for r in main_rows if r["zoo"] == zoo]
@@ -155,19 +157,19 @@ def report(out: Path, results: Path, *, rows: dict[str, str], max_rss_gb: float)
     md += ["", *(["Note: " + "; ".join(notes) + "."] if notes else []), ""]
     if ablations:
         md += ["## RPG ablations (quickstart zoo, common budget)", "",
-               f"All rows trained for the same shorter budget ({ablations[0]['overrides'][-1].split('=')[1]} steps, "
+               (f"All rows trained for the same shorter budget ({ablations[0]['overrides'][-1].split('=')[1]} steps, "
                "quickstart preset otherwise) so they compare with each other; the 2,000-step RPG row above is "
-               "the default.", "", HEADER]
+               "the default."), "", HEADER]
         md += [_row_line(r) for r in ablations]
         md.append("")
 
     table, ok = memory_table(points)
     md += ["## Training memory vs parameter count", "",
-           f"A few training steps of each method on zoos of 8 random-initialised MLPs (64 → w → w → 10) of growing "
+           (f"A few training steps of each method on zoos of 8 random-initialised MLPs (64 → w → w → 10) of growing "
            f"width, each in a fresh process; a method stops at the first size where it exceeds {max_rss_gb:g} GB "
            "(killed) or 120 s per step. `rpg` = quickstart preset (token 64, batch 8); `rpg (token 1024)` = the "
            "same with 1,024-value tokens (the paper uses larger tokens for larger models); `pdiff` = the p-diff "
-           "settings of the rows above (batch 8).", "", table, "", "![memory vs params](peers_memory.png)", ""]
+           "settings of the rows above (batch 8)."), "", table, "", "![memory vs params](peers_memory.png)", ""]
     bar = []
     if ok.get("pdiff") and ok.get("rpg"):
         largest = ok["pdiff"][-1]["params"]

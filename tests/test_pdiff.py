@@ -61,7 +61,7 @@ def test_pdiff_trains_and_generates_loadable_models(digits_zoo, tmp_path):
     assert (run / "pdiff.safetensors").is_file() and not (run / "generator.safetensors").exists()
     stages = [line for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert '"autoencoder"' in stages[0] and '"ddpm"' in stages[-1]
-    reference = load_file(sorted(digits_zoo.glob("*.safetensors"))[0])
+    reference = load_file(min(digits_zoo.glob("*.safetensors")))
     for sd in models:
         assert {k: (v.shape, v.dtype) for k, v in sd.items()} == {k: (v.shape, v.dtype) for k, v in reference.items()}
         assert all(torch.isfinite(v.float()).all() for v in sd.values())
@@ -73,7 +73,7 @@ def test_pdiff_trains_and_generates_loadable_models(digits_zoo, tmp_path):
 
 
 def test_mse_head_generates_one_model_per_state(digits_zoo, tmp_path):
-    run, models = train_and_generate(digits_zoo, tmp_path, MSE)
+    run, _ = train_and_generate(digits_zoo, tmp_path, MSE)
     config = (run / "config.toml").read_text()
     assert 'method = "mse"' in config
     assert not any("denoiser.layers" in k for k in load_file(run / "generator.safetensors"))

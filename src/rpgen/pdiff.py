@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import get_args
 
@@ -68,13 +69,13 @@ class ParamAutoencoder(nn.Module):
         k = cfg.kernel_size
         widths = (1, *cfg.channels)
         enc: list[nn.Module] = []
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
+        for c_in, c_out in pairwise(widths):
             enc += [nn.Conv1d(c_in, c_out, k, stride=2, padding=k // 2), _norm(c_out), nn.LeakyReLU(0.2)]
         enc.append(nn.Conv1d(widths[-1], cfg.latent_channels, 1))
         self.encoder = nn.Sequential(*enc)
         dec: list[nn.Module] = [nn.Conv1d(cfg.latent_channels, widths[-1], 1), _norm(widths[-1]), nn.LeakyReLU(0.2)]
         ups = (*widths[:0:-1], widths[1])  # e.g. (64, 32, 16, 16): one transposed conv per encoder layer
-        for c_in, c_out in zip(ups[:-1], ups[1:]):
+        for c_in, c_out in pairwise(ups):
             dec += [nn.ConvTranspose1d(c_in, c_out, 4, stride=2, padding=1), _norm(c_out), nn.LeakyReLU(0.2)]
         dec.append(nn.Conv1d(widths[1], 1, k, padding=k // 2))
         self.decoder = nn.Sequential(*dec)
