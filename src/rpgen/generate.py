@@ -21,7 +21,8 @@ from rpgen.diffusion import make_scheduler, sample_tokens
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir
 from rpgen.progress import progress_bar
-from rpgen.run import Run, load_run
+from rpgen.regression import predict_tokens
+from rpgen.run import Run, load_run, run_method
 from rpgen.safetensors_io import SafetensorsWriter
 from rpgen.tokenizer import Layout, TensorInfo, detokenize_tensor
 
@@ -59,7 +60,10 @@ def iter_tokens(run: Run, states: Selectors, *, scheduler, rng: torch.Generator)
     protos = protos.reshape(m * l, d)
     chunk = run.config.sample.chunk_tokens
     for start in range(0, m * l, chunk):
-        x = sample_tokens(generator, protos[start:start + chunk], scheduler, rng=rng).cpu()  # (n, S)
+        if run.config.model.method == "mse":  # the no-diffusion ablation: one forward pass
+            x = predict_tokens(generator, protos[start:start + chunk]).cpu()  # (n, S)
+        else:
+            x = sample_tokens(generator, protos[start:start + chunk], scheduler, rng=rng).cpu()  # (n, S)
         pos, stop = start, start + x.shape[0]
         while pos < stop:
             model = pos // l
@@ -142,6 +146,13 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
         from accelerate import PartialState
 
         device = PartialState().device
+    if run_method(run_dir) == "pdiff":
+        from rpgen.pdiff import generate_pdiff
+
+        if states is not None or conditions is not None:
+            raise RpgenError(f"{run_dir} is a p-diff run: it takes no --state or --condition")
+        return generate_pdiff(run_dir, out_dir, num=num, seed=seed, sampler=sampler, steps=steps,
+                              overwrite=overwrite, device=device, progress=progress)
     run = load_run(run_dir, device=device)
     sampler = sampler or run.config.sample.sampler
     steps = steps or run.config.sample.steps

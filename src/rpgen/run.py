@@ -11,6 +11,7 @@ RUN_DIR/
   run.json               checkpoint files, token and parameter counts; for a conditional run also
                          ``condition_dim`` and ``binary_conditions``
   conditions.json        conditional runs only: the training conditions (checkpoint file -> vector)
+  pdiff.safetensors      instead of generator.safetensors when model.method = "pdiff" (rpgen.pdiff)
 """
 
 from __future__ import annotations
@@ -67,10 +68,18 @@ class Run:
         return bool(self.info.get("binary_conditions", False))
 
 
+def run_method(run_dir: str | Path) -> str:
+    """``model.method`` of a run directory ("rpg" when it has no config.toml yet)."""
+    path = Path(run_dir) / CONFIG
+    return load_toml(path).model.method if path.is_file() else "rpg"
+
+
 def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise RpgenError(f"{run_dir} is not an rpgen run directory (no {CONFIG})")
+    if run_method(run_dir) == "pdiff":
+        raise RpgenError(f"{run_dir} is a p-diff run (model.method = 'pdiff'): load it with rpgen.pdiff.load_pdiff")
     if not (run_dir / GENERATOR).is_file():
         raise RpgenError(f"{run_dir}: training has not finished (no {GENERATOR}); "
                          f"continue it with `rpgen train ... --out {run_dir} --resume`")

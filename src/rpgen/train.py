@@ -30,6 +30,7 @@ from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir, atomic_path, check_output_dir
 from rpgen.plots import plot_loss
 from rpgen.progress import progress_bar
+from rpgen.regression import regression_loss
 from rpgen.tokendata import token_source
 from rpgen.tokenizer import Layout, copied_tensors, fit_layout
 
@@ -92,6 +93,12 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
         saved = saved_config(run_dir)
         config = saved if config is None else dataclasses.replace(saved, train=config.train)
     config = (config or Config()).replace("data", checkpoint_dir=str(checkpoint_dir.resolve()))
+    if config.model.method == "pdiff":
+        from rpgen.pdiff import train_pdiff
+
+        if resume or stop_after is not None:
+            raise RpgenError("config model.method = 'pdiff' cannot --resume or stop early; train it again")
+        return train_pdiff(checkpoint_dir, run_dir, config, overwrite=overwrite, progress=progress)
 
     checkpoints = open_checkpoints(checkpoint_dir)
     paths = [c.path for c in checkpoints]
@@ -167,12 +174,19 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
             for group in optimizer.param_groups:
                 group["lr"] = tc.lr * lr_factor(step, warmup=tc.warmup_steps, total=tc.steps)
             states = torch.randint(0, num_states, (batch,), generator=rng)  # (B,)
-            rows = draw_rows(batch * layout.num_tokens, diffusion_batch, rng=rng)  # (N,)
+            if config.model.method == "mse":  # the regression ablation fits every token of the batch
+                rows = torch.arange(batch * layout.num_tokens)  # (B * L,)
+            else:
+                rows = draw_rows(batch * layout.num_tokens, diffusion_batch, rng=rng)  # (N,)
             x0 = data.gather(states, rows).to(accelerator.device)  # (N, S)
             states = states.to(accelerator.device)
             selectors = states if conditions is None else conditions[states]  # (B,) or (B, C)
             with accelerator.autocast():
-                loss = denoising_loss(model, x0, rows.to(accelerator.device), selectors, config.diffusion, rng=rng)
+                if config.model.method == "mse":
+                    loss = regression_loss(model, x0.reshape(batch, layout.num_tokens, -1), selectors)
+                else:
+                    loss = denoising_loss(model, x0, rows.to(accelerator.device), selectors, config.diffusion,
+                                          rng=rng)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             if tc.grad_clip > 0:

@@ -36,6 +36,22 @@ def position_embedding(positions: Tensor, dim: int) -> Tensor:
     return torch.cat(out, dim=-1).float()  # (L, 2 * half)
 
 
+class TokenHead(nn.Module):
+    """The no-diffusion ablation's output layer: prototype -> token by one linear map.
+
+    Same call signature as the denoiser so the generator's training pass is unchanged; the noisy
+    tokens and timesteps are ignored (there is no diffusion).
+    """
+
+    def __init__(self, *, token_size: int, cond_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(cond_dim, token_size)
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """x: (N, S) ignored, t: (N,) ignored, cond: (N, D) -> (N, S)"""
+        return self.proj(cond)
+
+
 class Generator(nn.Module):
     """Produces one prototype per token for a checkpoint state, and denoises tokens given it."""
 
@@ -54,8 +70,11 @@ class Generator(nn.Module):
             self.condition_encoder = nn.Sequential(nn.Linear(cond_dim, cfg.d_model), nn.SiLU(),
                                                    nn.Linear(cfg.d_model, cfg.d_model))
         self.backbone = build_backbone(cfg, seq_len=positions.shape[0])
-        self.denoiser = ConvDenoiser(token_size=token_size, cond_dim=cfg.d_model,
-                                     channels=tuple(cfg.denoiser_channels), kernel_size=cfg.kernel_size)
+        if cfg.method == "mse":
+            self.denoiser = TokenHead(token_size=token_size, cond_dim=cfg.d_model)
+        else:
+            self.denoiser = ConvDenoiser(token_size=token_size, cond_dim=cfg.d_model,
+                                         channels=tuple(cfg.denoiser_channels), kernel_size=cfg.kernel_size)
 
     @property
     def num_tokens(self) -> int:
