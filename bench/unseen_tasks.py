@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from common import machine
 from rpgen.conditions import CONDITIONS_FILE, write_conditions
 from rpgen.config import Config, apply_overrides
 from rpgen.generate import generate
@@ -48,24 +49,6 @@ SETTINGS = [
     "train.steps=1500", "train.batch_size=16", "train.diffusion_batch=256", "train.lr=2e-2",
     "train.warmup_steps=100", "train.save_every=1000", "sample.sampler=ddim", "sample.steps=60",
 ]
-
-
-def machine() -> dict:
-    import os
-    import platform
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__}
 
 
 def hamming(a: str, b: str) -> int:
