@@ -2,6 +2,8 @@
 
 - ``digits_zoo``: a folder of 5 real DigitsCNN checkpoints (seed 0) from ``collect_digits``;
   session-scoped, so treat it as read-only (copy files elsewhere before changing anything).
+- ``tasks_zoo``: a digits-tasks zoo restricted to ``TASKS_ZOO_CODES`` (6 seen tasks, 2 held-out
+  ones), 2 checkpoints per task; session-scoped and read-only like ``digits_zoo``.
 - ``make_state_dict``: a factory for small synthetic state_dicts shaped like a conv + BatchNorm
   + linear model (float32 weights, BatchNorm buffers, an int64 ``num_batches_tracked``).
 """
@@ -15,6 +17,8 @@ import pytest
 import torch
 
 DIGITS_ZOO_SIZE = 5
+TASKS_ZOO_CODES = ("1000000000", "0100000000", "1100000000", "0011000000", "1111100000", "0101010101",
+                   "0000000010", "0110000010")  # the last two are held-out tasks
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +28,16 @@ def digits_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("zoo") / "digits"
     collect_digits(out, num_checkpoints=DIGITS_ZOO_SIZE, seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tasks_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small digits-tasks zoo (``collect_digits_tasks`` on ``TASKS_ZOO_CODES``, seed 0)."""
+    from rpgen.zoo.digits_tasks import collect_digits_tasks
+
+    out = tmp_path_factory.mktemp("tasks") / "zoo"
+    collect_digits_tasks(out, num_checkpoints=2, codes=TASKS_ZOO_CODES, progress=False)
     return out
 
 

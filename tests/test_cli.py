@@ -231,3 +231,24 @@ def test_collect_digits(tmp_path):
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "z").glob("*.safetensors"))) == 3
     one_line_error(rpgen("collect", "cifar", "--out", tmp_path / "y"), "cifar")
+
+
+def test_evaluate_without_baselines_prints_the_verdict(trained, tmp_path):
+    gen = tmp_path / "gen"
+    assert rpgen("generate", trained, "--num", 2, "--out", gen, "--no-progress").exit_code == 0
+    result = rpgen("evaluate", trained, "--generated", gen, "--evaluator", "rpgen.zoo.digits:evaluate",
+                   "--no-baselines", "--no-progress")
+    assert result.exit_code == 0, result.output
+    results = json.loads((gen / "results.json").read_text())
+    assert results["baselines"] == {} and "Generated models are" in result.output
+    assert " ".join(results["verdict"].split()[:4]) in " ".join(result.output.split())
+
+
+def test_quickstart_end_to_end(tmp_path):
+    out = tmp_path / "qs"
+    result = rpgen("quickstart", "--out", out, "--num", 2, "--no-progress", *set_args())
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "checkpoints").glob("*.safetensors"))) == 50
+    report = (out / "report.md").read_text()
+    assert "](generated/pca.png)" in report and (out / "generated" / "pca.png").is_file()
+    assert "time: collect" in result.output and "Generated models are" in result.output

@@ -100,7 +100,7 @@ def test_run_evaluator_converts_numbers_and_keeps_order():
                     "arr": np.array(2.0)},
         {},
         name="m.safetensors",
-    )
+    ).metrics
     assert list(result) == ["acc", "n", "np", "nan_ok", "arr"]
     assert result["acc"] == 0.5 and result["n"] == 3.0 and result["np"] == 1.5 and result["arr"] == 2.0
     assert all(type(v) is float for v in result.values())
@@ -262,3 +262,135 @@ def test_own_checkpoints_example_end_to_end(tmp_path):
                               progress=False)
     assert all(a > 90.0 for a in results["checkpoints"]), results["checkpoints"]
     assert results["generated"] == [results["checkpoints"][-1]]
+
+
+# --- evidence: baselines, novelty, per-example results ------------------------------------------
+
+
+def test_results_carry_baselines_novelty_iou_and_plots(digits_zoo, generated_dir):
+    checkpoints = list_checkpoints(digits_zoo)
+    generated = sorted(generated_dir.glob("*.safetensors"))
+    results = evaluate_models(checkpoints, generated, "rpgen.zoo.digits:evaluate", out_dir=generated_dir,
+                              progress=False)
+    on_disk = json.loads((generated_dir / "results.json").read_text())
+    assert list(on_disk["baselines"]) == ["noise_0.001", "noise_0.01", "noise_0.03", "noise_0.1", "noise_1",
+                                          "noise_matched", "average", "interpolation"]
+    # the matched noise sits at the generated models' median distance (here: between a copy and a far model)
+    matched = np.median(on_disk["novelty"]["noise_matched"])
+    assert matched == pytest.approx(np.median(on_disk["novelty"]["generated"]), rel=0.1)
+    assert len(on_disk["baselines"]["noise_1"]) == 5 and len(on_disk["baselines"]["average"]) == 1
+    assert np.mean(on_disk["baselines"]["noise_1"]) < 50 < np.mean(on_disk["baselines"]["noise_0.001"])
+    for group in ("generated", "checkpoints", *on_disk["baselines"]):
+        assert len(on_disk["novelty"][group]) == len(on_disk["iou"][group]), group
+    # gen_0000 is a copy of checkpoint 0: novelty 0, same mistakes; gen_0001 is far and behaves differently
+    assert on_disk["novelty"]["generated"][0] == 0.0 and on_disk["iou"]["generated"][0] == 1.0
+    assert on_disk["nearest_checkpoint"]["generated"][0] == 0
+    assert on_disk["novelty"]["generated"][1] > 10 and on_disk["iou"]["generated"][1] < 0.5
+    assert np.median(on_disk["novelty"]["checkpoints"]) == pytest.approx(1.0)
+    noise_novelty = [np.median(on_disk["novelty"][f"noise_{s}"]) for s in ("0.001", "0.01", "0.03", "0.1", "1")]
+    assert noise_novelty == sorted(noise_novelty)
+    assert len(on_disk["pca"]["checkpoints"]) == 5 and len(on_disk["pca"]["generated"]) == 2
+    assert on_disk["diversity"]["num_models"] == 2 and on_disk["diversity"]["not_near_copies"] == 1
+    assert "near-copies" not in results["verdict"] or "new models" not in results["verdict"]
+
+    report = (generated_dir / "report.md").read_text()
+    assert report.splitlines()[2] == f"**{results['verdict']}**"
+    assert "| checkpoint + noise 1 std | 5 |" in report and "| average of all checkpoints | 1 |" in report
+    for name in ("metric_hist.png", "novelty.png", "pca.png"):
+        assert f"]({name})" in report
+        assert (generated_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| gen_0000.safetensors | " in report
+
+
+def test_without_baselines(digits_zoo, generated_dir):
+    results = evaluate_models(list_checkpoints(digits_zoo), sorted(generated_dir.glob("*.safetensors")),
+                              "rpgen.zoo.digits:evaluate", out_dir=generated_dir, with_baselines=False,
+                              progress=False)
+    assert results["baselines"] == {} and set(results["novelty"]) == {"generated", "checkpoints"}
+    assert "noise" not in (generated_dir / "report.md").read_text()
+
+
+def test_per_example_is_optional_and_accepts_tensors_and_0_1(digits_zoo, generated_dir, tmp_path):
+    evaluator = tmp_path / "ev.py"
+    evaluator.write_text(
+        "import torch\n"
+        "from rpgen.zoo.digits import evaluate as digits\n"
+        "def plain(sd):\n"
+        "    return {'accuracy': digits(sd)['accuracy']}\n"
+        "def as_ints(sd):\n"
+        "    out = digits(sd)\n"
+        "    return {'accuracy': out['accuracy'], 'per_example': torch.tensor(out['per_example']).int()}\n"
+    )
+    paths = list_checkpoints(digits_zoo), sorted(generated_dir.glob("*.safetensors"))
+    plain = evaluate_models(*paths, f"{evaluator}:plain", out_dir=tmp_path / "a", progress=False)
+    assert "iou" not in plain and "not measured" in (tmp_path / "a" / "report.md").read_text().lower()
+    ints = evaluate_models(*paths, f"{evaluator}:as_ints", out_dir=tmp_path / "b", progress=False)
+    reference = evaluate_models(*paths, "rpgen.zoo.digits:evaluate", out_dir=tmp_path / "c", progress=False)
+    assert ints["iou"] == reference["iou"]
+
+
+@pytest.mark.parametrize(
+    ("fn", "pattern"),
+    [
+        (lambda sd: {"acc": 1.0, "per_example": "yes"}, r"'per_example' on .* as str; expected a 1-D list"),
+        (lambda sd: {"acc": 1.0, "per_example": [[True]]}, r"'per_example' on .* with shape \[1, 1\]"),
+        (lambda sd: {"acc": 1.0, "per_example": []}, r"with shape \[0\]"),
+        (lambda sd: {"acc": 1.0, "per_example": [0, 2]}, "values that are not booleans"),
+        (lambda sd: {"acc": 1.0, "per_example": ["a", "b"]}, "values that are not booleans"),
+        (lambda sd: {"acc": 1.0, "per_example": 5}, "as int; expected a 1-D list"),
+        (lambda sd: {"per_example": [True]}, "returned no metric on .*, only 'per_example'"),
+    ],
+)
+def test_per_example_bad_types(fn, pattern):
+    with pytest.raises(RpgenError, match=pattern):
+        run_evaluator(fn, {}, name="m.safetensors")
+
+
+def test_per_example_of_the_wrong_length_or_missing_names_both_models(digits_zoo, tmp_path):
+    evaluator = tmp_path / "ev.py"
+    evaluator.write_text(
+        "from rpgen.zoo.digits import evaluate as digits\n"
+        "def short_for_noisy(sd):\n"
+        "    out = digits(sd)\n"
+        "    noisy = float(sd['fc.bias'].abs().max()) > 5\n"
+        "    return {**out, 'per_example': out['per_example'][:10]} if noisy else out\n"
+        "def missing_for_noisy(sd):\n"
+        "    out = digits(sd)\n"
+        "    return {'accuracy': out['accuracy']} if float(sd['fc.bias'].abs().max()) > 5 else out\n"
+    )
+    noisy = load_state_dict(digits_zoo / "0001.safetensors")
+    noisy["fc.bias"] = noisy["fc.bias"] + 10.0
+    save_state_dict(noisy, tmp_path / "gen" / "g.safetensors")
+    paths = list_checkpoints(digits_zoo), [tmp_path / "gen" / "g.safetensors"]
+    with pytest.raises(RpgenError, match=r"returned 10 per-example results on .*g\.safetensors but 540 per-example "
+                                         r"results on .*0000\.safetensors"):
+        evaluate_models(*paths, f"{evaluator}:short_for_noisy", out_dir=tmp_path / "gen", progress=False)
+    with pytest.raises(RpgenError, match=r"returned no 'per_example' on .*g\.safetensors but 540"):
+        evaluate_models(*paths, f"{evaluator}:missing_for_noisy", out_dir=tmp_path / "gen", progress=False)
+    assert not (tmp_path / "gen" / "results.json").exists()
+
+
+def _results(*, novelty: float, gen: list[float], noise: list[float]) -> dict:
+    from rpgen.evaluate import summarize
+
+    ckpt = [98.0, 98.5, 99.0, 98.2]
+    return {"metric": "accuracy", "higher_is_better": True, "novelty": {"generated": [novelty] * len(gen),
+                                                                        "noise_matched": [novelty] * len(noise)},
+            "baselines": {"noise_matched": noise},
+            "summary": {"checkpoints": summarize(ckpt), "generated": summarize(gen), "noise_matched": summarize(noise)}}
+
+
+@pytest.mark.parametrize(
+    ("novelty", "gen", "noise", "expected"),
+    [
+        (0.1, [98.4, 98.6, 98.5], [98.4, 98.6, 98.5], ["near-copies", "about as well as noise"]),
+        (3.0, [98.4, 98.6, 98.5, 98.3], [95.0, 94.0, 96.0, 95.5], ["are new models", "better than noise"]),
+        (3.0, [60.0, 50.0, 55.0], [97.0, 97.5, 96.5], ["new but broken models", "98.00", "worse than noise"]),
+    ],
+)
+def test_verdict(novelty, gen, noise, expected):
+    from rpgen.evaluate import verdict
+
+    text = verdict(_results(novelty=novelty, gen=gen, noise=noise))
+    for part in expected:
+        assert part in text

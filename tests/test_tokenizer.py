@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from rpgen.errors import RpgenError
-from rpgen.tokenizer import Layout, detokenize, fit_layout, tokenize
+from rpgen.tokenizer import Layout, detokenize, fit_layout, flatten, tokenize, unflatten
 
 
 class SmallCNN(nn.Module):
@@ -121,3 +121,19 @@ def test_bad_inputs():
     layout = fit_layout([{"w": torch.randn(3)}], token_size=2)
     with pytest.raises(RpgenError, match="shape"):
         detokenize(torch.zeros(5, 2), layout, {})
+
+
+def test_flatten_matches_tokens_and_round_trips():
+    state_dicts = perturbed(SmallCNN(), 4)
+    layout = fit_layout(state_dicts, token_size=5)
+    for sd in state_dicts:
+        vector = flatten(sd, layout)
+        tokens = tokenize(sd, layout)
+        assert vector.shape == (layout.num_params,)
+        torch.testing.assert_close(vector, tokens[~torch.isnan(tokens)])
+        back = unflatten(vector, layout, sd)
+        assert list(back) == list(sd)
+        for k, v in sd.items():
+            torch.testing.assert_close(back[k], v, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RpgenError, match="expected a vector of"):
+        unflatten(torch.zeros(3), layout, state_dicts[0])

@@ -24,7 +24,7 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable)
-ZOOS = ("digits",)
+ZOOS = ("digits", "digits-tasks")
 
 
 def _friendly(fn: F) -> F:
@@ -61,24 +61,45 @@ def load_config(config: str | None, overrides: list[str]):
 def collect(
     zoo: str = typer.Argument(..., help=f"Built-in zoo to build: {', '.join(ZOOS)}."),
     out: Path = typer.Option(..., "--out", help="Folder to write the checkpoints to."),
-    num: int = typer.Option(50, "--num", help="Number of checkpoints."),
+    num: Optional[int] = typer.Option(None, "--num", help="Number of checkpoints (digits: 50), or of "
+                                      "checkpoints per task (digits-tasks: 3)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    runs: int = typer.Option(1, "--runs", help="Independent training runs (seeds SEED, SEED+1, ...) to split "
+                             "the checkpoints over; > 1 makes a diverse zoo."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Build a checkpoint zoo: train a small model, keep training at a small learning rate,
-    save one checkpoint per epoch (the paper's recipe)."""
+    save one checkpoint per epoch (the paper's recipe).
+
+    digits: 50 checkpoints of a small CNN (--runs R splits them over R independent training runs,
+    seeds SEED, SEED+1, ...: a diverse zoo). digits-tasks: 1,022 binary tasks on the digits (a
+    10-bit code says which classes are positive), one classifier head per task on a shared frozen
+    extractor, with OUT/train (+ conditions.json, for a conditional generator) and 30 held-out
+    tasks in OUT/heldout; an interrupted collect resumes when run again."""
     if zoo not in ZOOS:
         raise RpgenError(f"unknown zoo {zoo!r} (available: {', '.join(ZOOS)})")
+    if zoo == "digits-tasks":
+        from rpgen.zoo.digits_tasks import HELDOUT, collect_digits_tasks
+
+        collect_digits_tasks(out, num_checkpoints=3 if num is None else num, seed=seed, overwrite=overwrite,
+                             progress=progress)
+        console.print(f"wrote the digits-tasks zoo to {out}: train with `rpgen train {out / 'train'} --out RUN`; "
+                      f"{len(HELDOUT)} held-out tasks in {out / 'heldout'}")
+        return
     from rpgen.zoo.digits import collect_digits
 
-    paths = collect_digits(out, num_checkpoints=num, seed=seed, overwrite=overwrite)
+    paths = collect_digits(out, num_checkpoints=50 if num is None else num, seed=seed, runs=runs,
+                           overwrite=overwrite, progress=progress)
     console.print(f"wrote {len(paths)} checkpoints to {out}")
 
 
 @app.command()
 @_friendly
 def train(
-    checkpoints: Path = typer.Argument(..., help="Folder of checkpoints (*.safetensors, *.pt, *.pth) of one architecture."),
+    checkpoints: Path = typer.Argument(..., help="Folder of checkpoints (*.safetensors, *.pt, *.pth) of one "
+                                       "architecture; an optional conditions.json in it (file name -> list of "
+                                       "numbers, one per checkpoint) makes the generator conditional."),
     out: Path = typer.Option(..., "--out", help="Run directory to write (config, tokenizer, generator, metrics)."),
     config: Optional[str] = typer.Option(None, "--config", help="TOML config file, or the name of a built-in "
                                          "preset (quickstart)."),
@@ -89,7 +110,11 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Train a recurrent-diffusion generator on a folder of checkpoints."""
+    """Train a recurrent-diffusion generator on a folder of checkpoints.
+
+    With CHECKPOINTS/conditions.json, e.g. {"a.safetensors": [0, 1, 1], "b.safetensors": [1, 0, 0]},
+    the generator learns to produce a checkpoint from its condition vector (a task description)
+    instead of its permutation state; generate with --condition."""
     from rpgen.train import saved_config, train as train_run
 
     if resume:
@@ -114,7 +139,8 @@ def train(
 @_friendly
 def generate(
     run: Path = typer.Argument(..., help="Run directory written by `rpgen train`."),
-    num: int = typer.Option(..., "--num", help="Number of models to generate."),
+    num: int = typer.Option(..., "--num", help="Number of models to generate (per --condition for a "
+                            "conditional run)."),
     out: Path = typer.Option(..., "--out", help="Folder to write NNNN.safetensors to."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="ddpm, ddim or dpm (DPM-Solver++); "
                                           "default from the run's config."),
@@ -122,15 +148,20 @@ def generate(
     seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same models."),
     state: List[int] = typer.Option([], "--state", help="Permutation state (training checkpoint index) of each "
                                     "model; repeat once per model. Default: drawn at random."),
+    condition: List[str] = typer.Option([], "--condition", help="Conditional runs only: the condition vector, "
+                                        "as a bit string (0101000011) or comma-separated numbers (0.1,0.5,2); "
+                                        "repeatable, --num models each."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Generate new complete parameter sets (state dicts as safetensors)."""
+    from rpgen.conditions import parse_condition
     from rpgen.generate import generate as generate_models
 
+    conditions = [parse_condition(c) for c in condition] or None
     start = time.perf_counter()
     paths = generate_models(run, out, num=num, seed=seed, sampler=sampler, steps=steps,  # type: ignore[arg-type]
-                            states=state or None, overwrite=overwrite, progress=progress)
+                            states=state or None, overwrite=overwrite, progress=progress, conditions=conditions)
     console.print(f"wrote {len(paths)} models to {out} in {time.perf_counter() - start:.1f} s")
 
 
@@ -140,15 +171,21 @@ def evaluate(
     run: Path = typer.Argument(..., help="Run directory written by `rpgen train`."),
     generated: Path = typer.Option(..., "--generated", help="Folder of generated models."),
     evaluator: str = typer.Option(..., "--evaluator", help="path/to/file.py:function or module:function; called "
-                                  "with a state_dict, returns {metric: value} (first key = primary metric)."),
+                                  "with a state_dict, returns {metric: value, ...} (first key = primary metric) "
+                                  "and optionally 'per_example': [bool, ...] (True = example handled correctly)."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also evaluate baselines made "
+                                   "without a generator: checkpoints + noise, their average, midpoints."),
+    seed: int = typer.Option(0, "--seed", help="Random seed for the baselines' noise and pairs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Evaluate training checkpoints and generated models; write results.json and report.md."""
-    from rpgen.evaluate import comparison_line, evaluate_run, results_table
+    """Evaluate training checkpoints, generated models and baselines; measure how far the generated
+    models are from the checkpoints (novelty) and whether they make the same mistakes (IoU).
+    Writes results.json, report.md and PNG plots into the generated folder."""
+    from rpgen.evaluate import evaluate_run, results_table
 
-    results = evaluate_run(run, generated, evaluator, progress=progress)
+    results = evaluate_run(run, generated, evaluator, with_baselines=baselines, seed=seed, progress=progress)
     console.print(results_table(results))
-    console.print(comparison_line(results), highlight=False)
+    console.print(results["verdict"], highlight=False)
     console.print(f"results: {generated / 'results.json'}, report: {generated / 'report.md'}")
 
 
@@ -170,6 +207,7 @@ def quickstart(
                                     progress=progress, announce=console.rule)
     console.print(results_table(results))
     console.print(comparison_line(results), highlight=False)
+    console.print(results["verdict"], highlight=False)
     console.print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
                   + f" (total {sum(times.values()):.0f} s)")
     console.print(f"files: {out}/ (checkpoints/, run/, generated/, report.md)")

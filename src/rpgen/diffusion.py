@@ -29,7 +29,8 @@ def training_loss(model: torch.nn.Module, tokens: Tensor, states: Tensor, cfg: D
     """Masked MSE of the denoiser on a random subset of the batch's tokens.
 
     model: a :class:`Generator` (possibly wrapped for distributed training);
-    tokens: (B, L, S) normalised tokens with NaN padding; states: (B,) permutation states.
+    tokens: (B, L, S) normalised tokens with NaN padding; states: (B,) permutation states, or
+    (B, C) condition vectors for a conditional generator.
     The backbone runs over all B * L tokens; only ``diffusion_batch`` of them are denoised.
     """
     b, l, s = tokens.shape
@@ -47,7 +48,7 @@ def denoising_loss(model: torch.nn.Module, x0: Tensor, rows: Tensor, states: Ten
     """Masked MSE of the denoiser on chosen tokens.
 
     x0: (N, S) clean tokens (NaN padding) at ``rows`` (N,) of the batch's B * L tokens;
-    states: (B,) permutation states. Only the ``N`` token values are needed, so callers can read
+    states: (B,) permutation states, or (B, C) condition vectors for a conditional generator. Only the
     them from disk (see :mod:`rpgen.tokendata`).
     """
     n = x0.shape[0]

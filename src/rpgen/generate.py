@@ -15,6 +15,7 @@ from typing import Iterator, Sequence, get_args
 import torch
 
 from rpgen import resources
+from rpgen.conditions import check_conditions
 from rpgen.config import Sampler
 from rpgen.diffusion import make_scheduler, sample_tokens
 from rpgen.errors import RpgenError
@@ -25,8 +26,12 @@ from rpgen.safetensors_io import SafetensorsWriter
 from rpgen.tokenizer import Layout, TensorInfo, detokenize_tensor
 
 
-def sample_models(run: Run, states: Sequence[int], *, scheduler, rng: torch.Generator) -> list[dict[str, torch.Tensor]]:
-    """Complete state dicts, one per permutation state, denoised together (held in memory).
+Selectors = Sequence[int] | Sequence[Sequence[float]]  # permutation states, or conditions of a conditional run
+
+
+def sample_models(run: Run, states: Selectors, *, scheduler, rng: torch.Generator) -> list[dict[str, torch.Tensor]]:
+    """Complete state dicts, one per permutation state (or condition vector, for a conditional
+    run), denoised together (held in memory).
 
     Same tokens as :func:`generate` writes for the same ``rng`` state; for large models use
     :func:`generate`, which streams them to files.
@@ -40,7 +45,7 @@ def sample_models(run: Run, states: Sequence[int], *, scheduler, rng: torch.Gene
             for d in out]
 
 
-def iter_tokens(run: Run, states: Sequence[int], *, scheduler, rng: torch.Generator) -> Iterator[tuple[int, torch.Tensor]]:
+def iter_tokens(run: Run, states: Selectors, *, scheduler, rng: torch.Generator) -> Iterator[tuple[int, torch.Tensor]]:
     """Denoised tokens in sequence order: (model index in ``states``, (n, S) tokens of that model).
 
     The backbone runs once for all models; their tokens are stacked (M * L rows) and denoised
@@ -118,12 +123,14 @@ class ModelWriter:
 def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 0,
              sampler: Sampler | None = None, steps: int | None = None, states: Sequence[int] | None = None,
              overwrite: bool = False, device: str | torch.device | None = None,
-             progress: bool = True) -> list[Path]:
-    """Write ``num`` generated models to ``out_dir/NNNN.safetensors``; return their paths.
+             progress: bool = True, conditions: Sequence[Sequence[float]] | None = None) -> list[Path]:
+    """Write generated models to ``out_dir/NNNN.safetensors``; return their paths.
 
-    ``states`` picks the permutation state of each model (default: drawn at random with
-    ``seed``). ``device`` defaults to the accelerator Accelerate finds (else the CPU). The same
-    run, seed, settings and device give the same files.
+    ``states`` picks the permutation state of each of the ``num`` models (default: drawn at random
+    with ``seed``). A conditional run (trained with a ``conditions.json``) takes ``conditions``
+    instead: ``num`` models per condition vector, condition after condition; each file's metadata
+    and ``generation.json`` record what it was made for. ``device`` defaults to the accelerator
+    Accelerate finds (else the CPU). The same run, seed, settings and device give the same files.
     """
     if num < 1:
         raise RpgenError(f"--num must be >= 1, got {num}")
@@ -138,34 +145,35 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     run = load_run(run_dir, device=device)
     sampler = sampler or run.config.sample.sampler
     steps = steps or run.config.sample.steps
-    num_states = run.generator.num_states
+    rng = torch.Generator().manual_seed(seed)
+    if run.condition_dim is not None:
+        selectors: list = _conditions_per_model(run, num=num, states=states, conditions=conditions)
+        metadata = [{"condition": json.dumps(c)} for c in selectors]
+        record: dict = {"conditions": selectors}
+    else:
+        if conditions is not None:
+            raise RpgenError(f"{run_dir} is an unconditional run (trained without conditions.json); "
+                             "it takes no --condition")
+        selectors = _states_per_model(run, num=num, states=states, rng=rng)
+        metadata = [{"permutation_state": str(s)} for s in selectors]
+        record = {"permutation_states": selectors}
     out_dir = Path(out_dir)
     per_group = max(1, run.config.sample.chunk_tokens // run.layout.num_tokens)
     if torch.device(device).type == "cpu":
         resources.check_resources(
-            f"generating {num} models of {run.layout.num_params:,} parameters from {run.path}",
-            memory=resources.generation_memory(run.config, run.layout, num_states=num_states,
-                                               models_at_once=min(num, per_group)),
-            disk=num * resources.model_bytes(run.layout), disk_path=out_dir.parent)
-    rng = torch.Generator().manual_seed(seed)
-    if states is None:
-        states = torch.randint(0, num_states, (num,), generator=rng).tolist()
-    states = list(states)
-    if len(states) != num:
-        raise RpgenError(f"got {len(states)} permutation states for {num} models")
-    for s in states:
-        if not 0 <= s < num_states:
-            raise RpgenError(f"permutation state {s} out of range: this run has states 0..{num_states - 1}")
+            f"generating {len(selectors)} models of {run.layout.num_params:,} parameters from {run.path}",
+            memory=resources.generation_memory(run.config, run.layout, num_states=run.generator.num_states,
+                                               models_at_once=min(len(selectors), per_group)),
+            disk=len(selectors) * resources.model_bytes(run.layout), disk_path=out_dir.parent)
     scheduler = make_scheduler(run.config.diffusion, sampler, steps)
     paths = []
     with atomic_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(enabled=progress, show_loss=False) as bar:
-        task = bar.add_task("generating", total=num)
-        for first in range(0, num, per_group):
-            group = states[first:first + per_group]
+        task = bar.add_task("generating", total=len(selectors))
+        for first in range(0, len(selectors), per_group):
+            group = selectors[first:first + per_group]
             names = [f"{i:04d}.safetensors" for i in range(first, first + len(group))]
-            writers = [ModelWriter(tmp / name, run.layout, run.copied,
-                                   {"rpgen_run": str(run.path.resolve()), "permutation_state": str(s)})
-                       for name, s in zip(names, group)]
+            writers = [ModelWriter(tmp / name, run.layout, run.copied, {"rpgen_run": str(run.path.resolve()), **meta})
+                       for name, meta in zip(names, metadata[first:first + per_group])]
             assemblers = [TensorAssembler(run.layout) for _ in group]
             for m, tokens in iter_tokens(run, group, scheduler=scheduler, rng=rng):
                 for info, tensor in assemblers[m].add(tokens):
@@ -176,6 +184,33 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
             bar.update(task, advance=len(group))
         (tmp / "generation.json").write_text(json.dumps({
             "run_dir": str(run.path.resolve()), "num": num, "seed": seed, "sampler": sampler,
-            "steps": steps, "permutation_states": states,
+            "steps": steps, **record,
         }, indent=1), encoding="utf-8")
     return paths
+
+
+def _states_per_model(run: Run, *, num: int, states: Sequence[int] | None, rng: torch.Generator) -> list[int]:
+    """The permutation state of each model: as given (checked), or drawn at random."""
+    num_states = run.generator.num_states
+    if states is None:
+        return torch.randint(0, num_states, (num,), generator=rng).tolist()
+    states = list(states)
+    if len(states) != num:
+        raise RpgenError(f"got {len(states)} permutation states for {num} models")
+    for s in states:
+        if not 0 <= s < num_states:
+            raise RpgenError(f"permutation state {s} out of range: this run has states 0..{num_states - 1}")
+    return states
+
+
+def _conditions_per_model(run: Run, *, num: int, states: Sequence[int] | None,
+                          conditions: Sequence[Sequence[float]] | None) -> list[list[float]]:
+    """The condition of each model of a conditional run: ``num`` per given condition, checked."""
+    if states is not None:
+        raise RpgenError(f"{run.path} is a conditional run (no permutation states); use --condition, not --state")
+    if not conditions:
+        raise RpgenError(f"{run.path} is a conditional run: give at least one --condition "
+                         f"(a vector of length {run.condition_dim})")
+    conditions = [[float(v) for v in c] for c in conditions]
+    check_conditions(conditions, dim=run.condition_dim, binary=run.binary_conditions)
+    return [c for c in conditions for _ in range(num)]

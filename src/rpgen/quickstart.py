@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rpgen.config import apply_overrides, preset
-from rpgen.evaluate import evaluate_run
-from rpgen.files import check_output_dir
+from rpgen.evaluate import evaluate_run, format_report
+from rpgen.files import check_output_dir, write_text_atomic
 from rpgen.generate import generate
 from rpgen.train import train
 from rpgen.zoo.digits import collect_digits
@@ -44,5 +44,5 @@ def run_quickstart(out: str | Path, *, num: int = 10, seed: int = 0, overrides: 
           lambda: generate(out / "run", out / "generated", num=num, seed=seed, progress=progress))
     results = stage("evaluate", "4/4  evaluate on the held-out test split",
                     lambda: evaluate_run(out / "run", out / "generated", EVALUATOR, progress=progress))
-    shutil.copyfile(out / "generated" / "report.md", out / "report.md")
+    write_text_atomic(out / "report.md", format_report(results, plots_at="generated/"))
     return results, times

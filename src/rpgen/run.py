@@ -8,6 +8,9 @@ RUN_DIR/
   state/                 the latest resumable training state (weights, EMA, optimiser, RNG)
   generator.safetensors  the trained generator; present only when training finished
   loss.png               training loss and learning rate against step
+  run.json               checkpoint files, token and parameter counts; for a conditional run also
+                         ``condition_dim`` and ``binary_conditions``
+  conditions.json        conditional runs only: the training conditions (checkpoint file -> vector)
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ STATE = "state"
 GENERATOR = "generator.safetensors"
 LOSS_PLOT = "loss.png"
 RUN_INFO = "run.json"
+CONDITIONS = "conditions.json"
 
 
-def build_generator(config: Config, layout: Layout, *, num_states: int) -> Generator:
+def build_generator(config: Config, layout: Layout, *, num_states: int, cond_dim: int | None = None) -> Generator:
     return Generator(config.model, positions=layout.positions(), num_states=num_states,
-                     token_size=layout.token_size)
+                     token_size=layout.token_size, cond_dim=cond_dim)
 
 
 @dataclass
@@ -50,6 +54,17 @@ class Run:
     copied: dict[str, torch.Tensor]
     generator: Generator
     info: dict
+
+    @property
+    def condition_dim(self) -> int | None:
+        """Length of the condition vectors of a conditional run; None for an unconditional one."""
+        dim = self.info.get("condition_dim")
+        return None if dim is None else int(dim)
+
+    @property
+    def binary_conditions(self) -> bool:
+        """True when the run was trained on 0/1 conditions only."""
+        return bool(self.info.get("binary_conditions", False))
 
 
 def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
@@ -67,7 +82,9 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
     info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
     if config.model.mamba_impl == "cuda" and not (torch.device(device).type == "cuda" and mamba_ssm_available()):
         config = config.replace("model", mamba_impl="torch")  # same parameter names
-    generator = build_generator(config, layout, num_states=int(info["num_checkpoints"]))
+    cond_dim = info.get("condition_dim")
+    generator = build_generator(config, layout, num_states=int(info["num_checkpoints"]),
+                                cond_dim=None if cond_dim is None else int(cond_dim))
     try:
         generator.load_state_dict(load_file(run_dir / GENERATOR))
     except (RuntimeError, OSError) as e:

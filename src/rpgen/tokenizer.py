@@ -185,6 +185,32 @@ def tokenize(state_dict: Mapping[str, Tensor], layout: Layout) -> Tensor:
     return tokens
 
 
+def flatten(state_dict: Mapping[str, Tensor], layout: Layout) -> Tensor:
+    """State dict -> (P,) float32 vector of its generated values, normalised as in the tokens.
+
+    The weight space in which rpgen measures distances: one unit is one (per-tensor) standard
+    deviation of the checkpoint set; ``running_var`` is in log space.
+    """
+    parts = [((_to_normal_space(state_dict[info.name], info) - info.mean) / info.std).to(torch.float32)
+             for info in layout.generated]
+    return torch.cat(parts)
+
+
+def unflatten(vector: Tensor, layout: Layout, reference: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """(P,) vector from :func:`flatten` -> state dict; ``reference`` provides the copied tensors."""
+    if tuple(vector.shape) != (layout.num_params,):
+        raise RpgenError(f"expected a vector of {layout.num_params} values, got shape {tuple(vector.shape)}")
+    out: dict[str, Tensor] = {}
+    start = 0
+    for info in layout.tensors:
+        if info.generated:
+            out[info.name] = detokenize_tensor(vector[start:start + info.numel], info)
+            start += info.numel
+        else:
+            out[info.name] = reference[info.name].clone()
+    return out
+
+
 def normalize_values(values: Tensor, info: TensorInfo, token_size: int) -> Tensor:
     """Raw values of (part of) one tensor, whole tokens of it -> (n, S) tokens as :func:`tokenize` makes them.
 

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from rpgen import resources
 from rpgen import run as runfiles
 from rpgen.checkpoints import LazyCheckpoint, open_checkpoints
+from rpgen.conditions import CONDITIONS_FILE, is_binary, read_conditions, write_conditions
 from rpgen.config import Config, load_toml
 from rpgen.diffusion import denoising_loss, draw_rows
 from rpgen.errors import RpgenError
@@ -76,6 +77,10 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
     ``data.tokens_in_memory_mb``; both give the same run). Under ``accelerate launch`` with P
     processes, each process takes ``batch_size / P`` checkpoints and ``diffusion_batch / P``
     tokens per step, so the effective batch and the learning dynamics match one process.
+
+    If ``checkpoint_dir`` holds a ``conditions.json`` (checkpoint file -> vector, see
+    :mod:`rpgen.conditions`), the generator is conditional: it learns to produce a checkpoint
+    from its condition vector instead of its permutation state.
     """
     from accelerate import Accelerator, PartialState
 
@@ -91,10 +96,17 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
     checkpoints = open_checkpoints(checkpoint_dir)
     paths = [c.path for c in checkpoints]
     layout = fit_layout(checkpoints, token_size=config.data.token_size)
+    conditions = read_conditions(checkpoint_dir, [p.name for p in paths])  # (K, C) or None
     if resume:
         saved = Layout.from_json((run_dir / runfiles.TOKENIZER).read_text(encoding="utf-8"))
         if saved != layout:
             raise RpgenError(f"{checkpoint_dir}: checkpoints changed since {run_dir} was started; "
+                             "start a new run instead of --resume")
+        saved_conditions = read_conditions(run_dir, [p.name for p in paths]) if (
+            run_dir / runfiles.CONDITIONS).is_file() else None
+        if (saved_conditions is None) != (conditions is None) or (
+                conditions is not None and not torch.equal(saved_conditions, conditions)):
+            raise RpgenError(f"{checkpoint_dir}: {CONDITIONS_FILE} changed since {run_dir} was started; "
                              "start a new run instead of --resume")
     # Without an accelerator, several processes (torchrun / accelerate launch --multi_gpu) form a
     # gloo group only when Accelerate is told to use the CPU; `accelerate launch --cpu` starts one process.
@@ -115,12 +127,13 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
 
     if not resume and main:
         _start_run_dir(run_dir, config, layout, checkpoints[0], paths, overwrite=overwrite,
-                       num_processes=accelerator.num_processes)
+                       conditions=conditions, num_processes=accelerator.num_processes)
     accelerator.wait_for_everyone()
 
     tc = config.train
     torch.manual_seed(tc.seed)
-    generator = runfiles.build_generator(config, layout, num_states=len(paths))
+    generator = runfiles.build_generator(config, layout, num_states=len(paths),
+                                         cond_dim=None if conditions is None else conditions.shape[1])
     optimizer = torch.optim.AdamW(generator.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     ema = [p.detach().clone() for p in generator.parameters()] if tc.ema_decay > 0 else None
     rng = torch.Generator().manual_seed(tc.seed * 1000 + accelerator.process_index)
@@ -129,6 +142,8 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
         step = _load_state(run_dir / runfiles.STATE, generator, optimizer, ema, rng,
                            process_index=accelerator.process_index)
     model, optimizer = accelerator.prepare(generator, optimizer)
+    if conditions is not None:
+        conditions = conditions.to(accelerator.device)
     num_states = len(paths)
     procs = accelerator.num_processes
     batch = math.ceil(min(tc.batch_size, num_states) / procs)  # per process
@@ -154,9 +169,10 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
             states = torch.randint(0, num_states, (batch,), generator=rng)  # (B,)
             rows = draw_rows(batch * layout.num_tokens, diffusion_batch, rng=rng)  # (N,)
             x0 = data.gather(states, rows).to(accelerator.device)  # (N, S)
+            states = states.to(accelerator.device)
+            selectors = states if conditions is None else conditions[states]  # (B,) or (B, C)
             with accelerator.autocast():
-                loss = denoising_loss(model, x0, rows.to(accelerator.device), states.to(accelerator.device),
-                                      config.diffusion, rng=rng)
+                loss = denoising_loss(model, x0, rows.to(accelerator.device), selectors, config.diffusion, rng=rng)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             if tc.grad_clip > 0:
@@ -226,20 +242,25 @@ def saved_config(run_dir: Path) -> Config:
 
 
 def _start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: LazyCheckpoint, paths: list[Path], *,
-                   overwrite: bool, num_processes: int = 1) -> None:
+                   overwrite: bool, conditions: torch.Tensor | None = None, num_processes: int = 1) -> None:
     """Write the run's static files, all at once (the directory appears complete or not at all)."""
+    info = {
+        "num_checkpoints": len(paths),
+        "checkpoint_files": [p.name for p in paths],
+        "num_tokens": layout.num_tokens,
+        "generated_params": layout.num_params,
+        "num_processes": num_processes,
+        "rpgen_format": 1,
+    }
+    if conditions is not None:
+        info.update(condition_dim=conditions.shape[1], binary_conditions=is_binary(conditions))
     with atomic_dir(run_dir, overwrite=overwrite) as tmp:
         (tmp / runfiles.CONFIG).write_text(config.to_toml(), encoding="utf-8")
         (tmp / runfiles.TOKENIZER).write_text(layout.to_json(), encoding="utf-8")
         save_file(copied_tensors(reference, layout), str(tmp / runfiles.COPIED))
-        (tmp / runfiles.RUN_INFO).write_text(json.dumps({
-            "num_checkpoints": len(paths),
-            "checkpoint_files": [p.name for p in paths],
-            "num_tokens": layout.num_tokens,
-            "generated_params": layout.num_params,
-            "num_processes": num_processes,
-            "rpgen_format": 1,
-        }, indent=1), encoding="utf-8")
+        (tmp / runfiles.RUN_INFO).write_text(json.dumps(info, indent=1), encoding="utf-8")
+        if conditions is not None:
+            write_conditions(tmp / runfiles.CONDITIONS, {p.name: c.tolist() for p, c in zip(paths, conditions)})
 
 
 def _save_state(path: Path, generator: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -71,3 +71,20 @@ def test_refuses_existing_folder_and_tiny_zoo(tmp_path):
         collect_digits(tmp_path / "new", num_checkpoints=1, progress=False)
     assert not (tmp_path / "new").exists()
     assert NAME == "digits"
+
+
+def test_several_runs_make_a_diverse_zoo(digits_zoo, tmp_path):
+    paths = collect_digits(tmp_path / "diverse", num_checkpoints=4, seed=0, runs=2, progress=False)
+    assert [p.name for p in paths] == ["r00_0000.safetensors", "r00_0001.safetensors",
+                                       "r01_0000.safetensors", "r01_0001.safetensors"]
+    same = load_state_dict(paths[0]), load_state_dict(digits_zoo / "0000.safetensors")
+    assert all(torch.equal(same[0][k], same[1][k]) for k in same[0])  # run 0 = seed 0's run
+    from safetensors import safe_open
+
+    with safe_open(str(paths[2]), framework="pt") as f:
+        assert f.metadata()["seed"] == "1"
+    # checkpoints of different runs are much further apart than consecutive epochs of one run
+    a, b, c = (load_state_dict(p)["conv3.weight"] for p in paths[:3])
+    assert float((a - c).norm()) > 3 * float((a - b).norm())
+    with pytest.raises(RpgenError, match=r"runs must be >= 1 and divide num_checkpoints \(5\), got 2"):
+        collect_digits(tmp_path / "bad", num_checkpoints=5, runs=2, progress=False)

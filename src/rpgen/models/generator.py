@@ -1,6 +1,11 @@
 """The RPG generator: positions + permutation state -> backbone -> prototypes -> denoiser.
 
-Glossary: ``B`` checkpoints in a batch, ``L`` tokens per model, ``D`` d_model, ``S`` token size.
+Glossary: ``B`` checkpoints in a batch, ``L`` tokens per model, ``D`` d_model, ``S`` token size,
+``C`` condition length.
+
+A *conditional* generator (built with ``cond_dim``) replaces the permutation-state embedding by a
+condition encoder (an MLP ``C -> D -> D``): wherever an unconditional generator takes ``(B,)``
+permutation-state indices, a conditional one takes ``(B, C)`` condition vectors.
 """
 
 from __future__ import annotations
@@ -34,14 +39,20 @@ def position_embedding(positions: Tensor, dim: int) -> Tensor:
 class Generator(nn.Module):
     """Produces one prototype per token for a checkpoint state, and denoises tokens given it."""
 
-    def __init__(self, cfg: ModelConfig, *, positions: Tensor, num_states: int, token_size: int) -> None:
+    def __init__(self, cfg: ModelConfig, *, positions: Tensor, num_states: int, token_size: int,
+                 cond_dim: int | None = None) -> None:
         super().__init__()
         self.num_states = num_states
         self.token_size = token_size
+        self.cond_dim = cond_dim
         self.register_buffer("pos_emb", position_embedding(positions, cfg.d_model), persistent=False)  # (L, D)
         self.input_proj = nn.Linear(cfg.d_model, cfg.d_model)
-        self.permutation_state = nn.Embedding(num_states, cfg.d_model)
-        nn.init.normal_(self.permutation_state.weight, std=0.5)
+        if cond_dim is None:
+            self.permutation_state = nn.Embedding(num_states, cfg.d_model)
+            nn.init.normal_(self.permutation_state.weight, std=0.5)
+        else:
+            self.condition_encoder = nn.Sequential(nn.Linear(cond_dim, cfg.d_model), nn.SiLU(),
+                                                   nn.Linear(cfg.d_model, cfg.d_model))
         self.backbone = build_backbone(cfg, seq_len=positions.shape[0])
         self.denoiser = ConvDenoiser(token_size=token_size, cond_dim=cfg.d_model,
                                      channels=tuple(cfg.denoiser_channels), kernel_size=cfg.kernel_size)
@@ -50,9 +61,17 @@ class Generator(nn.Module):
     def num_tokens(self) -> int:
         return self.pos_emb.shape[0]
 
+    @property
+    def conditional(self) -> bool:
+        return self.cond_dim is not None
+
     def prototypes(self, states: Tensor) -> Tensor:
-        """(B,) permutation-state indices -> (B, L, D) prototypes."""
-        x = self.input_proj(self.pos_emb).unsqueeze(0) + self.permutation_state(states).unsqueeze(1)  # (B, L, D)
+        """(B,) permutation-state indices, or (B, C) conditions if conditional -> (B, L, D) prototypes."""
+        if self.cond_dim is None:
+            selector = self.permutation_state(states)  # (B, D)
+        else:
+            selector = self.condition_encoder(states.to(self.pos_emb.dtype))  # (B, D)
+        x = self.input_proj(self.pos_emb).unsqueeze(0) + selector.unsqueeze(1)  # (B, L, D)
         return self.backbone(x)
 
     def denoise(self, noisy: Tensor, t: Tensor, prototypes: Tensor) -> Tensor:
@@ -62,7 +81,7 @@ class Generator(nn.Module):
     def forward(self, states: Tensor, rows: Tensor, noisy: Tensor, t: Tensor) -> Tensor:
         """Training pass: backbone over whole sequences, denoiser on a subset of their tokens.
 
-        states: (B,) permutation states; rows: (N,) indices into the B * L tokens of the batch;
+        states: (B,) permutation states, or (B, C) conditions if conditional; rows: (N,) indices into the B * L tokens of the batch;
         noisy: (N, S); t: (N,) -> (N, S).
         """
         protos = self.prototypes(states)  # (B, L, D)

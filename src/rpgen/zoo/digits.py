@@ -9,7 +9,7 @@ Shapes: B = batch, C = channels, 8x8 = image height x width.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -84,52 +84,66 @@ def collect_digits(
     *,
     num_checkpoints: int = 50,
     seed: int = 0,
+    runs: int = 1,
     overwrite: bool = False,
     progress: bool = True,
 ) -> list[Path]:
-    """Train a DigitsCNN and save one checkpoint per epoch as ``out_dir/0000.safetensors`` ...
+    """Train DigitsCNNs and save one checkpoint per epoch as ``out_dir/0000.safetensors`` ...
 
-    Refuses an existing ``out_dir`` unless ``overwrite``; the folder appears complete or not at all.
-    Trains on one CPU thread: the files are then the same for a seed whatever the core count.
+    With ``runs`` > 1, ``num_checkpoints`` are split evenly over that many independent training
+    runs (seeds ``seed``, ``seed + 1``, ...), named ``rRR_NNNN.safetensors``: a diverse zoo whose
+    checkpoints sit in different permutation states. Refuses an existing ``out_dir`` unless
+    ``overwrite``; the folder appears complete or not at all. Trains on one CPU thread: the files
+    are then the same for a seed whatever the core count.
     """
     if num_checkpoints < 2:
         raise RpgenError(f"num_checkpoints must be at least 2 (a zoo needs 2+), got {num_checkpoints}")
+    if runs < 1 or num_checkpoints % runs:
+        raise RpgenError(f"runs must be >= 1 and divide num_checkpoints ({num_checkpoints}), got {runs}")
     out_dir = Path(out_dir)
-    x_train, y_train, _, _ = load_split()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # seed init without touching the caller's RNG
-        torch.manual_seed(seed)
-        model = DigitsCNN()
-
-    names = [f"{i:04d}.safetensors" for i in range(num_checkpoints)]
+    per_run = num_checkpoints // runs
+    names = []
     with (
         atomic_dir(out_dir, overwrite=overwrite) as tmp,
         progress_bar(enabled=progress, show_loss=False) as bar,
         _torch_threads(1),
     ):
-        task = bar.add_task("digits: training", total=PRETRAIN_STEPS + num_checkpoints)
-        model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=PRETRAIN_LR)
-        for _ in range(PRETRAIN_STEPS):
-            batch = torch.randint(len(x_train), (BATCH_SIZE,), generator=generator)
+        task = bar.add_task("digits: training", total=runs * (PRETRAIN_STEPS + per_run))
+        for run in range(runs):
+            run_names = [f"{i:04d}.safetensors" if runs == 1 else f"r{run:02d}_{i:04d}.safetensors"
+                         for i in range(per_run)]
+            _train_and_save(tmp, run_names, seed=seed + run, advance=lambda: bar.advance(task))
+            names += run_names
+    return [out_dir / name for name in names]
+
+
+def _train_and_save(folder: Path, names: list[str], *, seed: int, advance: Callable[[], None]) -> None:
+    """One training run: pre-train from scratch, then save one checkpoint per epoch as ``names``."""
+    x_train, y_train, _, _ = load_split()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # seed init without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = DigitsCNN()
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=PRETRAIN_LR)
+    for _ in range(PRETRAIN_STEPS):
+        batch = torch.randint(len(x_train), (BATCH_SIZE,), generator=generator)
+        loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        advance()
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=FINETUNE_LR)
+    for name in names:
+        order = torch.randperm(len(x_train), generator=generator)
+        for batch in order.split(BATCH_SIZE):
             loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            bar.advance(task)
-
-        bar.update(task, description="digits: saving checkpoints")
-        optimizer = torch.optim.Adam(model.parameters(), lr=FINETUNE_LR)
-        for name in names:
-            order = torch.randperm(len(x_train), generator=generator)
-            for batch in order.split(BATCH_SIZE):
-                loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            save_state_dict(model.state_dict(), tmp / name, metadata={"zoo": NAME, "seed": str(seed)})
-            bar.advance(task)
-    return [out_dir / name for name in names]
+        save_state_dict(model.state_dict(), folder / name, metadata={"zoo": NAME, "seed": str(seed)})
+        advance()
 
 
 @contextmanager
@@ -147,8 +161,12 @@ def _torch_threads(num_threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def evaluate(state_dict: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Test accuracy (percent) of a DigitsCNN state_dict on the fixed test split."""
+def evaluate(state_dict: dict[str, torch.Tensor]) -> dict[str, float | list[bool]]:
+    """Test accuracy (percent) of a DigitsCNN state_dict on the fixed test split.
+
+    Also returns ``per_example``: for each of the 540 test images, whether it was classified
+    correctly (what rpgen's behavioural-similarity measure compares).
+    """
     device = next(iter(state_dict.values())).device
     model = DigitsCNN().to(device)
     model.load_state_dict(state_dict, strict=True)
@@ -156,4 +174,5 @@ def evaluate(state_dict: dict[str, torch.Tensor]) -> dict[str, float]:
     _, _, x_test, y_test = load_split(device=device)
     with torch.inference_mode():
         predicted = model(x_test).argmax(dim=1)  # (540,)
-    return {"accuracy": 100.0 * int((predicted == y_test).sum()) / len(y_test)}
+    correct = predicted == y_test  # (540,)
+    return {"accuracy": 100.0 * int(correct.sum()) / len(y_test), "per_example": correct.tolist()}

@@ -1,0 +1,152 @@
+"""Does a generator copy its training checkpoints? Baselines, novelty and behaviour (DESIGN §4).
+
+Pure functions over weight vectors. A model's vector is :func:`rpgen.tokenizer.flatten` of its
+state dict: every generated value, normalised per tensor with the checkpoint set's statistics,
+so one unit is one standard deviation of that tensor across the checkpoints.
+
+Glossary: ``K`` training checkpoints, ``M`` other models (generated or baselines), ``P`` values
+per model, ``E`` evaluation examples.
+
+- Baselines are models anyone could make without a generator: a checkpoint plus Gaussian noise
+  (noise std = ``scale`` x each tensor's std), the average of all checkpoints, and the midpoint
+  of two checkpoints.
+- Novelty of a model = distance to its nearest training checkpoint / the median distance from a
+  checkpoint to its nearest other checkpoint. 0 is a copy; about 1 is as far from the training
+  set as the checkpoints are from each other.
+- Behaviour: the IoU of the sets of misclassified examples of a model and its nearest checkpoint.
+  1 means the two models get exactly the same examples wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+NOISE_SCALES = (0.001, 0.01, 0.03, 0.1, 1.0)
+MAX_BASELINE_MODELS = 50  # per baseline kind
+NEAR_COPY = 0.5  # novelty below this: closer to one checkpoint than half the checkpoints' own spacing
+
+
+def baseline_names(scales: tuple[float, ...] = NOISE_SCALES, *, matched: bool = False) -> list[str]:
+    """Names of the baselines, in report order."""
+    return [f"noise_{s:g}" for s in scales] + ["noise_matched"] * matched + ["average", "interpolation"]
+
+
+def baseline_label(name: str) -> str:
+    """A human label for a baseline name."""
+    if name == "noise_matched":
+        return "checkpoint + noise at the generated models' distance"
+    if name.startswith("noise_"):
+        return f"checkpoint + noise {name.removeprefix('noise_')} std"
+    return {"average": "average of all checkpoints", "interpolation": "midpoint of two checkpoints"}.get(name, name)
+
+
+def baselines(checkpoints: Tensor, *, seed: int = 0, scales: tuple[float, ...] = NOISE_SCALES,
+              matched_distance: float | None = None, max_models: int = MAX_BASELINE_MODELS) -> dict[str, Tensor]:
+    """Baseline weight vectors: ``{name: (n, P)}``, names as :func:`baseline_names`.
+
+    checkpoints: (K, P). Noise is added to up to ``max_models`` checkpoints (evenly spaced);
+    ``noise_matched`` (when ``matched_distance`` is given) uses the noise scale that puts a model
+    that distance from its checkpoint, to compare with generated models at the same distance.
+    Interpolation takes the midpoints of ``min(K, max_models)`` random distinct pairs.
+    """
+    k, p = checkpoints.shape
+    rng = torch.Generator().manual_seed(seed)
+    picked = torch.linspace(0, k - 1, min(k, max_models)).round().long()  # (n,)
+    named_scales = [(f"noise_{scale:g}", scale) for scale in scales]
+    if matched_distance is not None:
+        named_scales.append(("noise_matched", matched_distance / p ** 0.5))  # E|noise| = scale * sqrt(P)
+    out: dict[str, Tensor] = {}
+    for name, scale in named_scales:
+        noise = torch.randn((len(picked), p), generator=rng)
+        out[name] = checkpoints[picked] + scale * noise
+    out["average"] = checkpoints.mean(dim=0, keepdim=True)
+    pairs = torch.stack([torch.randperm(k, generator=rng)[:2] for _ in range(min(k, max_models))])  # (n, 2)
+    out["interpolation"] = 0.5 * (checkpoints[pairs[:, 0]] + checkpoints[pairs[:, 1]])
+    return out
+
+
+def nearest(models: Tensor, checkpoints: Tensor, *, exclude_self: bool = False) -> tuple[Tensor, Tensor]:
+    """Distance to and index of each model's nearest checkpoint: (M, P), (K, P) -> (M,), (M,).
+
+    With ``exclude_self`` the models are the checkpoints themselves and each skips its own row.
+    """
+    distances = torch.cdist(models.double(), checkpoints.double())  # (M, K)
+    if exclude_self:
+        distances.fill_diagonal_(float("inf"))
+    values, indices = distances.min(dim=1)
+    return values, indices
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The checkpoints' own spacing: each checkpoint's nearest other checkpoint."""
+
+    distances: Tensor  # (K,) distance to the nearest other checkpoint
+    indices: Tensor  # (K,) its index
+    scale: float  # median of ``distances``: the unit of novelty
+
+
+def reference(checkpoints: Tensor) -> Reference:
+    """Nearest-neighbour structure of (K, P) checkpoints (K >= 2)."""
+    distances, indices = nearest(checkpoints, checkpoints, exclude_self=True)
+    scale = float(distances.median())
+    return Reference(distances, indices, scale if scale > 0 else 1.0)
+
+
+def misclassified_iou(correct_a: Tensor, correct_b: Tensor) -> float:
+    """IoU of the misclassified sets of two models, from (E,) bool "correct" vectors.
+
+    Two models that both make no mistakes count as identical (1.0).
+    """
+    wrong_a, wrong_b = ~correct_a, ~correct_b
+    union = int((wrong_a | wrong_b).sum())
+    return 1.0 if union == 0 else int((wrong_a & wrong_b).sum()) / union
+
+
+def pca_2d(checkpoints: Tensor, others: Tensor) -> tuple[Tensor, Tensor, list[float]]:
+    """Project (K, P) checkpoints and (M, P) other models on the first two principal axes of both.
+
+    Returns (K, 2), (M, 2) and the fraction of variance each axis explains.
+    """
+    points = torch.cat([checkpoints, others]).double()  # (K + M, P)
+    centred = points - points.mean(dim=0)
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    axes = vh[:2]  # (2, P)
+    coords = centred @ axes.T  # (K + M, 2)
+    if coords.shape[1] < 2:
+        coords = torch.nn.functional.pad(coords, (0, 2 - coords.shape[1]))
+    variance = s.pow(2)
+    explained = (variance[:2] / variance.sum().clamp_min(1e-30)).tolist()
+    k = checkpoints.shape[0]
+    return coords[:k].float(), coords[k:].float(), explained
+
+
+def diversity(models: Tensor, checkpoints: Tensor, *, scale: float, threshold: float = NEAR_COPY) -> dict:
+    """How many of (M, P) models are distinct from the checkpoints and from each other.
+
+    A model is a near-copy of a checkpoint when its novelty is below ``threshold``; two models
+    are near-duplicates when their distance is below ``threshold * scale``. ``distinct_models``
+    counts greedy clusters: models are taken in order and each starts a new group unless it is a
+    near-duplicate of an earlier group's first model.
+    """
+    novelty = nearest(models, checkpoints)[0] / scale
+    pairwise = torch.cdist(models.double(), models.double())  # (M, M)
+    leaders: list[int] = []
+    for i in range(models.shape[0]):
+        if not any(pairwise[i, j] < threshold * scale for j in leaders):
+            leaders.append(i)
+    if models.shape[0] > 1:
+        pairwise.fill_diagonal_(float("inf"))
+        to_other = (pairwise.min(dim=1).values / scale).tolist()
+    else:
+        to_other = []
+    return {
+        "num_models": models.shape[0],
+        "threshold": threshold,
+        "not_near_copies": int((novelty >= threshold).sum()),
+        "distinct_models": len(leaders),
+        "nearest_other_generated": to_other,
+    }

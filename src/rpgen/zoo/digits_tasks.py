@@ -1,0 +1,383 @@
+"""A conditional zoo: 1,022 binary tasks on the digits, one small classifier head per task.
+
+This mirrors the paper's section 5 ("RPG's potential in unseen tasks": binary CIFAR-10 tasks with
+a ViT-Tiny) on data that ships with scikit-learn.
+
+- **Task.** A 10-bit code ``b`` (a string of ``0``/``1``; character ``i`` is the bit of digit
+  class ``i``) asks "is this digit one of the classes whose bit is 1?". Every code except all-zeros
+  and all-ones is a task: 1,022 tasks (``1 <= int(b) <= 1022`` in the issue's numbering).
+- **Model.** A feature extractor (the :class:`~rpgen.zoo.digits.DigitsCNN` convolutions, trained
+  once on the 10-class problem with a fixed seed, then frozen and shared) gives 32 standardised
+  features; a task head ``Linear(32, 64) -> SiLU -> Linear(64, 2)`` (2,242 parameters, 36 tokens of
+  64) answers the task. Only the head is generated.
+- **Training.** Every head starts from the same initialisation and sees the same minibatches
+  (only the labels differ), trains for ``HEAD_STEPS`` Adam steps on cached features, then keeps
+  training at a small learning rate and is saved once per epoch (the paper's recipe): a few
+  checkpoints per task. All heads of a chunk of tasks train at once as batched matmuls (einsum
+  over a ``(tasks, ...)`` weight tensor); one CPU thread builds the whole zoo in well under a
+  minute (see ``bench/results/unseen_tasks.md``).
+- **Held-out tasks.** The 30 codes in :data:`HELDOUT` are never given to the generator.
+
+Folder written by :func:`collect_digits_tasks` (``rpgen collect digits-tasks --out OUT``)::
+
+    OUT/
+      collect.json            the settings; written first, checked when an interrupted collect resumes
+      extractor.safetensors   the frozen extractor (DigitsCNN weights + feature mean/std)
+      train/                  CODE_K.safetensors for the 992 seen tasks + conditions.json (CODE -> bits)
+      heldout/                the same for the 30 held-out tasks
+      zoo.json                written last: tasks, test accuracy of every checkpoint, chance rates
+
+``rpgen train OUT/train`` then trains a conditional generator (``train/conditions.json``). A
+collect that is interrupted resumes where it stopped when run again with the same settings:
+every head file is written atomically, chunks whose files all exist are skipped, and ``zoo.json``
+marks the zoo complete.
+
+**Evaluating a head.** Evaluators receive only a state dict, and a head's accuracy depends on the
+task and on the zoo's extractor, so :func:`make_evaluator` builds the evaluator for one code and
+one zoo folder. To use it with ``rpgen evaluate``, write a two-line file::
+
+    from rpgen.zoo.digits_tasks import make_evaluator
+    evaluate = make_evaluator("0101000011", zoo_dir="runs/tasks/zoo")
+
+and pass ``--evaluator that_file.py:evaluate``. (A generated file records its condition in its
+metadata, but the evaluator contract deliberately stays ``fn(state_dict)``; the benchmark calls
+:func:`make_evaluator` per task.)
+
+Shapes: T = tasks, N = examples, F = features (32), H = hidden units (64).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.nn import functional as F
+
+from rpgen.checkpoints import load_state_dict, save_state_dict
+from rpgen.conditions import CONDITIONS_FILE, write_conditions
+from rpgen.errors import RpgenError
+from rpgen.files import write_text_atomic
+from rpgen.progress import progress_bar
+from rpgen.zoo.digits import (
+    BATCH_SIZE,
+    PRETRAIN_LR,
+    PRETRAIN_STEPS,
+    DigitsCNN,
+    _torch_threads,
+    load_split,
+)
+
+NAME = "digits-tasks"
+NUM_CLASSES = 10
+FEATURES = 32
+HIDDEN = 64
+HEAD_STEPS = 300  # Adam steps from the shared initialisation
+HEAD_LR = 1e-2
+FINETUNE_LR = 1e-3  # then one checkpoint per epoch at this rate
+EXTRACTOR_EPOCHS = 10  # after the PRETRAIN_STEPS of the digits zoo, at FINETUNE_LR
+CHUNK_TASKS = 128  # heads trained together; results do not depend on it
+FORMAT = 1
+
+# 30 tasks the generator never sees: random.Random(5).sample(all codes, 30), sorted (1 to 7 bits set).
+HELDOUT: tuple[str, ...] = (
+    "0000000010", "0000111010", "0001111101", "0010001101", "0010111000", "0011001001", "0011100101",
+    "0101111011", "0110000010", "0110000110", "0110001111", "0110110000", "0110111101", "0111100000",
+    "0111101011", "0111111001", "1000010100", "1000011110", "1000110111", "1001011000", "1001100101",
+    "1011010001", "1011101011", "1011101110", "1011111010", "1011111100", "1101100011", "1101100111",
+    "1111010011", "1111100001",
+)
+COLLECT_INFO = "collect.json"
+EXTRACTOR = "extractor.safetensors"
+MANIFEST = "zoo.json"
+TRAIN_DIR = "train"
+HELDOUT_DIR = "heldout"
+
+
+def all_codes() -> list[str]:
+    """The 1,022 task codes, ordered by ``int(b)`` with bit i = class i."""
+    return [format(n, f"0{NUM_CLASSES}b")[::-1] for n in range(1, 2**NUM_CLASSES - 1)]
+
+
+def check_code(code: str) -> str:
+    """Return ``code`` if it is a valid task code, else raise naming it."""
+    if len(code) != NUM_CLASSES or not set(code) <= {"0", "1"}:
+        raise RpgenError(f"task code {code!r} must be {NUM_CLASSES} characters of 0/1 (character i = digit i)")
+    if set(code) != {"0", "1"}:
+        raise RpgenError(f"task code {code!r} has no positive or no negative class; it is not a task")
+    return code
+
+
+def code_bits(code: str) -> list[float]:
+    return [float(c) for c in check_code(code)]
+
+
+def checkpoint_name(code: str, index: int) -> str:
+    return f"{code}_{index}.safetensors"
+
+
+class TaskHead(nn.Module):
+    """Linear(32, 64) -> SiLU -> Linear(64, 2): 2,242 parameters, the generated part."""
+
+    def __init__(self, hidden: int = HIDDEN) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(FEATURES, hidden)
+        self.fc2 = nn.Linear(hidden, 2)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, F) standardised features -> (N, 2) logits (index 1 = "in the positive classes")."""
+        return self.fc2(F.silu(self.fc1(features)))
+
+
+def extract_features(extractor: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 8, 8) images -> (N, F) standardised features of the frozen extractor."""
+    model = DigitsCNN()
+    model.load_state_dict({k: v for k, v in extractor.items() if not k.startswith("features.")})
+    model.eval()
+    with torch.inference_mode():
+        x = F.relu(model.bn1(model.conv1(images)))
+        x = F.relu(model.bn2(model.conv2(x)))
+        x = F.relu(model.bn3(model.conv3(x))).mean(dim=(2, 3))  # (N, F)
+    return (x - extractor["features.mean"]) / extractor["features.std"]
+
+
+def task_labels(codes: Sequence[str], digit_labels: torch.Tensor) -> torch.Tensor:
+    """(T, N) binary labels: 1 where the digit's class has bit 1 in the task's code."""
+    bits = torch.tensor([code_bits(c) for c in codes], dtype=torch.long)  # (T, 10)
+    return bits[:, digit_labels]
+
+
+def chance_rate(code: str) -> float:
+    """Accuracy (%) of always answering the majority class of the test split."""
+    _, _, _, y_test = load_split()
+    positive = float(task_labels([code], y_test).float().mean())
+    return 100.0 * max(positive, 1 - positive)
+
+
+def make_evaluator(code: str, *, zoo_dir: str | Path) -> Callable[[dict[str, torch.Tensor]], dict[str, float]]:
+    """The evaluator of task ``code``: state dict of a :class:`TaskHead` -> test accuracy (%)."""
+    check_code(code)
+    features, labels = _test_set_of(zoo_dir)
+    target = task_labels([code], labels)[0]  # (N,)
+
+    def evaluate(state_dict: dict[str, torch.Tensor]) -> dict[str, float]:
+        head = TaskHead()
+        head.load_state_dict(state_dict, strict=True)
+        with torch.inference_mode():
+            predicted = head(features).argmax(dim=1)
+        return {"accuracy": 100.0 * float((predicted == target).float().mean())}
+
+    return evaluate
+
+
+def batch_accuracy(heads: Sequence[dict[str, torch.Tensor]], codes: Sequence[str], *,
+                   zoo_dir: str | Path) -> list[float]:
+    """Test accuracy (%) of each head on its own task, all at once."""
+    features, labels = _test_set_of(zoo_dir)
+    weights = {k: torch.stack([h[k] for h in heads]) for k in heads[0]}
+    logits = _forward(weights, features)  # (T, N, 2)
+    correct = logits.argmax(-1) == task_labels(codes, labels)
+    return (100.0 * correct.float().mean(1)).tolist()
+
+
+def _test_set_of(zoo_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test features (N, F) through the zoo's extractor, and digit labels (N,); cached per file version."""
+    path = Path(zoo_dir).resolve() / EXTRACTOR
+    if not path.is_file():
+        raise RpgenError(f"{zoo_dir} is not a digits-tasks zoo (no {EXTRACTOR}); build one with "
+                         f"`rpgen collect digits-tasks --out DIR`")
+    return _test_set(str(path), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _test_set(extractor_path: str, mtime_ns: int) -> tuple[torch.Tensor, torch.Tensor]:
+    _, _, x_test, y_test = load_split()
+    return extract_features(load_state_dict(extractor_path), x_test), y_test
+
+
+def _forward(w: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Many heads at once: weights stacked over T, x (N, F) -> (T, N, 2) logits."""
+    h = torch.einsum("nf,thf->tnh", x, w["fc1.weight"]) + w["fc1.bias"][:, None]  # (T, N, H)
+    return torch.einsum("tnh,tch->tnc", F.silu(h), w["fc2.weight"]) + w["fc2.bias"][:, None]  # (T, N, 2)
+
+
+def _pretrain_extractor(seed: int, x_train: torch.Tensor, y_train: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The digits CNN trained on the 10 classes, plus the mean/std of its features on the train split."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DigitsCNN()
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=PRETRAIN_LR)
+    steps = [torch.randint(len(x_train), (BATCH_SIZE,), generator=generator) for _ in range(PRETRAIN_STEPS)]
+    for epoch in range(EXTRACTOR_EPOCHS):
+        if epoch == 0:
+            batches = steps
+        else:
+            if epoch == 1:
+                optimizer = torch.optim.Adam(model.parameters(), lr=FINETUNE_LR)
+            batches = torch.randperm(len(x_train), generator=generator).split(BATCH_SIZE)
+        for batch in batches:
+            loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state["features.mean"] = torch.zeros(FEATURES)
+    state["features.std"] = torch.ones(FEATURES)
+    raw = extract_features(state, x_train)
+    state["features.mean"] = raw.mean(0)
+    state["features.std"] = raw.std(0).clamp_min(1e-6)
+    return state
+
+
+def _train_heads(codes: Sequence[str], features: torch.Tensor, digit_labels: torch.Tensor, *,
+                 seed: int, num_checkpoints: int) -> list[list[dict[str, torch.Tensor]]]:
+    """Train one head per code (all at once); return ``num_checkpoints`` state dicts per code.
+
+    Every head starts from the same initialisation and sees the same minibatches, so a head
+    depends only on its own task, not on which other tasks share its chunk.
+    """
+    t = len(codes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        init = TaskHead().state_dict()
+    weights = {k: v.unsqueeze(0).repeat(t, *[1] * v.dim()).requires_grad_() for k, v in init.items()}
+    labels = task_labels(codes, digit_labels)  # (T, N)
+    generator = torch.Generator().manual_seed(seed + 2)
+
+    def step(optimizer: torch.optim.Optimizer, batch: torch.Tensor) -> None:
+        logits = _forward(weights, features[batch])  # (T, B, 2)
+        loss = F.cross_entropy(logits.reshape(-1, 2), labels[:, batch].reshape(-1), reduction="none")
+        loss = loss.reshape(t, -1).mean(1).sum()  # sum over tasks: each head gets its own gradient
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    optimizer = torch.optim.Adam(weights.values(), lr=HEAD_LR)
+    for _ in range(HEAD_STEPS):
+        step(optimizer, torch.randint(len(features), (BATCH_SIZE,), generator=generator))
+    optimizer = torch.optim.Adam(weights.values(), lr=FINETUNE_LR)
+    saved: list[list[dict[str, torch.Tensor]]] = [[] for _ in codes]
+    for _ in range(num_checkpoints):
+        for batch in torch.randperm(len(features), generator=generator).split(BATCH_SIZE):
+            step(optimizer, batch)
+        for i in range(t):
+            saved[i].append({k: v[i].detach().clone() for k, v in weights.items()})
+    return saved
+
+
+def collect_digits_tasks(out_dir: str | Path, *, num_checkpoints: int = 3, seed: int = 0,
+                         overwrite: bool = False, progress: bool = True,
+                         codes: Sequence[str] | None = None) -> Path:
+    """Build (or finish building) the digits-tasks zoo in ``out_dir``; return ``out_dir``.
+
+    An existing complete zoo is refused unless ``overwrite``; an interrupted one with the same
+    settings is resumed. Trains on one CPU thread, so the files do not depend on the core count.
+    ``codes`` restricts the zoo to some tasks (small zoos for tests; a head does not depend on
+    which other tasks are trained, up to float round-off): those in :data:`HELDOUT` still go to
+    ``heldout/``.
+    """
+    if num_checkpoints < 1:
+        raise RpgenError(f"num_checkpoints must be at least 1 per task, got {num_checkpoints}")
+    out = Path(out_dir)
+    settings = {"zoo": NAME, "format": FORMAT, "seed": seed, "num_checkpoints": num_checkpoints,
+                "hidden": HIDDEN, "head_steps": HEAD_STEPS, "heldout": list(HELDOUT)}
+    if codes is not None:
+        codes = [check_code(c) for c in dict.fromkeys(codes)]
+        settings["codes"] = codes
+    else:
+        codes = all_codes()
+    _prepare(out, settings, overwrite=overwrite)
+    x_train, y_train, _, _ = load_split()
+    chunks = [codes[i:i + CHUNK_TASKS] for i in range(0, len(codes), CHUNK_TASKS)]
+    heldout = set(HELDOUT)
+
+    def path_of(code: str, k: int) -> Path:
+        return out / (HELDOUT_DIR if code in heldout else TRAIN_DIR) / checkpoint_name(code, k)
+
+    with _torch_threads(1), progress_bar(enabled=progress, show_loss=False) as bar:
+        task = bar.add_task(f"{NAME}: extractor", total=1 + len(codes))
+        if (out / EXTRACTOR).is_file():
+            extractor = load_state_dict(out / EXTRACTOR)
+        else:
+            extractor = _pretrain_extractor(seed, x_train, y_train)
+            save_state_dict(extractor, out / EXTRACTOR, metadata={"zoo": NAME, "seed": str(seed)})
+        features = extract_features(extractor, x_train)  # (N, F), cached for every head
+        bar.update(task, advance=1, description=f"{NAME}: task heads")
+        for chunk in chunks:
+            if all(path_of(c, k).is_file() for c in chunk for k in range(num_checkpoints)):
+                bar.advance(task, len(chunk))
+                continue
+            for code, states in zip(chunk, _train_heads(chunk, features, y_train, seed=seed,
+                                                         num_checkpoints=num_checkpoints)):
+                for k, state in enumerate(states):
+                    save_state_dict(state, path_of(code, k), metadata={
+                        "zoo": NAME, "task": code, "checkpoint": str(k), "seed": str(seed)})
+            bar.advance(task, len(chunk))
+        bar.update(task, description=f"{NAME}: evaluating")
+        manifest = _manifest(out, codes, num_checkpoints, path_of, settings)
+    for folder, members in ((TRAIN_DIR, [c for c in codes if c not in heldout]),
+                            (HELDOUT_DIR, [c for c in codes if c in heldout])):
+        conditions = {checkpoint_name(c, k): code_bits(c) for c in members for k in range(num_checkpoints)}
+        tmp = out / folder / f".{CONDITIONS_FILE}.tmp"
+        write_conditions(tmp, conditions)
+        tmp.replace(out / folder / CONDITIONS_FILE)
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return out
+
+
+def _prepare(out: Path, settings: dict, *, overwrite: bool) -> None:
+    """Start a new zoo folder, or check that an interrupted one was started with ``settings``."""
+    if out.exists() and not out.is_dir():
+        raise RpgenError(f"output path {out} exists and is not a directory")
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
+    if out.exists() and (out / MANIFEST).is_file():
+        raise RpgenError(f"output directory {out} already holds a complete zoo (pass --overwrite to rebuild it)")
+    if out.exists() and any(out.iterdir()):
+        info = out / COLLECT_INFO
+        if not info.is_file():
+            raise RpgenError(f"output directory {out} already exists and is not a digits-tasks zoo "
+                             "(pass --overwrite to replace it)")
+        try:
+            previous = json.loads(info.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            previous = None
+        if previous != settings:
+            raise RpgenError(f"{info}: the interrupted collect in {out} used other settings; "
+                             "rerun it with the same ones or pass --overwrite")
+        return
+    (out / TRAIN_DIR).mkdir(parents=True, exist_ok=True)
+    (out / HELDOUT_DIR).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / COLLECT_INFO, json.dumps(settings, indent=1) + "\n")
+
+
+def _manifest(out: Path, codes: list[str], num_checkpoints: int, path_of: Callable[[str, int], Path],
+              settings: dict) -> dict:
+    """Accuracy of every saved checkpoint on its task (read back from the files) and chance rates."""
+    tasks = {}
+    for i in range(0, len(codes), CHUNK_TASKS):
+        chunk = codes[i:i + CHUNK_TASKS]
+        heads = [load_file(path_of(c, k)) for c in chunk for k in range(num_checkpoints)]
+        accuracy = batch_accuracy(heads, [c for c in chunk for _ in range(num_checkpoints)], zoo_dir=out)
+        for j, code in enumerate(chunk):
+            tasks[code] = {"split": HELDOUT_DIR if code in HELDOUT else TRAIN_DIR,
+                           "accuracy": accuracy[j * num_checkpoints:(j + 1) * num_checkpoints],
+                           "chance": chance_rate(code)}
+    return {**settings, "bit_order": "character i of a code is the bit of digit class i",
+            "extractor": EXTRACTOR, "train_dir": TRAIN_DIR, "heldout_dir": HELDOUT_DIR, "tasks": tasks}
+
+
+def load_manifest(zoo_dir: str | Path) -> dict:
+    """``zoo.json`` of a complete digits-tasks zoo."""
+    path = Path(zoo_dir) / MANIFEST
+    if not path.is_file():
+        raise RpgenError(f"{zoo_dir} is not a complete digits-tasks zoo (no {MANIFEST}); "
+                         "run `rpgen collect digits-tasks --out DIR` (again, to resume)")
+    return json.loads(path.read_text(encoding="utf-8"))

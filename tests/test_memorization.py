@@ -1,0 +1,95 @@
+"""Weight-space baselines, novelty, behavioural IoU, PCA and diversity."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rpgen.memorization import (
+    NOISE_SCALES,
+    baseline_names,
+    baselines,
+    diversity,
+    misclassified_iou,
+    nearest,
+    pca_2d,
+    reference,
+)
+
+
+def line_of_checkpoints(k: int = 6, p: int = 40) -> torch.Tensor:
+    """(k, p) checkpoints spaced 1 apart along one axis (each one's nearest neighbour is at 1)."""
+    points = torch.zeros(k, p)
+    points[:, 0] = torch.arange(k, dtype=torch.float32)
+    return points
+
+
+def test_baselines_shapes_names_and_seed():
+    checkpoints = torch.randn(7, 30, generator=torch.Generator().manual_seed(0))
+    out = baselines(checkpoints, seed=3)
+    assert list(out) == baseline_names() and len(NOISE_SCALES) >= 4
+    for name, vectors in out.items():
+        assert vectors.shape[1] == 30, name
+    assert out["average"].shape == (1, 30)
+    torch.testing.assert_close(out["average"][0], checkpoints.mean(0))
+    assert out["noise_0.001"].shape == (7, 30) and out["interpolation"].shape == (7, 30)
+    # noise grows with the scale and is relative to the (normalised) std of 1
+    spread = [float((out[f"noise_{s:g}"] - checkpoints).std()) for s in NOISE_SCALES]
+    assert spread == sorted(spread) and spread[-1] == pytest.approx(NOISE_SCALES[-1], rel=0.2)
+    # every midpoint lies halfway between two distinct checkpoints
+    for mid in out["interpolation"]:
+        d = torch.cdist(mid[None], checkpoints)[0]
+        two = d.topk(2, largest=False).values
+        assert two[0] == pytest.approx(float(two[1]), rel=1e-4) and two[0] > 0
+    again = baselines(checkpoints, seed=3)
+    assert all(torch.equal(out[k], again[k]) for k in out)
+    assert not torch.equal(baselines(checkpoints, seed=4)["noise_1"], out["noise_1"])
+    assert baselines(checkpoints, max_models=3)["noise_1"].shape == (3, 30)
+    matched = baselines(checkpoints, matched_distance=2.0)
+    assert list(matched) == baseline_names(matched=True)
+    distance = (matched["noise_matched"] - checkpoints).norm(dim=1)
+    assert float(distance.mean()) == pytest.approx(2.0, rel=0.2)
+
+
+def test_nearest_and_reference():
+    checkpoints = line_of_checkpoints()
+    ref = reference(checkpoints)
+    assert ref.scale == pytest.approx(1.0)
+    assert ref.indices.tolist() == [1, 0, 1, 2, 3, 4]
+    models = checkpoints[[2, 4]].clone()
+    models[1, 5] = 0.25  # a small step off checkpoint 4
+    distance, index = nearest(models, checkpoints)
+    assert index.tolist() == [2, 4]
+    assert distance.tolist() == pytest.approx([0.0, 0.25])
+
+
+def test_misclassified_iou():
+    a = torch.tensor([True, False, False, True, True])
+    b = torch.tensor([True, False, True, False, True])
+    assert misclassified_iou(a, a) == 1.0
+    assert misclassified_iou(a, b) == pytest.approx(1 / 3)  # wrong: {1, 2} vs {1, 3}
+    assert misclassified_iou(torch.ones(4, dtype=torch.bool), torch.ones(4, dtype=torch.bool)) == 1.0
+    assert misclassified_iou(~a, a) == 0.0
+
+
+def test_pca_2d_finds_the_main_axis():
+    checkpoints = line_of_checkpoints()
+    others = torch.zeros(2, 40)
+    others[:, 0] = torch.tensor([10.0, -4.0])
+    ckpt_xy, other_xy, explained = pca_2d(checkpoints, others)
+    assert ckpt_xy.shape == (6, 2) and other_xy.shape == (2, 2)
+    assert explained[0] == pytest.approx(1.0)
+    assert abs(float(other_xy[0, 0] - other_xy[1, 0])) == pytest.approx(14.0, rel=1e-5)
+
+
+def test_diversity_counts_copies_and_duplicates():
+    checkpoints = line_of_checkpoints()
+    models = torch.zeros(4, 40)
+    models[0, 0] = 2.0  # a copy of checkpoint 2
+    models[1, 0], models[1, 1] = 2.0, 3.0  # far from every checkpoint
+    models[2] = models[1]
+    models[2, 2] = 0.1  # a near-duplicate of model 1
+    models[3, 0], models[3, 1] = 2.0, -3.0  # far from the checkpoints and from model 1
+    out = diversity(models, checkpoints, scale=1.0)
+    assert out["num_models"] == 4 and out["not_near_copies"] == 3 and out["distinct_models"] == 3
+    assert out["nearest_other_generated"][1] == pytest.approx(0.1, rel=1e-4)
