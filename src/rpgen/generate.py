@@ -145,6 +145,9 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     run = load_run(run_dir, device=device)
     sampler = sampler or run.config.sample.sampler
     steps = steps or run.config.sample.steps
+    out_dir = Path(out_dir)
+    per_group = max(1, run.config.sample.chunk_tokens // run.layout.num_tokens)
+    _check_resources(run, num, per_group=per_group, out_dir=out_dir, device=device)  # before drawing num states
     rng = torch.Generator().manual_seed(seed)
     if run.condition_dim is not None:
         selectors: list = _conditions_per_model(run, num=num, states=states, conditions=conditions)
@@ -157,14 +160,8 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
         selectors = _states_per_model(run, num=num, states=states, rng=rng)
         metadata = [{"permutation_state": str(s)} for s in selectors]
         record = {"permutation_states": selectors}
-    out_dir = Path(out_dir)
-    per_group = max(1, run.config.sample.chunk_tokens // run.layout.num_tokens)
-    if torch.device(device).type == "cpu":
-        resources.check_resources(
-            f"generating {len(selectors)} models of {run.layout.num_params:,} parameters from {run.path}",
-            memory=resources.generation_memory(run.config, run.layout, num_states=run.generator.num_states,
-                                               models_at_once=min(len(selectors), per_group)),
-            disk=len(selectors) * resources.model_bytes(run.layout), disk_path=out_dir.parent)
+    if len(selectors) != num:  # num models per condition
+        _check_resources(run, len(selectors), per_group=per_group, out_dir=out_dir, device=device)
     scheduler = make_scheduler(run.config.diffusion, sampler, steps)
     paths = []
     with atomic_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(enabled=progress, show_loss=False) as bar:
@@ -187,6 +184,16 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
             "steps": steps, **record,
         }, indent=1), encoding="utf-8")
     return paths
+
+
+def _check_resources(run: Run, count: int, *, per_group: int, out_dir: Path, device: str | torch.device) -> None:
+    """RAM and disk for ``count`` models, checked before any work (CPU only: GPU memory is not checked)."""
+    if torch.device(device).type == "cpu":
+        resources.check_resources(
+            f"generating {count} models of {run.layout.num_params:,} parameters from {run.path}",
+            memory=resources.generation_memory(run.config, run.layout, num_states=run.generator.num_states,
+                                               models_at_once=min(count, per_group)),
+            disk=count * resources.model_bytes(run.layout), disk_path=out_dir.parent)
 
 
 def _states_per_model(run: Run, *, num: int, states: Sequence[int] | None, rng: torch.Generator) -> list[int]:
