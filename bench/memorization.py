@@ -161,7 +161,8 @@ def count_vs_diversity(root: Path, ckpts: Path, num: int) -> list[dict]:
     scale = memorization.reference(checkpoints).scale
     rows = []
     for n in (*[s for s in SUBSETS if s < num], num):
-        d = memorization.diversity(generated[:n], checkpoints, scale=scale)
+        novelty = memorization.nearest(generated[:n], checkpoints)[0] / scale
+        d = memorization.diversity(generated[:n], novelty, scale=scale)
         rows.append({"num_generated": n, "not_near_copies": d["not_near_copies"],
                      "distinct_models": d["distinct_models"],
                      "median_to_nearest_other_generated": statistics.median(d["nearest_other_generated"])})

@@ -90,6 +90,6 @@ def test_diversity_counts_copies_and_duplicates():
     models[2] = models[1]
     models[2, 2] = 0.1  # a near-duplicate of model 1
     models[3, 0], models[3, 1] = 2.0, -3.0  # far from the checkpoints and from model 1
-    out = diversity(models, checkpoints, scale=1.0)
+    out = diversity(models, nearest(models, checkpoints)[0], scale=1.0)
     assert out["num_models"] == 4 and out["not_near_copies"] == 3 and out["distinct_models"] == 3
     assert out["nearest_other_generated"][1] == pytest.approx(0.1, rel=1e-4)

@@ -32,7 +32,7 @@ from rpgen import memorization
 from rpgen.checkpoints import check_structure, list_checkpoints, load_state_dict, structure
 from rpgen.errors import RpgenError
 from rpgen.files import write_text_atomic
-from rpgen.memorization import MAX_BASELINE_MODELS, NOISE_SCALES, baseline_label, baselines
+from rpgen.memorization import baseline_label, baselines
 from rpgen.plots import plot_evaluation
 from rpgen.progress import progress_bar
 from rpgen.tokenizer import fit_layout, flatten, unflatten
@@ -200,12 +200,10 @@ def evaluate_models(
     reference = structure(reference_sd)
     # One streaming pass for the normalisation statistics (token size is irrelevant here).
     layout = fit_layout((load_state_dict(p) for p in checkpoint_paths), token_size=1)
-    per_baseline = min(len(checkpoint_paths), MAX_BASELINE_MODELS)
-    num_baselines = (len(NOISE_SCALES) + 2) * per_baseline + 1 if with_baselines else 0
     evaluations: dict[str, list[Evaluation]] = {"generated": [], "checkpoints": []}
     vectors: dict[str, list[Tensor]] = {"generated": [], "checkpoints": []}
     with progress_bar(enabled=progress, show_loss=False) as bar:
-        task = bar.add_task("evaluating", total=len(checkpoint_paths) + len(generated_paths) + num_baselines)
+        task = bar.add_task("evaluating", total=len(checkpoint_paths) + len(generated_paths))
         # Generated models first: a structure mismatch fails before the long part.
         for group, paths in (("generated", generated_paths), ("checkpoints", checkpoint_paths)):
             for path in paths:
@@ -220,6 +218,8 @@ def evaluate_models(
         matched = float(gen_distance.quantile(0.5))
         baseline_vectors = baselines(checkpoints, seed=seed, matched_distance=matched) if with_baselines else {}
         baseline_evaluations: dict[str, list[Evaluation]] = {}
+        num_models = len(checkpoint_paths) + len(generated_paths)
+        bar.update(task, total=num_models + sum(len(v) for v in baseline_vectors.values()))
         for name, group_vectors in baseline_vectors.items():
             baseline_evaluations[name] = []
             for i, vector in enumerate(group_vectors):
@@ -271,7 +271,7 @@ def evaluate_models(
         }
     ckpt_xy, gen_xy, explained = memorization.pca_2d(checkpoints, generated)
     results["pca"] = {"checkpoints": ckpt_xy.tolist(), "generated": gen_xy.tolist(), "explained": explained}
-    results["diversity"] = memorization.diversity(generated, checkpoints, scale=ref.scale)
+    results["diversity"] = memorization.diversity(generated, gen_distance / ref.scale, scale=ref.scale)
     results["summary"] = {
         "checkpoints": summarize(results["checkpoints"]),
         "generated": summarize(results["generated"]),

@@ -124,15 +124,14 @@ def pca_2d(checkpoints: Tensor, others: Tensor) -> tuple[Tensor, Tensor, list[fl
     return coords[:k].float(), coords[k:].float(), explained
 
 
-def diversity(models: Tensor, checkpoints: Tensor, *, scale: float, threshold: float = NEAR_COPY) -> dict:
-    """How many of (M, P) models are distinct from the checkpoints and from each other.
+def diversity(models: Tensor, novelty: Tensor, *, scale: float, threshold: float = NEAR_COPY) -> dict:
+    """How many of (M, P) models, with (M,) novelty, are distinct from the checkpoints and each other.
 
     A model is a near-copy of a checkpoint when its novelty is below ``threshold``; two models
     are near-duplicates when their distance is below ``threshold * scale``. ``distinct_models``
     counts greedy clusters: models are taken in order and each starts a new group unless it is a
     near-duplicate of an earlier group's first model.
     """
-    novelty = nearest(models, checkpoints)[0] / scale
     pairwise = torch.cdist(models.double(), models.double())  # (M, M)
     leaders: list[int] = []
     for i in range(models.shape[0]):
