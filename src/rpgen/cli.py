@@ -82,6 +82,9 @@ def collect(
     if zoo == "digits-tasks":
         from rpgen.zoo.digits_tasks import HELDOUT, collect_digits_tasks
 
+        if runs != 1:
+            raise RpgenError("--runs applies to the digits zoo only (digits-tasks trains one head per task)")
+
         collect_digits_tasks(out, num_checkpoints=3 if num is None else num, seed=seed, overwrite=overwrite,
                              progress=progress)
         console.print(f"wrote the digits-tasks zoo to {out}: train with `rpgen train {out / 'train'} --out RUN`; "
