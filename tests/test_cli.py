@@ -252,3 +252,9 @@ def test_quickstart_end_to_end(tmp_path):
     report = (out / "report.md").read_text()
     assert "](generated/pca.png)" in report and (out / "generated" / "pca.png").is_file()
     assert "time: collect" in result.output and "Generated models are" in result.output
+
+
+def test_collect_runs_only_for_digits(tmp_path):
+    result = rpgen("collect", "digits-tasks", "--out", tmp_path / "z", "--runs", 2)
+    assert result.exit_code == 1 and "--runs applies to the digits zoo only" in result.output
+    assert not (tmp_path / "z").exists()
