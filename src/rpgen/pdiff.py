@@ -28,7 +28,7 @@ import math
 import time
 from itertools import pairwise
 from pathlib import Path
-from typing import get_args
+from typing import Callable, get_args
 
 import torch
 import torch.nn.functional as F
@@ -170,28 +170,35 @@ def train_pdiff(checkpoint_dir: str | Path, run_dir: str | Path, config: Config,
 
     with progress_bar(enabled=progress) as bar:
         # 1. autoencoder with input and latent noise augmentation
-        task = bar.add_task("p-diff autoencoder", total=pc.ae_steps, loss=float("nan"))
-        opt = torch.optim.AdamW(ae.parameters(), lr=pc.lr, weight_decay=tc.weight_decay)
-        ae.train()
-        running = 0.0
-        for step in range(pc.ae_steps):
-            for group in opt.param_groups:
-                group["lr"] = _lr(step, lr=pc.lr, warmup=tc.warmup_steps, total=pc.ae_steps)
+        def fit(module: nn.Module, stage: str, title: str, steps: int, loss_fn: Callable[[], Tensor]) -> None:
+            """AdamW with warm-up + cosine over ``steps``, clipping, logging and a progress bar."""
+            task = bar.add_task(title, total=steps, loss=float("nan"))
+            opt = torch.optim.AdamW(module.parameters(), lr=pc.lr, weight_decay=tc.weight_decay)
+            module.train()
+            running = 0.0
+            for step in range(steps):
+                for group in opt.param_groups:
+                    group["lr"] = _lr(step, lr=pc.lr, warmup=tc.warmup_steps, total=steps)
+                loss = loss_fn()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if tc.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(module.parameters(), tc.grad_clip)
+                opt.step()
+                running += loss.item()
+                if (step + 1) % tc.log_every == 0 or step + 1 == steps:
+                    count = (step % tc.log_every) + 1
+                    log(stage, step + 1, running / count)
+                    bar.update(task, loss=running / count)
+                    running = 0.0
+                bar.update(task, completed=step + 1)
+
+        # 1. autoencoder with input and latent noise augmentation
+        def ae_loss() -> Tensor:
             x = data[torch.randint(0, k, (batch,), generator=rng).to(device)]  # (B, P)
-            loss = F.mse_loss(ae(x), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(ae.parameters(), tc.grad_clip)
-            opt.step()
-            running += loss.item()
-            if (step + 1) % tc.log_every == 0 or step + 1 == pc.ae_steps:
-                count = (step % tc.log_every) + 1
-                log("autoencoder", step + 1, running / count)
-                bar.update(task, loss=running / count)
-                running = 0.0
-            bar.update(task, completed=step + 1)
-        del opt
+            return F.mse_loss(ae(x), x)
+
+        fit(ae, "autoencoder", "p-diff autoencoder", pc.ae_steps, ae_loss)
 
         # 2. DDPM on the (fixed, noise-free) latents of the checkpoints, scaled to unit std
         ae.eval()
@@ -200,12 +207,8 @@ def train_pdiff(checkpoint_dir: str | Path, run_dir: str | Path, config: Config,
         mean, std = latents.mean(), latents.std().clamp_min(1e-8)
         latents = (latents - mean) / std
         ab_all = alphas_cumprod(config.diffusion).to(device)
-        task = bar.add_task("p-diff latent DDPM", total=pc.ddpm_steps, loss=float("nan"))
-        opt = torch.optim.AdamW(denoiser.parameters(), lr=pc.lr, weight_decay=tc.weight_decay)
-        denoiser.train()
-        for step in range(pc.ddpm_steps):
-            for group in opt.param_groups:
-                group["lr"] = _lr(step, lr=pc.lr, warmup=tc.warmup_steps, total=pc.ddpm_steps)
+
+        def ddpm_loss() -> Tensor:
             x0 = latents[torch.randint(0, k, (batch,), generator=rng).to(device)]  # (B, Z, M)
             noise = torch.randn(x0.shape, generator=rng).to(device)
             t = torch.randint(0, config.diffusion.num_train_timesteps, (batch,), generator=rng).to(device)
@@ -213,19 +216,9 @@ def train_pdiff(checkpoint_dir: str | Path, run_dir: str | Path, config: Config,
             noisy = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
             target = {"epsilon": noise, "sample": x0}.get(config.diffusion.prediction,
                                                           ab.sqrt() * noise - (1 - ab).sqrt() * x0)
-            loss = F.mse_loss(denoiser(noisy, t), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(denoiser.parameters(), tc.grad_clip)
-            opt.step()
-            running += loss.item()
-            if (step + 1) % tc.log_every == 0 or step + 1 == pc.ddpm_steps:
-                count = (step % tc.log_every) + 1
-                log("ddpm", step + 1, running / count)
-                bar.update(task, loss=running / count)
-                running = 0.0
-            bar.update(task, completed=step + 1)
+            return F.mse_loss(denoiser(noisy, t), target)
+
+        fit(denoiser, "ddpm", "p-diff latent DDPM", pc.ddpm_steps, ddpm_loss)
 
     weights = {f"ae.{n}": v for n, v in ae.state_dict().items()}
     weights.update({f"denoiser.{n}": v for n, v in denoiser.state_dict().items()})
