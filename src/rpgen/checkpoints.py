@@ -1,7 +1,8 @@
 """Checkpoint folders: list, load, validate and save state_dicts.
 
 A checkpoint folder holds ``*.safetensors`` files (``*.pt``/``*.pth`` are read with
-``weights_only=True``), each a full state_dict with the same keys, shapes and dtypes.
+``weights_only=True``), each a full state_dict with the same keys, shapes and dtypes, or peft
+adapter folders (:mod:`rpgen.adapters`), each counted as one checkpoint named by its folder.
 Every problem is raised as :class:`RpgenError` naming the file and the key at fault.
 
 Key order: ``.pt``/``.pth`` files keep the order they were saved in; safetensors files
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from rpgen.adapters import check_adapter_folders, is_adapter_dir, weights_file
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_path
 from rpgen.safetensors_io import SafetensorsReader
@@ -32,31 +34,46 @@ Structure = dict[str, tuple[tuple[int, ...], torch.dtype]]
 
 
 def list_checkpoints(folder: str | Path) -> list[Path]:
-    """Checkpoint files directly in ``folder``, sorted by name."""
+    """Checkpoint files directly in ``folder``, or its peft adapter folders, sorted by name.
+
+    Adapter folders are checked to be complete and to share base model, rank and targets.
+    """
     folder = Path(folder)
     if not folder.exists():
         raise RpgenError(f"checkpoint folder {folder} does not exist")
     if not folder.is_dir():
         raise RpgenError(f"checkpoint folder {folder} is not a directory")
-    paths = sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES),
-        key=lambda p: p.name,
-    )
+    entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    paths = [p for p in entries if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES]
+    adapters = [p for p in entries if is_adapter_dir(p)]
+    if paths and adapters:
+        raise RpgenError(f"{folder} mixes checkpoint files ({paths[0].name}, ...) and peft adapter folders "
+                         f"({adapters[0].name}, ...); keep one kind per folder")
+    if adapters:
+        check_adapter_folders(adapters)
+        return adapters
     if not paths:
         raise RpgenError(
-            f"no checkpoint files in {folder} (expected {', '.join('*' + s for s in CHECKPOINT_SUFFIXES)})"
+            f"no checkpoint files in {folder} (expected {', '.join('*' + s for s in CHECKPOINT_SUFFIXES)}, "
+            "or peft adapter folders)"
         )
     return paths
 
 
+def _file_of(path: Path) -> Path:
+    """The file holding a checkpoint's tensors: the path itself, or an adapter folder's weights."""
+    return weights_file(path) if path.is_dir() else path
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load one checkpoint onto the CPU without unpickling arbitrary objects."""
+    """Load one checkpoint (file or adapter folder) onto the CPU without unpickling arbitrary objects."""
     path = Path(path)
+    file = _file_of(path)
     try:
-        if path.suffix.lower() == ".safetensors":
-            obj = load_file(path, device="cpu")
+        if file.suffix.lower() == ".safetensors":
+            obj = load_file(file, device="cpu")
         else:
-            obj = torch.load(path, weights_only=True, map_location="cpu")
+            obj = torch.load(file, weights_only=True, map_location="cpu")
     except Exception as exc:  # any reader failure is the file's fault
         raise RpgenError(f"{path}: not a readable checkpoint ({_short(exc)})") from None
     return _checked_mapping(obj, path)
@@ -152,11 +169,12 @@ class LazyCheckpoint(Mapping[str, torch.Tensor]):
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = Path(path)  # a file, or a peft adapter folder
         self._reader: SafetensorsReader | None = None
         self._tensors: dict[str, torch.Tensor] = {}
-        if self.path.suffix.lower() == ".safetensors":
-            self._reader = SafetensorsReader(self.path)
+        file = _file_of(self.path)
+        if file.suffix.lower() == ".safetensors":
+            self._reader = SafetensorsReader(file)
             # File order, as safetensors.torch.load_file returns them.
             self._meta = {e.name: torch.empty(e.shape, dtype=e.dtype, device="meta")
                           for e in self._reader.entries.values()}
@@ -164,7 +182,7 @@ class LazyCheckpoint(Mapping[str, torch.Tensor]):
                 raise RpgenError(f"{self.path}: not a readable checkpoint (no tensors)")
         else:
             try:
-                obj = torch.load(self.path, weights_only=True, map_location="cpu", mmap=True)
+                obj = torch.load(file, weights_only=True, map_location="cpu", mmap=True)
             except Exception:  # not in the zip format: cannot be mapped, load it whole
                 obj = None
             self._tensors = _checked_mapping(obj, self.path) if obj is not None else load_state_dict(self.path)

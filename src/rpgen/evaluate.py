@@ -29,7 +29,8 @@ from rich.table import Table
 from torch import Tensor
 
 from rpgen import memorization
-from rpgen.checkpoints import check_structure, list_checkpoints, load_state_dict, structure
+from rpgen.adapters import is_adapter_dir
+from rpgen.checkpoints import CHECKPOINT_SUFFIXES, check_structure, list_checkpoints, load_state_dict, structure
 from rpgen.errors import RpgenError
 from rpgen.files import write_text_atomic
 from rpgen.memorization import baseline_label, baselines
@@ -329,9 +330,9 @@ def evaluate_run(
     checkpoint_paths = list_checkpoints(_resolve(Path(checkpoint_dir), base=run_dir))
     if not generated_dir.is_dir():
         raise RpgenError(f"generated folder {generated_dir} does not exist")
-    generated_paths = sorted(generated_dir.glob("*.safetensors"))
-    if not generated_paths:
-        raise RpgenError(f"no generated models (*.safetensors) in {generated_dir}")
+    if not any(p.suffix.lower() in CHECKPOINT_SUFFIXES or is_adapter_dir(p) for p in generated_dir.iterdir()):
+        raise RpgenError(f"no generated models (*.safetensors files or peft adapter folders) in {generated_dir}")
+    generated_paths = list_checkpoints(generated_dir)
     return evaluate_models(
         checkpoint_paths, generated_paths, evaluator_spec, out_dir=generated_dir, with_baselines=with_baselines,
         seed=seed, progress=progress,

@@ -15,6 +15,7 @@ from typing import Iterator, Sequence, get_args
 import torch
 
 from rpgen import resources
+from rpgen.adapters import model_slot
 from rpgen.conditions import check_conditions
 from rpgen.config import Sampler
 from rpgen.diffusion import make_scheduler, sample_tokens
@@ -130,6 +131,9 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
              progress: bool = True, conditions: Sequence[Sequence[float]] | None = None) -> list[Path]:
     """Write generated models to ``out_dir/NNNN.safetensors``; return their paths.
 
+    A run trained on peft adapter folders writes adapter folders ``out_dir/NNNN/`` instead
+    (``adapter_config.json`` + ``adapter_model.safetensors``), which peft loads unchanged.
+
     ``states`` picks the permutation state of each of the ``num`` models (default: drawn at random
     with ``seed``). A conditional run (trained with a ``conditions.json``) takes ``conditions``
     instead: ``num`` models per condition vector, condition after condition; each file's metadata
@@ -186,9 +190,10 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
         task = bar.add_task("generating", total=len(selectors))
         for first in range(0, len(selectors), per_group):
             group = selectors[first:first + per_group]
-            names = [f"{i:04d}.safetensors" for i in range(first, first + len(group))]
-            writers = [ModelWriter(tmp / name, run.layout, run.copied, {"rpgen_run": str(run.path.resolve()), **meta})
-                       for name, meta in zip(names, metadata[first:first + per_group])]
+            slots = [model_slot(tmp, i, run_dir=run.path) for i in range(first, first + len(group))]
+            names = [name for _, name in slots]
+            writers = [ModelWriter(file, run.layout, run.copied, {"rpgen_run": str(run.path.resolve()), **meta})
+                       for (file, _), meta in zip(slots, metadata[first:first + per_group])]
             assemblers = [TensorAssembler(run.layout) for _ in group]
             for m, tokens in iter_tokens(run, group, scheduler=scheduler, rng=rng):
                 for info, tensor in assemblers[m].add(tokens):

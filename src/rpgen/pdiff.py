@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from rpgen import run as runfiles
+from rpgen.adapters import model_slot
 from rpgen.checkpoints import load_checkpoints, save_state_dict
 from rpgen.config import Config, PDiffConfig, Sampler, load_toml
 from rpgen.diffusion import alphas_cumprod, make_scheduler
@@ -280,9 +281,10 @@ def generate_pdiff(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: 
             with torch.no_grad():
                 vectors = ae.decode(z * std + mean).cpu()  # (b, P)
             for i, vector in enumerate(vectors, start=first):
-                save_state_dict(unflatten(vector, layout, copied), tmp / f"{i:04d}.safetensors",
+                file, name = model_slot(tmp, i, run_dir=Path(run_dir))
+                save_state_dict(unflatten(vector, layout, copied), file,
                                 metadata={"rpgen_run": str(Path(run_dir).resolve()), "method": "pdiff"})
-                paths.append(out_dir / f"{i:04d}.safetensors")
+                paths.append(out_dir / name)
             bar.update(task, advance=len(vectors))
         (tmp / "generation.json").write_text(json.dumps({
             "run_dir": str(Path(run_dir).resolve()), "num": num, "seed": seed, "sampler": sampler,

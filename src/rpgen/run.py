@@ -11,6 +11,8 @@ RUN_DIR/
   run.json               checkpoint files, token and parameter counts; for a conditional run also
                          ``condition_dim`` and ``binary_conditions``
   conditions.json        conditional runs only: the training conditions (checkpoint file -> vector)
+  adapter_config.json    runs trained on peft adapter folders: their config, written beside each
+                         generated adapter (rpgen.adapters)
   pdiff.safetensors      instead of generator.safetensors when model.method = "pdiff" (rpgen.pdiff)
 """
 

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from rpgen import resources
 from rpgen import run as runfiles
+from rpgen.adapters import copy_adapter_config
 from rpgen.checkpoints import LazyCheckpoint, open_checkpoints
 from rpgen.conditions import CONDITIONS_FILE, is_binary, read_conditions, write_conditions
 from rpgen.config import Config, load_toml
@@ -273,6 +274,8 @@ def _start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: Laz
         (tmp / runfiles.TOKENIZER).write_text(layout.to_json(), encoding="utf-8")
         save_file(copied_tensors(reference, layout), str(tmp / runfiles.COPIED))
         (tmp / runfiles.RUN_INFO).write_text(json.dumps(info, indent=1), encoding="utf-8")
+        if paths[0].is_dir():  # peft adapter folders: generated models reuse their config
+            copy_adapter_config(paths[0], tmp)
         if conditions is not None:
             write_conditions(tmp / runfiles.CONDITIONS, {p.name: c.tolist() for p, c in zip(paths, conditions)})
 
