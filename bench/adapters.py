@@ -1,0 +1,175 @@
+"""Benchmark: generated LoRA / DoRA adapters of all-MiniLM-L6-v2 against trained ones.
+
+    python bench/adapters.py [--configs lora:4 dora:4 ...] [--out runs/bench-adapters]
+                             [--baselines lora:4] [--num-generated 10] [--set key=value ...]
+
+For each (kind, rank):
+1. collects the adapter zoo (``rpgen collect minilm-sentiment``; timed) unless OUT/KIND-rR/zoo exists;
+2. trains a generator on it with the ``adapters`` preset, the token size scaled with the rank
+   (``TOKENS_PER_RANK`` x r values per token, so every zoo is ~300 tokens long) and the tokens
+   denoised per step scaled down by the square root of the token size's growth;
+3. generates ``--num-generated`` adapter folders and evaluates them with
+   ``rpgen.zoo.minilm_sentiment:evaluate`` (test accuracy, out-of-distribution accuracy,
+   novelty; the noise/average/midpoint baselines for the configs in ``--baselines``).
+
+Also measures the base model with a head only (no adapter). Stages already under OUT are reused.
+Writes bench/results/adapters.{md,json}, updated after every config; rows of other configs
+already there are kept (so configs can run in separate processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import machine
+from rpgen.checkpoints import list_checkpoints
+from rpgen.config import apply_overrides, preset
+from rpgen.evaluate import evaluate_run
+from rpgen.files import write_text_atomic
+from rpgen.generate import generate
+from rpgen.train import train
+from rpgen.zoo import minilm_sentiment as zoo
+
+RESULTS = Path(__file__).resolve().parent / "results"
+EVALUATOR = "rpgen.zoo.minilm_sentiment:evaluate"
+TOKENS_PER_RANK = 32  # values per token per unit of rank: rank 4 -> 128, 16 -> 512, 64 -> 2048
+DEFAULT_CONFIGS = ["lora:4", "dora:4", "lora:16", "dora:16", "lora:64", "dora:64"]
+
+
+def parse_config(text: str) -> tuple[str, int]:
+    kind, _, rank = text.partition(":")
+    if kind not in ("lora", "dora") or not rank.isdigit():
+        raise SystemExit(f"--configs {text!r}: expected lora:R or dora:R")
+    return kind, int(rank)
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+
+
+def run_config(kind: str, rank: int, *, out: Path, num_checkpoints: int, num_generated: int, steps: int,
+               baselines: bool, overrides: list[str]) -> dict:
+    work = out / f"{kind}-r{rank}"
+    zoo_dir, run_dir, gen_dir = work / "zoo", work / "run", work / "generated"
+    if not (zoo_dir / zoo.ZOO_INFO).is_file():
+        zoo.collect_minilm_sentiment(zoo_dir, rank=rank, dora=kind == "dora", num_checkpoints=num_checkpoints,
+                                     overwrite=True)
+    info = json.loads((zoo_dir / zoo.ZOO_INFO).read_text())
+    token_size = TOKENS_PER_RANK * rank  # the preset's rule (see configs/adapters.toml)
+    diffusion_batch = round(preset("adapters").train.diffusion_batch * (preset("adapters").data.token_size
+                                                                       / token_size) ** 0.5)
+    settings = [f"data.token_size={token_size}", f"train.diffusion_batch={diffusion_batch}", f"train.steps={steps}",
+                *overrides]
+    if not (run_dir / "generator.safetensors").is_file():
+        start = time.perf_counter()
+        train(zoo_dir, run_dir, apply_overrides(preset("adapters"), settings), overwrite=True)
+        (work / "train_s.txt").write_text(f"{time.perf_counter() - start:.1f}")
+    start = time.perf_counter()
+    generate(run_dir, gen_dir, num=num_generated, seed=0, overwrite=True, device="cpu")
+    generate_s = time.perf_counter() - start
+    start = time.perf_counter()
+    results = evaluate_run(run_dir, gen_dir, EVALUATOR, with_baselines=baselines, seed=0)
+    evaluate_s = time.perf_counter() - start
+
+    def metric(group: str, key: str) -> list[float]:
+        return [m[key] for m in results[f"{group}_metrics"]]
+
+    trained, generated = stats(metric("checkpoint", "accuracy")), stats(metric("generated", "accuracy"))
+    row = {
+        "kind": kind, "rank": rank, "params": info["generated_params"],
+        "checkpoints": len(list_checkpoints(zoo_dir)), "generated_models": num_generated,
+        "trained_mean": trained["mean"], "trained_min": trained["min"], "trained_max": trained["max"],
+        "generated_mean": generated["mean"], "generated_min": generated["min"], "generated_max": generated["max"],
+        "ood_trained_mean": statistics.fmean(metric("checkpoint", "ood_accuracy")),
+        "ood_generated_mean": statistics.fmean(metric("generated", "ood_accuracy")),
+        "ood_generated_min": min(metric("generated", "ood_accuracy")),
+        "novelty_median": statistics.median(results["novelty"]["generated"]),
+        "iou_median": statistics.median(results["iou"]["generated"]) if results["iou"].get("generated") else None,
+        "collect_s": info["collect_s"], "train_s": float((work / "train_s.txt").read_text()),
+        "generate_s": round(generate_s, 1), "evaluate_s": round(evaluate_s, 1),
+        "settings": settings, "verdict": results["verdict"],
+    }
+    if baselines:
+        row["noise_matched_mean"] = results["summary"]["noise_matched"]["mean"]
+        row["average_of_checkpoints"] = results["summary"]["average"]["mean"]
+    return row
+
+
+def write_results(new_rows: list[dict], head: dict, command: str) -> None:
+    """Merge ``new_rows`` into adapters.json (replacing rows of the same kind and rank) and rewrite the report."""
+    for row in new_rows:
+        row["base_acc"], row["ood_base_acc"] = head["test"], head["ood"]
+        row["command"] = command
+    path = RESULTS / "adapters.json"
+    old = json.loads(path.read_text())["rows"] if path.is_file() else []
+    done = {(r["kind"], r["rank"]) for r in new_rows}
+    rows = sorted([r for r in old if (r["kind"], r["rank"]) not in done] + new_rows,
+                  key=lambda r: (r["rank"], r["kind"]))
+    data = {"command": command, "machine": machine(), "evaluator": EVALUATOR, "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+    m = data["machine"]
+    lines = [
+        "# Generated LoRA / DoRA adapters (all-MiniLM-L6-v2, word sentiment)", "",
+        "Commands: " + ", ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in rows)) + "  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}.  ",
+        "Test = 1,118 held-out vader lexicon entries; OOD = 730 afinn words absent from the vader lexicon. "
+        "Accuracy in %; the base model with a head only (logistic regression on its frozen pooled output) "
+        f"scores {head['test']:.2f} (test) and {head['ood']:.2f} (OOD).", "",
+        "| kind | rank | generated params | trained mean / min / max | generated mean / min / max "
+        "| OOD trained | OOD generated | novelty | collect | train | generate |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['kind']} | {r['rank']} | {r['params']:,} | {r['trained_mean']:.2f} / {r['trained_min']:.2f} / "
+            f"{r['trained_max']:.2f} | {r['generated_mean']:.2f} / {r['generated_min']:.2f} / "
+            f"{r['generated_max']:.2f} | {r['ood_trained_mean']:.2f} | {r['ood_generated_mean']:.2f} | "
+            f"{r['novelty_median']:.2f} | {r['collect_s']:.0f} s | {r['train_s']:.0f} s | {r['generate_s']:.0f} s |")
+    lines += ["", "Novelty: median distance of a generated adapter to its nearest training checkpoint, in units "
+              "of the checkpoints' own nearest-neighbour distance (1 = as far as checkpoints are from each other). "
+              "Collect, train and generate are wall-clock times (generate: all generated adapters).", ""]
+    for r in rows:
+        extra = ""
+        if "noise_matched_mean" in r:
+            extra = (f" Checkpoints + noise at the same distance: {r['noise_matched_mean']:.2f}; average of the "
+                     f"checkpoints: {r['average_of_checkpoints']:.2f}.")
+        lines.append(f"- **{r['kind']} r{r['rank']}** ({r['checkpoints']} checkpoints, {r['generated_models']} "
+                     f"generated; {', '.join(r['settings'])}): {r['verdict']}{extra}")
+    write_text_atomic(RESULTS / "adapters.md", "\n".join(lines) + "\n")
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument("--baselines", nargs="*", default=["lora:4"], help="configs evaluated with baselines")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-adapters"))
+    parser.add_argument("--num-checkpoints", type=int, default=10)
+    parser.add_argument("--num-generated", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    configs = [parse_config(c) for c in args.configs]
+    with_baselines = {parse_config(c) for c in args.baselines}
+    head = zoo.head_only_accuracy()
+    rows: list[dict] = []
+    for kind, rank in configs:
+        print(f"== {kind} rank {rank}", flush=True)
+        rows.append(run_config(kind, rank, out=args.out, num_checkpoints=args.num_checkpoints,
+                               num_generated=args.num_generated, steps=args.steps,
+                               baselines=(kind, rank) in with_baselines, overrides=args.overrides))
+        write_results(rows, head, "python bench/adapters.py " + " ".join(argv))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "verdict"}), flush=True)
+    print(f"wrote {RESULTS / 'adapters.md'}")
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main(sys.argv[1:])
