@@ -4,6 +4,8 @@
   session-scoped, so treat it as read-only (copy files elsewhere before changing anything).
 - ``tasks_zoo``: a digits-tasks zoo restricted to ``TASKS_ZOO_CODES`` (6 seen tasks, 2 held-out
   ones), 2 checkpoints per task; session-scoped and read-only like ``digits_zoo``.
+- ``one_line_error``: ``one_line_error(cli_result, *needles)`` asserts a CLI run failed with one
+  ``error:`` line (no traceback) that contains every needle.
 - ``make_state_dict``: a factory for small synthetic state_dicts shaped like a conv + BatchNorm
   + linear model (float32 weights, BatchNorm buffers, an int64 ``num_batches_tracked``).
 """
@@ -59,3 +61,17 @@ def make_state_dict() -> Callable[..., dict[str, torch.Tensor]]:
         }
 
     return make
+
+
+@pytest.fixture
+def one_line_error() -> Callable[..., None]:
+    """Check that a CliRunner result is exit status 1 with one ``error:`` line holding every needle."""
+
+    def check(result, *needles) -> None:
+        assert result.exit_code == 1, result.output
+        text = result.output.strip()
+        assert text.startswith("error:") and "Traceback" not in text and "\n" not in text, text
+        for needle in needles:
+            assert str(needle) in text, (needle, text)
+
+    return check

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rpgen.errors import RpgenError
+from rpgen.files import read_json_object
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -57,13 +58,7 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RpgenError(f"{folder}: no {ADAPTER_CONFIG} (a peft adapter folder holds {ADAPTER_CONFIG} "
                          f"and {ADAPTER_WEIGHTS})")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RpgenError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise RpgenError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    return config
+    return read_json_object(path)
 
 
 def _comparable(field: str, value: Any) -> Any:

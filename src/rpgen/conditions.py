@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from rpgen.errors import RpgenError
+from rpgen.files import read_json_object
 
 CONDITIONS_FILE = "conditions.json"
 
@@ -38,12 +39,7 @@ def read_conditions(folder: str | Path, checkpoint_names: Sequence[str]) -> torc
     path = Path(folder) / CONDITIONS_FILE
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RpgenError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise RpgenError(f"{path}: must be a JSON object mapping checkpoint file -> list of numbers")
+    data = read_json_object(path, expected="a JSON object mapping checkpoint file -> list of numbers")
     names = set(checkpoint_names)
     for name in data:
         if name not in names:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from rpgen.errors import RpgenError
 
@@ -57,3 +58,14 @@ def check_output_dir(path: Path, *, overwrite: bool) -> None:
         raise RpgenError(f"output directory {path} already exists (pass --overwrite to replace it)")
     if path.exists() and not path.is_dir():
         raise RpgenError(f"output path {path} exists and is not a directory")
+
+
+def read_json_object(path: Path, *, expected: str = "a JSON object") -> dict[str, Any]:
+    """The JSON object in ``path``; one-line errors for invalid JSON and for any other JSON value."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RpgenError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise RpgenError(f"{path}: must be {expected}")
+    return data

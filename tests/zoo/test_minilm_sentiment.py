@@ -26,14 +26,6 @@ TINY = ["model.backbone=lstm", "model.d_model=32", "model.num_layers=1", "model.
 runner = CliRunner()
 
 
-def one_line_error(result, *needles):
-    assert result.exit_code == 1, result.output
-    text = result.output.strip()
-    assert text.startswith("error:") and "Traceback" not in text and "\n" not in text, text
-    for needle in needles:
-        assert str(needle) in text, (needle, text)
-
-
 def test_data_splits_are_fixed_disjoint_and_balanced_enough():
     data = zoo.load_data()
     (train, y_train), (test, y_test), (ood, y_ood) = data["train"], data["test"], data["ood"]
@@ -100,7 +92,7 @@ def test_evaluator_reads_rank_dora_and_targets_from_keys(peft_zoo):
         zoo.evaluate(state_dict)
 
 
-def test_a_base_model_path_that_does_not_exist_is_a_one_line_error(tmp_path):
+def test_a_base_model_path_that_does_not_exist_is_a_one_line_error(tmp_path, one_line_error):
     missing = tmp_path / "no-such-model"
     one_line_error(runner.invoke(app, ["collect", "minilm-sentiment", "--base", str(missing), "--out",
                                        str(tmp_path / "zoo"), "--no-progress"]), missing, "does not exist")

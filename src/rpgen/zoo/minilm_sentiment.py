@@ -7,11 +7,11 @@ Everything is offline and comes from pip packages (the ``adapters`` extra):
   reads BERT's pooled [CLS] output). Never loaded from a hub.
 - **Training and test data**: ``vaderSentiment``'s ``vader_lexicon.txt``, English words and
   short phrases with a mean human valence rating in [-4, 4]. Kept: lower-case words and phrases
-  (letters, apostrophes, hyphens, spaces) rated at least 1 away from neutral, 5,598 entries,
-  label = positive rating; a fixed 80/20 split (seed 0): 4,478 train, 1,120 test.
+  (letters, apostrophes, hyphens, spaces) rated at least 1 away from neutral, 5,588 entries,
+  label = positive rating; a fixed 80/20 split (seed 0): 4,470 train, 1,118 test.
 - **Out-of-distribution test set**: the words of ``afinn``'s ``AFINN-en-165.txt`` (other raters,
   valence in [-5, 5]) that are not in the vader lexicon at all, so never trained on and not in the
-  test split, rated non-zero: 732 words.
+  test split, rated non-zero: 730 words.
 - **Generated part**: peft LoRA (or DoRA) matrices on the attention ``query`` and ``value``
   projections of all 6 layers, with ``lora_alpha = 2 r``, plus the classifier (``modules_to_save``).
 - **Collection**, the paper's recipe: ``WARMUP_EPOCHS`` epochs at ``WARMUP_LR``, then
