@@ -55,7 +55,7 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 def run_config(kind: str, rank: int, *, out: Path, num_checkpoints: int, num_generated: int, steps: int,
-               baselines: bool, overrides: list[str]) -> dict:
+               baselines: bool, overrides: list[str], sampler: str | None, sample_steps: int | None) -> dict:
     work = out / f"{kind}-r{rank}"
     zoo_dir, run_dir, gen_dir = work / "zoo", work / "run", work / "generated"
     if not (zoo_dir / zoo.ZOO_INFO).is_file():
@@ -72,7 +72,9 @@ def run_config(kind: str, rank: int, *, out: Path, num_checkpoints: int, num_gen
         train(zoo_dir, run_dir, apply_overrides(preset("adapters"), settings), overwrite=True)
         (work / "train_s.txt").write_text(f"{time.perf_counter() - start:.1f}")
     start = time.perf_counter()
-    generate(run_dir, gen_dir, num=num_generated, seed=0, overwrite=True, device="cpu")
+    generate(run_dir, gen_dir, num=num_generated, seed=0, overwrite=True, device="cpu", sampler=sampler,
+             steps=sample_steps)
+    generation = json.loads((gen_dir / "generation.json").read_text())
     generate_s = time.perf_counter() - start
     start = time.perf_counter()
     results = evaluate_run(run_dir, gen_dir, EVALUATOR, with_baselines=baselines, seed=0)
@@ -94,7 +96,8 @@ def run_config(kind: str, rank: int, *, out: Path, num_checkpoints: int, num_gen
         "iou_median": statistics.median(results["iou"]["generated"]) if results["iou"].get("generated") else None,
         "collect_s": info["collect_s"], "train_s": float((work / "train_s.txt").read_text()),
         "generate_s": round(generate_s, 1), "evaluate_s": round(evaluate_s, 1),
-        "settings": settings, "verdict": results["verdict"],
+        "settings": settings, "sampler": f"{generation['sampler']}-{generation['steps']}",
+        "verdict": results["verdict"],
     }
     if baselines:
         row["noise_matched_mean"] = results["summary"]["noise_matched"]["mean"]
@@ -142,7 +145,8 @@ def write_results(new_rows: list[dict], head: dict, command: str) -> None:
             extra = (f" Checkpoints + noise at the same distance: {r['noise_matched_mean']:.2f}; average of the "
                      f"checkpoints: {r['average_of_checkpoints']:.2f}.")
         lines.append(f"- **{r['kind']} r{r['rank']}** ({r['checkpoints']} checkpoints, {r['generated_models']} "
-                     f"generated; {', '.join(r['settings'])}): {r['verdict']}{extra}")
+                     f"generated; {', '.join(r['settings'])}; sampler {r.get('sampler', 'ddim-60')}): "
+                     f"{r['verdict']}{extra}")
     write_text_atomic(RESULTS / "adapters.md", "\n".join(lines) + "\n")
 
 
@@ -154,6 +158,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--num-checkpoints", type=int, default=10)
     parser.add_argument("--num-generated", type=int, default=10)
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpm"], help="default: the run's (DDIM)")
+    parser.add_argument("--sample-steps", type=int, help="default: the run's (60)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
     configs = [parse_config(c) for c in args.configs]
@@ -164,7 +170,8 @@ def main(argv: list[str]) -> None:
         print(f"== {kind} rank {rank}", flush=True)
         rows.append(run_config(kind, rank, out=args.out, num_checkpoints=args.num_checkpoints,
                                num_generated=args.num_generated, steps=args.steps,
-                               baselines=(kind, rank) in with_baselines, overrides=args.overrides))
+                               baselines=(kind, rank) in with_baselines, overrides=args.overrides,
+                               sampler=args.sampler, sample_steps=args.sample_steps))
         write_results(rows, head, "python bench/adapters.py " + " ".join(argv))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "verdict"}), flush=True)
     print(f"wrote {RESULTS / 'adapters.md'}")
