@@ -54,6 +54,15 @@ def stats(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
 
 
+def nearest_counts(results: dict) -> dict[str, int]:
+    """How many generated models have each training checkpoint as their nearest one."""
+    names = [Path(p).name for p in results["checkpoint_files"]]
+    counts: dict[str, int] = {}
+    for index in results["nearest_checkpoint"]["generated"]:
+        counts[names[index]] = counts.get(names[index], 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def run_config(kind: str, rank: int, *, out: Path, num_checkpoints: int, num_generated: int, steps: int,
                baselines: bool, overrides: list[str], sampler: str | None, sample_steps: int | None) -> dict:
     work = out / f"{kind}-r{rank}"
@@ -93,6 +102,7 @@ def run_config(kind: str, rank: int, *, out: Path, num_checkpoints: int, num_gen
         "ood_generated_mean": statistics.fmean(metric("generated", "ood_accuracy")),
         "ood_generated_min": min(metric("generated", "ood_accuracy")),
         "novelty_median": statistics.median(results["novelty"]["generated"]),
+        "nearest_checkpoints": nearest_counts(results),
         "iou_median": statistics.median(results["iou"]["generated"]) if results["iou"].get("generated") else None,
         "collect_s": info["collect_s"], "train_s": float((work / "train_s.txt").read_text()),
         "generate_s": round(generate_s, 1), "evaluate_s": round(evaluate_s, 1),
@@ -144,9 +154,10 @@ def write_results(new_rows: list[dict], head: dict, command: str) -> None:
         if "noise_matched_mean" in r:
             extra = (f" Checkpoints + noise at the same distance: {r['noise_matched_mean']:.2f}; average of the "
                      f"checkpoints: {r['average_of_checkpoints']:.2f}.")
+        nearest = ", ".join(f"{name} x{n}" for name, n in r["nearest_checkpoints"].items())
         lines.append(f"- **{r['kind']} r{r['rank']}** ({r['checkpoints']} checkpoints, {r['generated_models']} "
                      f"generated; {', '.join(r['settings'])}; sampler {r.get('sampler', 'ddim-60')}): "
-                     f"{r['verdict']}{extra}")
+                     f"{r['verdict']}{extra} Nearest checkpoint of the generated adapters: {nearest}.")
     write_text_atomic(RESULTS / "adapters.md", "\n".join(lines) + "\n")
 
 
