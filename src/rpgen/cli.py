@@ -122,8 +122,9 @@ def collect(
 def train(
     checkpoints: Path = typer.Argument(..., help="Folder of checkpoints (*.safetensors, *.pt, *.pth) of one "
                                        "architecture, or of peft adapter folders (adapter_config.json + "
-                                       "adapter_model.safetensors) of one base model, rank and targets; an optional conditions.json in it (file name -> list of "
-                                       "numbers, one per checkpoint) makes the generator conditional."),
+                                       "adapter_model.safetensors) of one base model, rank and targets; an "
+                                       "optional conditions.json in it (file name -> list of numbers, one per "
+                                       "checkpoint) makes the generator conditional."),
     out: Path = typer.Option(..., "--out", help="Run directory to write (config, tokenizer, generator, metrics)."),
     config: Optional[str] = typer.Option(None, "--config", help="TOML config file, or the name of a built-in "
                                          "preset (quickstart, adapters, cpu-large, paper-vit-b, paper-convnext-l)."),

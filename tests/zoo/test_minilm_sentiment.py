@@ -64,7 +64,8 @@ def test_generated_adapters_load_in_peft_unchanged(peft_zoo, tmp_path):
     assert result.exit_code == 0, result.output
 
     folder = gen / "0001"
-    assert json.loads((folder / ADAPTER_CONFIG).read_text()) == json.loads((peft_zoo / "0000" / ADAPTER_CONFIG).read_text())
+    zoo_config = json.loads((peft_zoo / "0000" / ADAPTER_CONFIG).read_text())
+    assert json.loads((folder / ADAPTER_CONFIG).read_text()) == zoo_config
     written = load_file(folder / ADAPTER_WEIGHTS)
     base = AutoModelForSequenceClassification.from_pretrained(str(zoo.bundled_base()), num_labels=2)
     model = PeftModel.from_pretrained(base, str(folder))
