@@ -44,7 +44,7 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise RpgenError(f"checkpoint folder {folder} is not a directory")
     entries = sorted(folder.iterdir(), key=lambda p: p.name)
-    paths = [p for p in entries if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES]
+    paths = [p for p in entries if _is_checkpoint_file(p)]
     adapters = [p for p in entries if is_adapter_dir(p)]
     if paths and adapters:
         raise RpgenError(f"{folder} mixes checkpoint files ({paths[0].name}, ...) and peft adapter folders "
@@ -58,6 +58,15 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
             "or peft adapter folders)"
         )
     return paths
+
+
+def _is_checkpoint_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES
+
+
+def is_checkpoint(path: Path) -> bool:
+    """True for what :func:`list_checkpoints` counts: a checkpoint file or a peft adapter folder."""
+    return _is_checkpoint_file(path) or is_adapter_dir(path)
 
 
 def _file_of(path: Path) -> Path:

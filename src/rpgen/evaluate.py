@@ -29,8 +29,7 @@ from rich.table import Table
 from torch import Tensor
 
 from rpgen import memorization
-from rpgen.adapters import is_adapter_dir
-from rpgen.checkpoints import CHECKPOINT_SUFFIXES, check_structure, list_checkpoints, load_state_dict, structure
+from rpgen.checkpoints import check_structure, is_checkpoint, list_checkpoints, load_state_dict, structure
 from rpgen.errors import RpgenError
 from rpgen.files import write_text_atomic
 from rpgen.memorization import baseline_label, baselines
@@ -330,7 +329,7 @@ def evaluate_run(
     checkpoint_paths = list_checkpoints(_resolve(Path(checkpoint_dir), base=run_dir))
     if not generated_dir.is_dir():
         raise RpgenError(f"generated folder {generated_dir} does not exist")
-    if not any(p.suffix.lower() in CHECKPOINT_SUFFIXES or is_adapter_dir(p) for p in generated_dir.iterdir()):
+    if not any(is_checkpoint(p) for p in generated_dir.iterdir()):
         raise RpgenError(f"no generated models (*.safetensors files or peft adapter folders) in {generated_dir}")
     generated_paths = list_checkpoints(generated_dir)
     return evaluate_models(
