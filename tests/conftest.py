@@ -6,6 +6,9 @@
   ones), 2 checkpoints per task; session-scoped and read-only like ``digits_zoo``.
 - ``one_line_error``: ``one_line_error(cli_result, *needles)`` asserts a CLI run failed with one
   ``error:`` line (no traceback) that contains every needle.
+- ``TINY``, ``tiny(...)``, ``set_args(...)``, ``rpgen(...)``: a generator config small enough to train
+  in seconds (``tiny("train.steps=6")`` replaces keys), ``--set`` arguments for it, and the CLI
+  called in-process; test modules import them with ``from conftest import ...``.
 - ``make_state_dict``: a factory for small synthetic state_dicts shaped like a conv + BatchNorm
   + linear model (float32 weights, BatchNorm buffers, an int64 ``num_batches_tracked``).
 """
@@ -17,10 +20,47 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
+
+from rpgen.cli import app
 
 DIGITS_ZOO_SIZE = 5
 TASKS_ZOO_CODES = ("1000000000", "0100000000", "1100000000", "0011000000", "1111100000", "0101010101",
                    "0000000010", "0110000010")  # the last two are held-out tasks
+
+
+# A generator small enough to train in seconds; the behaviour under test does not depend on size.
+TINY = ("model.backbone=lstm", "model.d_model=32", "model.num_layers=1", "model.denoiser_channels=[1, 8, 16, 8, 1]",
+        "model.kernel_size=3", "data.token_size=32", "train.steps=12", "train.batch_size=2",
+        "train.diffusion_batch=64", "train.warmup_steps=2", "train.save_every=5", "train.log_every=5",
+        "sample.steps=4")
+
+_runner = CliRunner()
+
+
+def tiny(*overrides: str) -> list[str]:
+    """``TINY`` with the keys of ``overrides`` replaced (or added): ``tiny("train.steps=6")``."""
+    keys = {o.split("=", 1)[0] for o in overrides}
+    return [o for o in TINY if o.split("=", 1)[0] not in keys] + list(overrides)
+
+
+def set_args(overrides=TINY) -> list[str]:
+    """``--set`` arguments for a list of ``key=value`` overrides."""
+    return [x for o in overrides for x in ("--set", o)]
+
+
+def rpgen(*args):
+    """Run the CLI in-process; returns typer's ``Result`` (exit_code, output)."""
+    return _runner.invoke(app, [str(a) for a in args])
+
+
+def check_one_line_error(result, *needles) -> None:
+    """A CliRunner result is exit status 1 with one ``error:`` line holding every needle."""
+    assert result.exit_code == 1, result.output
+    text = result.output.strip()
+    assert text.startswith("error:") and "Traceback" not in text and "\n" not in text, text
+    for needle in needles:
+        assert str(needle) in text, (needle, text)
 
 
 @pytest.fixture(scope="session")
@@ -65,13 +105,5 @@ def make_state_dict() -> Callable[..., dict[str, torch.Tensor]]:
 
 @pytest.fixture
 def one_line_error() -> Callable[..., None]:
-    """Check that a CliRunner result is exit status 1 with one ``error:`` line holding every needle."""
-
-    def check(result, *needles) -> None:
-        assert result.exit_code == 1, result.output
-        text = result.output.strip()
-        assert text.startswith("error:") and "Traceback" not in text and "\n" not in text, text
-        for needle in needles:
-            assert str(needle) in text, (needle, text)
-
-    return check
+    """:func:`check_one_line_error` as a fixture."""
+    return check_one_line_error

@@ -13,17 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
 from rpgen.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from rpgen.checkpoints import LazyCheckpoint, list_checkpoints, load_state_dict
-from rpgen.cli import app
+from conftest import rpgen, set_args, tiny
 from rpgen.errors import RpgenError
 
-TINY = ["model.backbone=lstm", "model.d_model=32", "model.num_layers=1", "model.denoiser_channels=[1, 8, 1]",
-        "model.kernel_size=3", "data.token_size=32", "train.steps=6", "train.batch_size=2",
-        "train.diffusion_batch=32", "train.warmup_steps=2", "train.save_every=5", "train.log_every=5",
-        "sample.steps=3"]
+TINY = tiny("model.denoiser_channels=[1, 8, 1]", "train.steps=6", "train.diffusion_batch=32", "sample.steps=3")
 
 CONFIG = {"peft_type": "LORA", "base_model_name_or_path": "/models/base", "task_type": "SEQ_CLS", "r": 2,
           "lora_alpha": 4, "use_dora": False, "target_modules": ["query", "value"],
@@ -115,30 +111,28 @@ def test_incomplete_or_mixed_folders_are_refused(adapter_zoo, tmp_path):
 
 
 def test_train_names_the_folder_with_other_keys_or_rank(adapter_zoo, tmp_path):
-    runner = CliRunner()
     shutil.rmtree(adapter_zoo / "0003")
     write_adapter(adapter_zoo / "0003", lora_state_dict(3, rank=3))  # config says r=2, weights are rank 3
-    result = runner.invoke(app, ["train", str(adapter_zoo), "--out", str(tmp_path / "run"), "--no-progress",
-                                 *[x for o in TINY for x in ("--set", o)]])
+    result = rpgen("train", str(adapter_zoo), "--out", str(tmp_path / "run"), "--no-progress",
+                                 *set_args(TINY))
     assert result.exit_code == 1
     text = result.output.strip()
     assert text.startswith("error:") and "0003" in text and "lora_A.weight" in text and "shape" in text, text
     assert not (tmp_path / "run").exists()
 
     (adapter_zoo / "0003" / ADAPTER_CONFIG).write_text(json.dumps(changed(CONFIG, r=3)))
-    result = runner.invoke(app, ["train", str(adapter_zoo), "--out", str(tmp_path / "run"), "--no-progress"])
+    result = rpgen("train", str(adapter_zoo), "--out", str(tmp_path / "run"), "--no-progress")
     assert result.exit_code == 1 and "0003" in result.output and "r = 3" in result.output, result.output
 
 
 def test_train_generate_evaluate_write_adapter_folders(adapter_zoo, tmp_path):
-    runner = CliRunner()
     run, gen = tmp_path / "run", tmp_path / "gen"
-    result = runner.invoke(app, ["train", str(adapter_zoo), "--out", str(run), "--no-progress",
-                                 *[x for o in TINY for x in ("--set", o)]])
+    result = rpgen("train", str(adapter_zoo), "--out", str(run), "--no-progress",
+                                 *set_args(TINY))
     assert result.exit_code == 0, result.output
     assert json.loads((run / ADAPTER_CONFIG).read_text()) == CONFIG
     assert json.loads((run / "run.json").read_text())["checkpoint_files"] == ["0000", "0001", "0002", "0003"]
-    result = runner.invoke(app, ["generate", str(run), "--num", "3", "--out", str(gen), "--no-progress"])
+    result = rpgen("generate", str(run), "--num", "3", "--out", str(gen), "--no-progress")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in gen.iterdir()) == ["0000", "0001", "0002", "generation.json"]
     reference = lora_state_dict(0)
@@ -152,8 +146,8 @@ def test_train_generate_evaluate_write_adapter_folders(adapter_zoo, tmp_path):
 
     evaluator = tmp_path / "norm.py"
     evaluator.write_text("def evaluate(sd):\n    return {'norm': float(sum(v.norm() for v in sd.values()))}\n")
-    result = runner.invoke(app, ["evaluate", str(run), "--generated", str(gen), "--evaluator", f"{evaluator}:evaluate",
-                                 "--no-baselines", "--no-progress"])
+    result = rpgen("evaluate", str(run), "--generated", str(gen), "--evaluator", f"{evaluator}:evaluate",
+                                 "--no-baselines", "--no-progress")
     assert result.exit_code == 0, result.output
     results = json.loads((gen / "results.json").read_text())
     assert len(results["generated"]) == 3 and len(results["checkpoints"]) == 4
@@ -161,14 +155,13 @@ def test_train_generate_evaluate_write_adapter_folders(adapter_zoo, tmp_path):
 
 
 def test_pdiff_writes_adapter_folders_too(adapter_zoo, tmp_path):
-    runner = CliRunner()
     run, gen = tmp_path / "run", tmp_path / "gen"
     settings = ["model.method=pdiff", "pdiff.ae_steps=3", "pdiff.ddpm_steps=3", "train.batch_size=2",
                 "train.warmup_steps=1", "train.log_every=1", "sample.steps=2"]
-    result = runner.invoke(app, ["train", str(adapter_zoo), "--out", str(run), "--no-progress",
-                                 *[x for o in settings for x in ("--set", o)]])
+    result = rpgen("train", str(adapter_zoo), "--out", str(run), "--no-progress",
+                                 *set_args(settings))
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["generate", str(run), "--num", "2", "--out", str(gen), "--no-progress"])
+    result = rpgen("generate", str(run), "--num", "2", "--out", str(gen), "--no-progress")
     assert result.exit_code == 0, result.output
     assert [p.name for p in list_checkpoints(gen)] == ["0000", "0001"]
     assert json.loads((gen / "0001" / ADAPTER_CONFIG).read_text()) == CONFIG

@@ -14,26 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
-from rpgen.cli import app
+from conftest import TINY, rpgen, set_args
+from conftest import check_one_line_error as one_line_error
 from rpgen.zoo.digits import DigitsCNN
-
-# A generator small enough to train in seconds; the behaviour under test does not depend on size.
-TINY = ["model.backbone=lstm", "model.d_model=32", "model.num_layers=1", "model.denoiser_channels=[1, 8, 16, 8, 1]",
-        "model.kernel_size=3", "data.token_size=32", "train.steps=12", "train.batch_size=2",
-        "train.diffusion_batch=64", "train.warmup_steps=2", "train.save_every=5", "train.log_every=5",
-        "sample.steps=4"]
-
-runner = CliRunner()
-
-
-def rpgen(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def set_args(overrides=TINY):
-    return [x for o in overrides for x in ("--set", o)]
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +114,6 @@ def test_ctrl_c_leaves_a_resumable_run(digits_zoo, tmp_path):
 
 # ---- bad input: one line naming the culprit, exit status 1, nothing half-written ----
 
-def one_line_error(result, *needles):
-    assert result.exit_code == 1, result.output
-    text = result.output.strip()
-    assert text.startswith("error:") and "Traceback" not in text, text
-    for needle in needles:
-        assert str(needle) in text, (needle, text)
 
 
 def copy_zoo(src: Path, dst: Path) -> Path:

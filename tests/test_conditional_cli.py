@@ -10,33 +10,12 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from rpgen.cli import app
+from conftest import check_one_line_error as one_line_error
+from conftest import rpgen, set_args, tiny
 from rpgen.zoo import digits_tasks as zoo
 
-TINY = ["model.backbone=lstm", "model.d_model=32", "model.num_layers=1", "model.denoiser_channels=[1, 8, 16, 8, 1]",
-        "model.kernel_size=3", "data.token_size=32", "train.steps=12", "train.batch_size=4",
-        "train.diffusion_batch=64", "train.warmup_steps=2", "train.save_every=5", "train.log_every=5",
-        "sample.steps=4"]
-
-runner = CliRunner()
-
-
-def rpgen(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def set_args(overrides=TINY):
-    return [x for o in overrides for x in ("--set", o)]
-
-
-def one_line_error(result, *needles):
-    assert result.exit_code == 1, result.output
-    text = result.output.strip()
-    assert text.startswith("error:") and "Traceback" not in text and "\n" not in text, text
-    for needle in needles:
-        assert str(needle) in text, (needle, text)
+TINY = tiny("train.batch_size=4")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +26,7 @@ def small_zoo(tasks_zoo):
 @pytest.fixture(scope="module")
 def conditional_run(small_zoo, tmp_path_factory):
     run = tmp_path_factory.mktemp("crun") / "run"
-    result = rpgen("train", small_zoo / "train", "--out", run, "--no-progress", *set_args())
+    result = rpgen("train", small_zoo / "train", "--out", run, "--no-progress", *set_args(TINY))
     assert result.exit_code == 0, result.output
     return run
 
@@ -101,7 +80,7 @@ def test_generate_rejects_bad_conditions(conditional_run, tmp_path):
 
 def test_unconditional_run_refuses_condition(digits_zoo, tmp_path):
     run = tmp_path / "run"
-    assert rpgen("train", digits_zoo, "--out", run, "--no-progress", *set_args()).exit_code == 0
+    assert rpgen("train", digits_zoo, "--out", run, "--no-progress", *set_args(TINY)).exit_code == 0
     assert "condition_dim" not in json.loads((run / "run.json").read_text())
     one_line_error(rpgen("generate", run, "--num", 1, "--out", tmp_path / "g", "--condition", "1000000000"),
                    "unconditional", "--condition")
@@ -119,7 +98,7 @@ def test_train_rejects_bad_conditions_json(small_zoo, tmp_path):
     }
     for i, (data, needles) in enumerate(cases.values()):
         (folder / "conditions.json").write_text(json.dumps(data))
-        one_line_error(rpgen("train", folder, "--out", tmp_path / f"r{i}", *set_args()), "conditions.json", *needles)
+        one_line_error(rpgen("train", folder, "--out", tmp_path / f"r{i}", *set_args(TINY)), "conditions.json", *needles)
         assert not (tmp_path / f"r{i}").exists()
 
 

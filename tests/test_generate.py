@@ -3,7 +3,7 @@
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_cli import TINY
+from conftest import TINY
 
 from rpgen.config import Config, apply_overrides
 from rpgen.diffusion import make_scheduler
@@ -17,7 +17,7 @@ def small_chunk_run(digits_zoo, tmp_path_factory):
     from rpgen.train import train
 
     # 7-token chunks: tensors and models are split across chunks.
-    config = apply_overrides(Config(), TINY + ["sample.chunk_tokens=7"])
+    config = apply_overrides(Config(), [*TINY, "sample.chunk_tokens=7"])
     return train(digits_zoo, tmp_path_factory.mktemp("gen") / "run", config, progress=False)
 
 

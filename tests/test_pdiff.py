@@ -8,28 +8,22 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from rpgen.cli import app
+from conftest import rpgen, set_args
 from rpgen.config import Config, PDiffConfig, apply_overrides
 from rpgen.errors import RpgenError
 from rpgen.pdiff import build_models
 
-runner = CliRunner()
 PDIFF = ["model.method=pdiff", "pdiff.channels=[4, 8]", "pdiff.denoiser_channels=[1, 4, 1]", "pdiff.ae_steps=4",
          "pdiff.ddpm_steps=3", "train.log_every=2", "train.warmup_steps=1", "sample.steps=3"]
 MSE = ["model.method=mse", "model.backbone=lstm", "model.d_model=16", "model.num_layers=1", "data.token_size=32",
        "train.steps=4", "train.batch_size=2", "train.warmup_steps=1", "train.log_every=2"]
 
 
-def rpgen(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
 def train_and_generate(zoo, tmp_path, overrides, *, num=3, seed=0, out="gen"):
     run, gen = tmp_path / "run", tmp_path / out
     if not run.exists():
-        result = rpgen("train", zoo, "--out", run, "--no-progress", *[x for o in overrides for x in ("--set", o)])
+        result = rpgen("train", zoo, "--out", run, "--no-progress", *set_args(overrides))
         assert result.exit_code == 0, result.output
     result = rpgen("generate", run, "--num", num, "--out", gen, "--seed", seed, "--no-progress")
     assert result.exit_code == 0, result.output

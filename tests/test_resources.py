@@ -1,7 +1,8 @@
 """Not enough RAM or disk: a clear error before any work starts."""
 
 import pytest
-from test_cli import TINY, one_line_error, rpgen, set_args
+from conftest import TINY, rpgen, set_args
+from conftest import check_one_line_error as one_line_error
 
 from rpgen.errors import RpgenError
 from rpgen.resources import available_memory, check_resources, free_disk

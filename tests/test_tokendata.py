@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_cli import TINY
+from conftest import TINY
 
 from rpgen.checkpoints import load_checkpoints, open_checkpoints
 from rpgen.config import Config, apply_overrides

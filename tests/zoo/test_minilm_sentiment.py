@@ -11,19 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 from rpgen.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from rpgen.cli import app
+from conftest import rpgen, set_args, tiny
 from rpgen.errors import RpgenError
 from rpgen.zoo import minilm_sentiment as zoo
 
-TINY = ["model.backbone=lstm", "model.d_model=32", "model.num_layers=1", "model.denoiser_channels=[1, 8, 1]",
-        "model.kernel_size=3", "data.token_size=512", "train.steps=4", "train.batch_size=2",
-        "train.diffusion_batch=16", "train.warmup_steps=1", "train.save_every=5", "train.log_every=2",
-        "sample.steps=2"]
-
-runner = CliRunner()
+TINY = tiny("model.denoiser_channels=[1, 8, 1]", "data.token_size=512", "train.steps=4",
+            "train.diffusion_batch=16", "train.warmup_steps=1", "train.log_every=2", "sample.steps=2")
 
 
 def test_data_splits_are_fixed_disjoint_and_balanced_enough():
@@ -57,10 +52,10 @@ def test_generated_adapters_load_in_peft_unchanged(peft_zoo, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     run, gen = tmp_path / "run", tmp_path / "gen"
-    result = runner.invoke(app, ["train", str(peft_zoo), "--out", str(run), "--no-progress",
-                                 *[x for o in TINY for x in ("--set", o)]])
+    result = rpgen("train", str(peft_zoo), "--out", str(run), "--no-progress",
+                                 *set_args(TINY))
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["generate", str(run), "--num", "2", "--out", str(gen), "--no-progress"])
+    result = rpgen("generate", str(run), "--num", "2", "--out", str(gen), "--no-progress")
     assert result.exit_code == 0, result.output
 
     folder = gen / "0001"
@@ -95,17 +90,17 @@ def test_evaluator_reads_rank_dora_and_targets_from_keys(peft_zoo):
 
 def test_a_base_model_path_that_does_not_exist_is_a_one_line_error(tmp_path, one_line_error):
     missing = tmp_path / "no-such-model"
-    one_line_error(runner.invoke(app, ["collect", "minilm-sentiment", "--base", str(missing), "--out",
-                                       str(tmp_path / "zoo"), "--no-progress"]), missing, "does not exist")
+    one_line_error(rpgen("collect", "minilm-sentiment", "--base", str(missing), "--out",
+                                       str(tmp_path / "zoo"), "--no-progress"), missing, "does not exist")
     assert not (tmp_path / "zoo").exists()
     (tmp_path / "empty").mkdir()
-    one_line_error(runner.invoke(app, ["collect", "minilm-sentiment", "--base", str(tmp_path / "empty"), "--out",
-                                       str(tmp_path / "zoo"), "--no-progress"]), "no config.json")
+    one_line_error(rpgen("collect", "minilm-sentiment", "--base", str(tmp_path / "empty"), "--out",
+                                       str(tmp_path / "zoo"), "--no-progress"), "no config.json")
     with pytest.raises(RpgenError, match="does not exist"):
         zoo.make_evaluator(base=missing)
-    one_line_error(runner.invoke(app, ["collect", "digits", "--rank", "16", "--out", str(tmp_path / "d")]),
+    one_line_error(rpgen("collect", "digits", "--rank", "16", "--out", str(tmp_path / "d")),
                    "minilm-sentiment zoo only")
-    one_line_error(runner.invoke(app, ["collect", "minilm-sentiment", "--rank", "0", "--out", str(tmp_path / "z")]),
+    one_line_error(rpgen("collect", "minilm-sentiment", "--rank", "0", "--out", str(tmp_path / "z")),
                    "--rank must be >= 1")
 
 
