@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from rpgen.cli import app
@@ -61,6 +62,18 @@ def check_one_line_error(result, *needles) -> None:
     assert text.startswith("error:") and "Traceback" not in text and "\n" not in text, text
     for needle in needles:
         assert str(needle) in text, (needle, text)
+
+
+def train_and_generate(zoo, tmp_path, overrides, *, num=3, seed=0, out="gen"):
+    """Train ``tmp_path/run`` (once) with ``overrides``, generate ``num`` models into ``tmp_path/out``;
+    return the run and the generated state dicts."""
+    run, gen = tmp_path / "run", tmp_path / out
+    if not run.exists():
+        result = rpgen("train", zoo, "--out", run, "--no-progress", *set_args(overrides))
+        assert result.exit_code == 0, result.output
+    result = rpgen("generate", run, "--num", num, "--out", gen, "--seed", seed, "--no-progress")
+    assert result.exit_code == 0, result.output
+    return run, [load_file(gen / f"{i:04d}.safetensors") for i in range(num)]
 
 
 @pytest.fixture(scope="session")

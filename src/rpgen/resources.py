@@ -68,10 +68,11 @@ def check_resources(what: str, *, memory: int, disk: int = 0, disk_path: str | P
 
 def generator_params(config: Config, layout: Layout, *, num_states: int) -> int:
     """Parameter count of the generator, computed on the "meta" device (nothing allocated)."""
-    from rpgen.run import build_generator
+    from rpgen.models.generator import Generator
 
     with torch.device("meta"):
-        generator = build_generator(config, layout, num_states=num_states)
+        generator = Generator(config.model, positions=layout.positions(), num_states=num_states,
+                              token_size=layout.token_size)
     return sum(p.numel() for p in generator.parameters())
 
 

@@ -1,7 +1,10 @@
-"""Training loop (Hugging Face Accelerate): AdamW, warm-up + cosine, clipping, EMA, resume.
+"""Training, method-agnostic (Hugging Face Accelerate): AdamW, warm-up + cosine, clipping, EMA,
+resume, logs.
 
-Runs the same on one CPU, one GPU (bf16 autocast) or several processes under
-``accelerate launch`` (DDP). Only the main process writes files.
+:func:`train` opens the checkpoints, starts the run directory and runs the stages its method
+(:mod:`rpgen.methods`) yields through one fit loop. It runs the same on one CPU, one GPU (bf16
+autocast) or several processes under ``accelerate launch`` (DDP, for methods that support it).
+Only the main process writes files.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import signal
 import threading
 import time
@@ -18,22 +20,19 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from rpgen import resources
 from rpgen import run as runfiles
-from rpgen.adapters import copy_adapter_config
-from rpgen.checkpoints import LazyCheckpoint, open_checkpoints
-from rpgen.conditions import CONDITIONS_FILE, is_binary, read_conditions, write_conditions
-from rpgen.config import Config, load_toml
-from rpgen.diffusion import denoising_loss, draw_rows
+from rpgen.checkpoints import open_checkpoints
+from rpgen.conditions import CONDITIONS_FILE, read_conditions
+from rpgen.config import Config
 from rpgen.errors import RpgenError
-from rpgen.files import atomic_dir, atomic_path, check_output_dir
+from rpgen.files import atomic_path, check_output_dir, write_text_atomic
+from rpgen.methods import Stage, TrainingSet, get_method
 from rpgen.plots import plot_loss
 from rpgen.progress import progress_bar
-from rpgen.regression import regression_loss
-from rpgen.tokendata import token_source
-from rpgen.tokenizer import Layout, copied_tensors, fit_layout
+from rpgen.tokenizer import Layout, fit_layout
 
 
 def resolve_config(config: Config, *, device: torch.device) -> Config:
@@ -66,18 +65,20 @@ def lr_factor(step: int, *, warmup: int, total: int) -> float:
 def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None = None, *,
           resume: bool = False, overwrite: bool = False, progress: bool = True,
           stop_after: int | None = None) -> Path:
-    """Train a generator on the checkpoints in ``checkpoint_dir``; write ``run_dir``.
+    """Train a model of ``config.model.method`` on the checkpoints in ``checkpoint_dir``; write ``run_dir``.
 
     With ``resume``, continue ``run_dir`` from its last saved state with the run's own
-    config.toml; only the ``[train]`` section of ``config`` (e.g. more steps) is taken.
-    Ctrl-C finishes the current step, saves a resumable state and raises KeyboardInterrupt
-    (a second Ctrl-C stops at once). ``stop_after`` ends this call after that many steps with
-    a resumable state, as if interrupted (time-boxed training); the run is then unfinished.
+    config.toml; only the ``[train]`` section of ``config`` may differ (e.g. more steps, a lower
+    learning rate), and config.toml then records it. Ctrl-C finishes the current step, saves a
+    resumable state and raises KeyboardInterrupt (a second Ctrl-C stops at once). ``stop_after``
+    ends this call after that many steps with a resumable state, as if interrupted (time-boxed
+    training); the run is then unfinished. Training stops with an error at the first loss or
+    gradient norm that is not finite.
 
-    Checkpoints are opened lazily and read in one streaming pass for the statistics; a step then
-    reads only the tokens it denoises (all tokens are held in RAM when they fit in
-    ``data.tokens_in_memory_mb``; both give the same run). Under ``accelerate launch`` with P
-    processes, each process takes ``batch_size / P`` checkpoints and ``diffusion_batch / P``
+    Checkpoints are opened lazily and read in one streaming pass for the statistics; a step of a
+    token-wise method then reads only the tokens it needs (all tokens are held in RAM when they
+    fit in ``data.tokens_in_memory_mb``; both give the same run). Under ``accelerate launch``
+    with P processes, each process takes ``batch_size / P`` checkpoints and ``diffusion_batch / P``
     tokens per step, so the effective batch and the learning dynamics match one process.
 
     If ``checkpoint_dir`` holds a ``conditions.json`` (checkpoint file -> vector, see
@@ -88,143 +89,171 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
 
     run_dir = Path(run_dir)
     checkpoint_dir = Path(checkpoint_dir)
-    if not resume:
-        check_output_dir(run_dir, overwrite=overwrite)
-    else:
+    if resume:
         saved = saved_config(run_dir)
-        config = saved if config is None else dataclasses.replace(saved, train=config.train)
+        config = saved if config is None else _resumed_config(saved, config, run_dir=run_dir)
+    else:
+        check_output_dir(run_dir, overwrite=overwrite)
     config = (config or Config()).replace("data", checkpoint_dir=str(checkpoint_dir.resolve()))
-    if config.model.method == "pdiff":
-        from rpgen.pdiff import train_pdiff
-
-        if resume or stop_after is not None:
-            raise RpgenError("config model.method = 'pdiff' cannot --resume or stop early; train it again")
-        return train_pdiff(checkpoint_dir, run_dir, config, overwrite=overwrite, progress=progress)
+    method = get_method(config.model.method)
+    if not method.distributed and (resume or stop_after is not None):
+        raise RpgenError(f"config model.method = {method.name!r} cannot --resume or stop early; train it again")
 
     checkpoints = open_checkpoints(checkpoint_dir)
     paths = [c.path for c in checkpoints]
     layout = fit_layout(checkpoints, token_size=config.data.token_size)
-    conditions = read_conditions(checkpoint_dir, [p.name for p in paths])  # (K, C) or None
+    conditions = read_conditions(checkpoint_dir, [p.name for p in paths]) if method.takes_conditions else None
     if resume:
-        saved = Layout.from_json((run_dir / runfiles.TOKENIZER).read_text(encoding="utf-8"))
-        if saved != layout:
-            raise RpgenError(f"{checkpoint_dir}: checkpoints changed since {run_dir} was started; "
-                             "start a new run instead of --resume")
-        saved_conditions = read_conditions(run_dir, [p.name for p in paths]) if (
-            run_dir / runfiles.CONDITIONS).is_file() else None
-        if (saved_conditions is None) != (conditions is None) or (
-                conditions is not None and not torch.equal(saved_conditions, conditions)):
-            raise RpgenError(f"{checkpoint_dir}: {CONDITIONS_FILE} changed since {run_dir} was started; "
-                             "start a new run instead of --resume")
+        _check_unchanged(run_dir, checkpoint_dir, layout, conditions, [p.name for p in paths])
     # Without an accelerator, several processes (torchrun / accelerate launch --multi_gpu) form a
     # gloo group only when Accelerate is told to use the CPU; `accelerate launch --cpu` starts one process.
     use_cpu = not torch.cuda.is_available()
     state = PartialState(cpu=use_cpu)
-    config = resolve_config(config, device=state.device)
+    if state.num_processes > 1 and not method.distributed:
+        raise RpgenError(f"config model.method = {method.name!r} trains in one process only "
+                         f"(started with {state.num_processes})")
+    config = method.resolve(resolve_config(config, device=state.device))
+    if resume and state.is_main_process:
+        write_text_atomic(run_dir / runfiles.CONFIG, config.to_toml())  # records the new [train] settings
     tokens_bytes = len(checkpoints) * layout.num_tokens * layout.token_size * 4
-    if state.device.type == "cpu":  # GPU memory is not checked here; CPU RAM is what an OOM kill takes
+    memory = method.training_memory(config, layout, num_checkpoints=len(paths), num_processes=state.num_processes,
+                                    in_memory=tokens_bytes <= config.data.tokens_in_memory_mb * 2**20)
+    if state.device.type == "cpu" and memory is not None:  # CPU RAM is what an OOM kill takes
         resources.check_resources(
             f"training on {checkpoint_dir} ({layout.num_params:,} parameters, {len(paths)} checkpoints)",
-            memory=resources.training_memory(
-                config, layout, num_checkpoints=len(paths), num_processes=state.num_processes,
-                in_memory=tokens_bytes <= config.data.tokens_in_memory_mb * 2**20) * state.num_processes,
+            memory=memory * state.num_processes,
             disk=resources.training_disk(config, layout, num_checkpoints=len(paths)), disk_path=run_dir)
-    data = token_source(checkpoints, layout, in_memory_limit_mb=config.data.tokens_in_memory_mb)
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=use_cpu)
-    main = accelerator.is_main_process
-
-    if not resume and main:
-        _start_run_dir(run_dir, config, layout, checkpoints[0], paths, overwrite=overwrite,
-                       conditions=conditions, num_processes=accelerator.num_processes)
+    if not resume and accelerator.is_main_process:
+        runfiles.start_run_dir(run_dir, config, layout, checkpoints[0], paths, overwrite=overwrite,
+                               conditions=conditions, num_processes=accelerator.num_processes)
     accelerator.wait_for_everyone()
 
     tc = config.train
     torch.manual_seed(tc.seed)
-    generator = runfiles.build_generator(config, layout, num_states=len(paths),
-                                         cond_dim=None if conditions is None else conditions.shape[1])
-    optimizer = torch.optim.AdamW(generator.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    ema = [p.detach().clone() for p in generator.parameters()] if tc.ema_decay > 0 else None
+    model = method.build(config, layout, num_states=len(paths),
+                         cond_dim=None if conditions is None else conditions.shape[1])
     rng = torch.Generator().manual_seed(tc.seed * 1000 + accelerator.process_index)
-    step = 0
-    if resume:
-        step = _load_state(run_dir / runfiles.STATE, generator, optimizer, ema, rng,
-                           process_index=accelerator.process_index)
-    model, optimizer = accelerator.prepare(generator, optimizer)
-    if conditions is not None:
-        conditions = conditions.to(accelerator.device)
-    num_states = len(paths)
-    procs = accelerator.num_processes
-    batch = math.ceil(min(tc.batch_size, num_states) / procs)  # per process
-    diffusion_batch = math.ceil(tc.diffusion_batch / procs)
+    data = TrainingSet(checkpoints, layout, conditions, config, accelerator.device, accelerator.num_processes)
+    loop = _FitLoop(accelerator, run_dir, tc, resume=resume, stop_after=stop_after)
+    with progress_bar(enabled=progress and accelerator.is_main_process) as bar, \
+            _deferred_interrupt() as interrupted:
+        for stage in method.stages(model.to(accelerator.device), data, rng=rng):
+            if not loop.fit(stage, rng=rng, bar=bar, interrupted=interrupted):
+                return run_dir  # stopped early with a resumable state
+    if accelerator.is_main_process:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        weights.update(loop.ema_weights(model))
+        with atomic_path(run_dir / method.weights_file) as tmp:
+            save_file(weights, str(tmp))
+        plot_loss(run_dir / runfiles.METRICS, run_dir / runfiles.LOSS_PLOT)
+    accelerator.wait_for_everyone()
+    return run_dir
 
-    def save_state() -> None:
-        if main:
-            _save_state(run_dir / runfiles.STATE, accelerator.unwrap_model(model), optimizer, ema, rng, step)
-        accelerator.wait_for_everyone()
 
-    start = time.perf_counter()
-    log_path = run_dir / runfiles.METRICS
-    running = 0.0
-    last_step = tc.steps if stop_after is None else min(tc.steps, step + stop_after)
-    with progress_bar(enabled=progress and main) as bar, _deferred_interrupt() as interrupted:
-        task = bar.add_task("training", total=tc.steps, completed=step, loss=float("nan"))
-        while step < last_step:
+class _FitLoop:
+    """Runs one :class:`~rpgen.methods.Stage` after another: AdamW with warm-up + cosine,
+    clipping, EMA, logging to metrics.jsonl, resumable states and early stops."""
+
+    def __init__(self, accelerator, run_dir: Path, tc, *, resume: bool, stop_after: int | None) -> None:
+        self.accelerator = accelerator
+        self.run_dir = run_dir
+        self.tc = tc
+        self.resume = resume
+        self.stop_after = stop_after
+        self.start = time.perf_counter()
+        self._ema: list[tuple[str, torch.Tensor]] = []  # (name in the model, EMA value) of resumable stages
+
+    def fit(self, stage: Stage, *, rng: torch.Generator, bar, interrupted: Callable[[], bool]) -> bool:
+        """Train ``stage``; False when it stopped early (interrupt aside, which raises) with a saved state."""
+        accelerator, tc = self.accelerator, self.tc
+        main = accelerator.is_main_process
+        module = stage.module
+        module.train()
+        optimizer = torch.optim.AdamW(module.parameters(), lr=stage.lr, weight_decay=tc.weight_decay)
+        ema = [p.detach().clone() for p in module.parameters()] if stage.ema_decay > 0 else None
+        step = 0
+        if stage.resumable and self.resume:
+            path = runfiles.state_path(self.run_dir)
+            if path is None:
+                raise RpgenError(f"cannot resume: {self.run_dir} has no saved training state yet; start it again")
+            step = runfiles.load_state(path, module, optimizer, ema, rng, process_index=accelerator.process_index)
+        if stage.resumable:
+            prepared, optimizer = accelerator.prepare(module, optimizer)
+        else:
+            prepared = module
+
+        def save() -> None:
+            if main:
+                runfiles.save_state(self.run_dir / runfiles.STATE, accelerator.unwrap_model(prepared), optimizer,
+                                    ema, rng, step)
+            accelerator.wait_for_everyone()
+
+        last = stage.steps if self.stop_after is None else min(stage.steps, step + self.stop_after)
+        task = bar.add_task(stage.title, total=stage.steps, completed=step, loss=float("nan"))
+        running, since_log = 0.0, 0
+        while step < last:
             if interrupted():
-                save_state()
+                if stage.resumable:
+                    save()
                 raise KeyboardInterrupt
             for group in optimizer.param_groups:
-                group["lr"] = tc.lr * lr_factor(step, warmup=tc.warmup_steps, total=tc.steps)
-            states = torch.randint(0, num_states, (batch,), generator=rng)  # (B,)
-            if config.model.method == "mse":  # the regression ablation fits every token of the batch
-                rows = torch.arange(batch * layout.num_tokens)  # (B * L,)
-            else:
-                rows = draw_rows(batch * layout.num_tokens, diffusion_batch, rng=rng)  # (N,)
-            x0 = data.gather(states, rows).to(accelerator.device)  # (N, S)
-            states = states.to(accelerator.device)
-            selectors = states if conditions is None else conditions[states]  # (B,) or (B, C)
+                group["lr"] = stage.lr * lr_factor(step, warmup=tc.warmup_steps, total=stage.steps)
             with accelerator.autocast():
-                if config.model.method == "mse":
-                    loss = regression_loss(model, x0.reshape(batch, layout.num_tokens, -1), selectors)
-                else:
-                    loss = denoising_loss(model, x0, rows.to(accelerator.device), selectors, config.diffusion,
-                                          rng=rng)
+                loss = stage.loss(prepared)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
-            if tc.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            norm = accelerator.clip_grad_norm_(prepared.parameters(), tc.grad_clip) if tc.grad_clip > 0 else None
+            value = loss.item()
+            _check_finite(stage, step + 1, value, norm, lr=optimizer.param_groups[0]["lr"])
             optimizer.step()
             if ema is not None:
                 with torch.no_grad():
-                    for e, p in zip(ema, accelerator.unwrap_model(model).parameters()):
-                        e.lerp_(p.detach(), 1 - tc.ema_decay)
+                    for e, p in zip(ema, module.parameters()):
+                        e.lerp_(p.detach(), 1 - stage.ema_decay)
             step += 1
-            running += loss.item()
-            if step % tc.log_every == 0 or step == tc.steps:
-                count = tc.log_every if step % tc.log_every == 0 else step % tc.log_every
-                mean_loss = running / count
-                running = 0.0
-                bar.update(task, loss=mean_loss)
+            running += value
+            since_log += 1
+            if step % tc.log_every == 0 or step == stage.steps:
+                bar.update(task, loss=running / since_log)
                 if main:
-                    with log_path.open("a", encoding="utf-8") as f:
-                        f.write(json.dumps({"step": step, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
-                                            "elapsed_s": round(time.perf_counter() - start, 3)}) + "\n")
+                    self._log(stage, step, running / since_log, optimizer.param_groups[0]["lr"])
+                running, since_log = 0.0, 0
             bar.update(task, completed=step)
-            if step % tc.save_every == 0 and step < tc.steps:
-                save_state()
-    save_state()
-    if step < tc.steps:
-        return run_dir
-    if main:
-        final = accelerator.unwrap_model(model)
-        weights = {k: v.detach().cpu().contiguous() for k, v in final.state_dict().items()}
+            if stage.resumable and step % tc.save_every == 0 and step < stage.steps:
+                save()
+        if stage.resumable:
+            save()
         if ema is not None:
-            names = [n for n, _ in final.named_parameters()]
-            weights.update({n: e.detach().cpu().contiguous() for n, e in zip(names, ema)})
-        with atomic_path(run_dir / runfiles.GENERATOR) as tmp:
-            save_file(weights, str(tmp))
-        plot_loss(log_path, run_dir / runfiles.LOSS_PLOT)
-    accelerator.wait_for_everyone()
-    return run_dir
+            names = {id(p): n for n, p in module.named_parameters()}
+            self._ema += [(names[id(p)], e) for p, e in zip(module.parameters(), ema)]
+            self._ema_module = module
+        return step >= stage.steps
+
+    def ema_weights(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The EMA values of the trained stages, under their names in ``model``'s state_dict."""
+        if not self._ema:
+            return {}
+        prefix = next(name for name, m in model.named_modules() if m is self._ema_module)
+        prefix = f"{prefix}." if prefix else ""
+        return {prefix + n: e.detach().cpu().contiguous() for n, e in self._ema}
+
+    def _log(self, stage: Stage, step: int, loss: float, lr: float) -> None:
+        with (self.run_dir / runfiles.METRICS).open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"stage": stage.name, "step": step, "loss": loss, "lr": lr,
+                                "elapsed_s": round(time.perf_counter() - self.start, 3)}) + "\n")
+
+
+def _check_finite(stage: Stage, step: int, loss: float, norm: torch.Tensor | None, *, lr: float) -> None:
+    """Stop at the first non-finite loss or gradient norm: what follows would be garbage."""
+    what = None
+    if not math.isfinite(loss):
+        what = f"loss is {loss}"
+    elif norm is not None and not bool(torch.isfinite(norm)):
+        what = f"gradient norm is {float(norm)}"
+    if what is not None:
+        raise RpgenError(f"training diverged at {stage.title} step {step}: {what} (learning rate {lr:.3g}); "
+                         "lower train.lr or raise train.warmup_steps")
 
 
 @contextmanager
@@ -249,71 +278,44 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
 
 def saved_config(run_dir: Path) -> Config:
     """The config of a run that can be resumed."""
-    if not (run_dir / runfiles.CONFIG).is_file():
+    config = runfiles.load_config(run_dir) if (Path(run_dir) / runfiles.CONFIG).is_file() else None
+    if config is None:
         raise RpgenError(f"cannot resume: {run_dir} is not an rpgen run directory (no {runfiles.CONFIG})")
-    if not (run_dir / runfiles.STATE).is_dir():
+    if runfiles.state_path(Path(run_dir)) is None:
         raise RpgenError(f"cannot resume: {run_dir} has no saved training state yet; start it again")
-    return load_toml(run_dir / runfiles.CONFIG)
+    return config
 
 
-def _start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: LazyCheckpoint, paths: list[Path], *,
-                   overwrite: bool, conditions: torch.Tensor | None = None, num_processes: int = 1) -> None:
-    """Write the run's static files, all at once (the directory appears complete or not at all)."""
-    info = {
-        "num_checkpoints": len(paths),
-        "checkpoint_files": [p.name for p in paths],
-        "num_tokens": layout.num_tokens,
-        "generated_params": layout.num_params,
-        "num_processes": num_processes,
-        "rpgen_format": 1,
-    }
-    if conditions is not None:
-        info.update(condition_dim=conditions.shape[1], binary_conditions=is_binary(conditions))
-    with atomic_dir(run_dir, overwrite=overwrite) as tmp:
-        (tmp / runfiles.CONFIG).write_text(config.to_toml(), encoding="utf-8")
-        (tmp / runfiles.TOKENIZER).write_text(layout.to_json(), encoding="utf-8")
-        save_file(copied_tensors(reference, layout), str(tmp / runfiles.COPIED))
-        (tmp / runfiles.RUN_INFO).write_text(json.dumps(info, indent=1), encoding="utf-8")
-        if paths[0].is_dir():  # peft adapter folders: generated models reuse their config
-            copy_adapter_config(paths[0], tmp)
-        if conditions is not None:
-            write_conditions(tmp / runfiles.CONDITIONS, {p.name: c.tolist() for p, c in zip(paths, conditions)})
+# Settings that ``rpgen train`` fills in when a run starts: a config that leaves them at their
+# default does not ask to change them.
+_FILLED_ON_START = {("data", "checkpoint_dir"), ("model", "mamba_impl"), ("model", "d_state")}
 
 
-def _save_state(path: Path, generator: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                ema: list[torch.Tensor] | None, rng: torch.Generator, step: int) -> None:
-    """Replace the resumable state in one rename (a crash mid-save leaves the previous one)."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
-    if ema is not None:
-        tensors.update({f"ema.{i}": e.detach().cpu().contiguous() for i, e in enumerate(ema)})
-    tensors["rng"] = rng.get_state()
-    save_file(tensors, str(tmp / "state.safetensors"), metadata={"step": str(step)})
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+def _resumed_config(saved: Config, config: Config, *, run_dir: Path) -> Config:
+    """``saved`` with the [train] section of ``config``; any other change is refused in one line."""
+    for section in dataclasses.fields(Config):
+        if section.name == "train":
+            continue
+        old, new = getattr(saved, section.name), getattr(config, section.name)
+        for f in dataclasses.fields(old):
+            was, asked = getattr(old, f.name), getattr(new, f.name)
+            if was == asked or ((section.name, f.name) in _FILLED_ON_START and asked == f.default):
+                continue
+            raise RpgenError(f"--resume cannot change {section.name}.{f.name} ({was!r} in "
+                             f"{run_dir / runfiles.CONFIG}, {asked!r} asked): only [train] settings may change; "
+                             "start a new run instead")
+    return dataclasses.replace(saved, train=config.train)
 
 
-def _load_state(path: Path, generator: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                ema: list[torch.Tensor] | None, rng: torch.Generator, *, process_index: int) -> int:
-    from safetensors import safe_open
-
-    file = path / "state.safetensors"
-    with safe_open(str(file), framework="pt") as f:
-        step = int(f.metadata()["step"])
-    tensors = load_file(str(file))
-    generator.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    if ema is not None:
-        for i, e in enumerate(ema):
-            e.copy_(tensors.get(f"ema.{i}", e))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    if process_index == 0:
-        rng.set_state(tensors["rng"])
-    else:  # only the main process's RNG is saved; the others continue on a fresh stream
-        rng.manual_seed(rng.initial_seed() * 1_000_003 + step)
-    return step
+def _check_unchanged(run_dir: Path, checkpoint_dir: Path, layout: Layout, conditions: torch.Tensor | None,
+                     names: list[str]) -> None:
+    """--resume needs the same checkpoints (layout and statistics) and conditions as the run's start."""
+    saved = Layout.from_json((run_dir / runfiles.TOKENIZER).read_text(encoding="utf-8"))
+    if saved != layout:
+        raise RpgenError(f"{checkpoint_dir}: checkpoints changed since {run_dir} was started; "
+                         "start a new run instead of --resume")
+    saved_conditions = read_conditions(run_dir, names) if (run_dir / runfiles.CONDITIONS).is_file() else None
+    if (saved_conditions is None) != (conditions is None) or (
+            conditions is not None and not torch.equal(saved_conditions, conditions)):
+        raise RpgenError(f"{checkpoint_dir}: {CONDITIONS_FILE} changed since {run_dir} was started; "
+                         "start a new run instead of --resume")

@@ -1,7 +1,7 @@
 """The RPG generator: positions + permutation state -> backbone -> prototypes -> denoiser.
 
-Glossary: ``B`` checkpoints in a batch, ``L`` tokens per model, ``D`` d_model, ``S`` token size,
-``C`` condition length.
+Glossary: ``B`` checkpoints in a batch, ``L`` tokens per model, ``N`` tokens sent through the
+denoiser, ``D`` d_model, ``S`` token size, ``C`` condition length.
 
 A *conditional* generator (built with ``cond_dim``) replaces the permutation-state embedding by a
 condition encoder (an MLP ``C -> D -> D``): wherever an unconditional generator takes ``(B,)``
@@ -36,24 +36,12 @@ def position_embedding(positions: Tensor, dim: int) -> Tensor:
     return torch.cat(out, dim=-1).float()  # (L, 2 * half)
 
 
-class TokenHead(nn.Module):
-    """The no-diffusion ablation's output layer: prototype -> token by one linear map.
+class PrototypeNet(nn.Module):
+    """Positions + permutation state (or condition) -> backbone -> one prototype per token.
 
-    Same call signature as the denoiser so the generator's training pass is unchanged; the noisy
-    tokens and timesteps are ignored (there is no diffusion).
+    The part every token-wise method shares; a method adds what turns prototypes into tokens
+    (RPG: :class:`Generator`'s conv denoiser; the mse ablation: a linear head).
     """
-
-    def __init__(self, *, token_size: int, cond_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(cond_dim, token_size)
-
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
-        """x: (N, S) ignored, t: (N,) ignored, cond: (N, D) -> (N, S)"""
-        return self.proj(cond)
-
-
-class Generator(nn.Module):
-    """Produces one prototype per token for a checkpoint state, and denoises tokens given it."""
 
     def __init__(self, cfg: ModelConfig, *, positions: Tensor, num_states: int, token_size: int,
                  cond_dim: int | None = None) -> None:
@@ -70,11 +58,6 @@ class Generator(nn.Module):
             self.condition_encoder = nn.Sequential(nn.Linear(cond_dim, cfg.d_model), nn.SiLU(),
                                                    nn.Linear(cfg.d_model, cfg.d_model))
         self.backbone = build_backbone(cfg, seq_len=positions.shape[0])
-        if cfg.method == "mse":
-            self.denoiser = TokenHead(token_size=token_size, cond_dim=cfg.d_model)
-        else:
-            self.denoiser = ConvDenoiser(token_size=token_size, cond_dim=cfg.d_model,
-                                         channels=tuple(cfg.denoiser_channels), kernel_size=cfg.kernel_size)
 
     @property
     def num_tokens(self) -> int:
@@ -93,6 +76,16 @@ class Generator(nn.Module):
         x = self.input_proj(self.pos_emb).unsqueeze(0) + selector.unsqueeze(1)  # (B, L, D)
         return self.backbone(x)
 
+
+class Generator(PrototypeNet):
+    """RPG: prototypes from the backbone, and a conv denoiser that turns noise into tokens given them."""
+
+    def __init__(self, cfg: ModelConfig, *, positions: Tensor, num_states: int, token_size: int,
+                 cond_dim: int | None = None) -> None:
+        super().__init__(cfg, positions=positions, num_states=num_states, token_size=token_size, cond_dim=cond_dim)
+        self.denoiser = ConvDenoiser(token_size=token_size, cond_dim=cfg.d_model,
+                                     channels=tuple(cfg.denoiser_channels), kernel_size=cfg.kernel_size)
+
     def denoise(self, noisy: Tensor, t: Tensor, prototypes: Tensor) -> Tensor:
         """noisy: (N, S), t: (N,), prototypes: (N, D) -> (N, S) denoiser output."""
         return self.denoiser(noisy, t, prototypes)
@@ -100,8 +93,8 @@ class Generator(nn.Module):
     def forward(self, states: Tensor, rows: Tensor, noisy: Tensor, t: Tensor) -> Tensor:
         """Training pass: backbone over whole sequences, denoiser on a subset of their tokens.
 
-        states: (B,) permutation states, or (B, C) conditions if conditional; rows: (N,) indices into the B * L tokens of the batch;
-        noisy: (N, S); t: (N,) -> (N, S).
+        states: (B,) permutation states, or (B, C) conditions if conditional; rows: (N,) indices
+        into the B * L tokens of the batch; noisy: (N, S); t: (N,) -> (N, S).
         """
         protos = self.prototypes(states)  # (B, L, D)
         protos = protos.reshape(-1, protos.shape[-1])[rows]  # (N, D)
