@@ -33,8 +33,8 @@ from rpgen.checkpoints import list_checkpoints
 from rpgen.config import apply_overrides, preset
 from rpgen.evaluate import evaluate_run
 from rpgen.files import write_text_atomic
-from rpgen.generate import generate
-from rpgen.train import train
+from rpgen.generation import generate
+from rpgen.training import train
 from rpgen.zoo import minilm_sentiment as zoo
 
 RESULTS = Path(__file__).resolve().parent / "results"

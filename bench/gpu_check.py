@@ -54,8 +54,8 @@ def mamba_agreement() -> dict:
 
 def paper_scale(params: int, *, checkpoints: int, steps: int, work: Path) -> dict:
     from rpgen.config import apply_overrides, preset
-    from rpgen.generate import generate
-    from rpgen.train import train
+    from rpgen.generation import generate
+    from rpgen.training import train
     from rpgen.zoo.wide_mlp import collect_wide_mlp
 
     shutil.rmtree(work, ignore_errors=True)

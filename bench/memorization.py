@@ -33,10 +33,10 @@ from rpgen import memorization
 from rpgen.checkpoints import load_state_dict
 from rpgen.config import apply_overrides, preset
 from rpgen.evaluate import evaluate_run
-from rpgen.generate import generate
+from rpgen.generation import generate
 from rpgen.run import COPIED, CONFIG, GENERATOR, RUN_INFO, TOKENIZER
 from rpgen.tokenizer import Layout, flatten
-from rpgen.train import train
+from rpgen.training import train
 from rpgen.zoo.digits import collect_digits
 
 RESULTS = Path(__file__).resolve().parent / "results"

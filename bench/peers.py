@@ -88,8 +88,8 @@ def peak_rss_gb() -> float:
 def worker(spec: dict) -> dict:
     """Train (or reuse) and optionally generate; return times and peak memory."""
     from rpgen.config import apply_overrides, preset
-    from rpgen.generate import generate
-    from rpgen.train import train
+    from rpgen.generation import generate
+    from rpgen.training import train
 
     config = apply_overrides(preset("quickstart"), spec["overrides"])
     out: dict = {}

@@ -23,7 +23,7 @@ from quickstart import machine
 
 from rpgen.checkpoints import list_checkpoints, load_state_dict
 from rpgen.config import preset
-from rpgen.generate import generate
+from rpgen.generation import generate
 from rpgen.run import load_run
 from rpgen.zoo.digits import collect_digits, evaluate
 
@@ -46,7 +46,7 @@ def main() -> None:
 
     run_dir = args.run
     if run_dir is None:
-        from rpgen.train import train
+        from rpgen.training import train
 
         collect_digits(args.out / "checkpoints", num_checkpoints=50, seed=args.seed, overwrite=True, progress=False)
         run_dir = train(args.out / "checkpoints", args.out / "run", preset("quickstart"), overwrite=True,

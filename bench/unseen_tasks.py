@@ -36,8 +36,8 @@ from safetensors.torch import load_file
 from common import machine
 from rpgen.conditions import CONDITIONS_FILE, write_conditions
 from rpgen.config import Config, apply_overrides
-from rpgen.generate import generate
-from rpgen.train import train
+from rpgen.generation import generate
+from rpgen.training import train
 from rpgen.zoo import digits_tasks as zoo
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rpgen.checkpoints import load_state_dict
-from rpgen.generate import generate
+from rpgen.generation import generate
 from rpgen.zoo.digits import evaluate
 
 SETTINGS = ["train.steps=400", "train.batch_size=4", "train.save_every=200", "train.log_every=20"]

@@ -43,7 +43,7 @@ def test_lazy_and_in_memory_tokens_are_identical(digits_zoo, tmp_path, suffix, m
 
 
 def test_training_from_disk_equals_training_in_memory(digits_zoo, tmp_path):
-    from rpgen.train import train
+    from rpgen.training import train
 
     config = apply_overrides(Config(), TINY)
     train(digits_zoo, tmp_path / "ram", config, progress=False)

@@ -27,6 +27,20 @@ F = TypeVar("F", bound=Callable)
 ZOOS = ("digits", "digits-tasks", "minilm-sentiment")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from rpgen import __version__
+
+        typer.echo(f"rpgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Generate neural-network weights with recurrent diffusion (RPG)."""
+
+
 def _friendly(fn: F) -> F:
     """Turn RpgenError into a one-line message and exit status 1."""
 
@@ -39,21 +53,6 @@ def _friendly(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def load_config(config: str | None, overrides: list[str]):
-    """A config from a TOML file or a built-in preset name, with --set overrides applied."""
-    from rpgen.config import Config, apply_overrides, load_toml, preset, preset_names
-
-    base = Config()
-    if config:
-        if Path(config).is_file():
-            base = load_toml(config)
-        elif config in preset_names():
-            base = preset(config)
-        else:
-            raise RpgenError(f"--config {config}: no such file, and not a preset ({', '.join(preset_names())})")
-    return apply_overrides(base, overrides)
 
 
 @app.command()
@@ -140,19 +139,14 @@ def train(
     With CHECKPOINTS/conditions.json, e.g. {"a.safetensors": [0, 1, 1], "b.safetensors": [1, 0, 0]},
     the generator learns to produce a checkpoint from its condition vector (a task description)
     instead of its permutation state; generate with --condition."""
-    from rpgen.train import saved_config, train as train_run
+    from rpgen import api
 
-    if resume:
-        if config:
-            raise RpgenError("--config cannot be combined with --resume (the run keeps its config.toml)")
-        from rpgen.config import apply_overrides
-
-        cfg = apply_overrides(saved_config(out), set_)
-    else:
-        cfg = load_config(config, set_)
+    if resume and config:
+        raise RpgenError("--config cannot be combined with --resume (the run keeps its config.toml)")
     start = time.perf_counter()
     try:
-        train_run(checkpoints, out, cfg, resume=resume, overwrite=overwrite, progress=progress)
+        api.train(checkpoints, out, config=config, overrides=set_, resume=resume, overwrite=overwrite,
+                  progress=progress)
     except KeyboardInterrupt:
         err_console.print(f"interrupted; the last saved state is in {out}. Continue with: "
                           f"rpgen train {checkpoints} --out {out} --resume", highlight=False)
@@ -182,13 +176,13 @@ def generate(
 ) -> None:
     """Generate new complete parameter sets (state dicts as safetensors; for a run trained on peft
     adapter folders, adapter folders that PeftModel.from_pretrained(base, folder) loads)."""
+    from rpgen import api
     from rpgen.conditions import parse_condition
-    from rpgen.generate import generate as generate_models
 
     conditions = [parse_condition(c) for c in condition] or None
     start = time.perf_counter()
-    paths = generate_models(run, out, num=num, seed=seed, sampler=sampler, steps=steps,  # type: ignore[arg-type]
-                            states=state or None, overwrite=overwrite, progress=progress, conditions=conditions)
+    paths = api.generate(run, out, num=num, seed=seed, sampler=sampler, steps=steps,  # type: ignore[arg-type]
+                         states=state or None, overwrite=overwrite, progress=progress, conditions=conditions)
     console.print(f"wrote {len(paths)} models to {out} in {time.perf_counter() - start:.1f} s")
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -283,6 +284,22 @@ def preset(name: str) -> Config:
         raise RpgenError(f"no preset named {name!r} (available: {', '.join(preset_names())})")
     with resources.as_file(resources.files("rpgen.configs") / f"{name}.toml") as path:
         return load_toml(path)
+
+
+def config_from(config: Config | str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """A config from a Config, a TOML file or a built-in preset name (defaults when None), with
+    ``--set``-style overrides applied."""
+    if config is None:
+        base = Config()
+    elif isinstance(config, Config):
+        base = config
+    elif Path(config).is_file():
+        base = load_toml(config)
+    elif str(config) in preset_names():
+        base = preset(str(config))
+    else:
+        raise RpgenError(f"--config {config}: no such file, and not a preset ({', '.join(preset_names())})")
+    return apply_overrides(base, list(overrides))
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

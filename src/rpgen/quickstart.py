@@ -10,8 +10,8 @@ from typing import Any, Callable
 from rpgen.config import apply_overrides, preset
 from rpgen.evaluate import evaluate_run, format_report
 from rpgen.files import check_output_dir, write_text_atomic
-from rpgen.generate import generate
-from rpgen.train import train
+from rpgen.generation import generate
+from rpgen.training import train
 from rpgen.zoo.digits import collect_digits
 
 EVALUATOR = "rpgen.zoo.digits:evaluate"

@@ -122,7 +122,7 @@ def training_disk(config: Config, layout: Layout, *, num_checkpoints: int) -> in
 
 
 def generation_memory(config: Config, layout: Layout, *, num_states: int, models_at_once: int) -> int:
-    """Estimated peak RAM (bytes) of :func:`rpgen.generate.generate`."""
+    """Estimated peak RAM (bytes) of :func:`rpgen.generation.generate`."""
     params = generator_params(config, layout, num_states=num_states)
     chunk = min(config.sample.chunk_tokens, models_at_once * layout.num_tokens)
     prototypes = models_at_once * layout.num_tokens * config.model.d_model * 4

@@ -24,6 +24,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -31,11 +32,13 @@ from safetensors.torch import load_file, save_file
 
 from rpgen.adapters import copy_adapter_config
 from rpgen.checkpoints import LazyCheckpoint
-from rpgen.conditions import is_binary, write_conditions
-from rpgen.config import Config, load_toml
+from rpgen.conditions import check_conditions, is_binary, write_conditions
+from rpgen.config import Config, Sampler, load_toml
+from rpgen.diffusion import check_sampling, make_scheduler
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir
 from rpgen.methods import Method, get_method
+from rpgen.methods.base import Selector
 from rpgen.models.backbones import mamba_ssm_available
 from rpgen.tokenizer import Layout, copied_tensors
 
@@ -78,6 +81,76 @@ class Run:
     def binary_conditions(self) -> bool:
         """True when the run was trained on 0/1 conditions only."""
         return bool(self.info.get("binary_conditions", False))
+
+    def sample(self, num: int = 1, *, seed: int = 0, states: Sequence[int] | None = None,
+               conditions: Sequence[Sequence[float]] | None = None, sampler: Sampler | None = None,
+               steps: int | None = None) -> list[dict[str, torch.Tensor]]:
+        """``num`` new state dicts (``num`` per condition for a conditional run), in memory.
+
+        The same models :func:`rpgen.generation.generate` writes for the same arguments; for large
+        models use that, which streams them to files. ``states``: the permutation state of each
+        model (default: drawn with ``seed``).
+        """
+        if num < 1:
+            raise RpgenError(f"num must be >= 1, got {num}")
+        sampler = sampler or self.config.sample.sampler
+        steps = steps or self.config.sample.steps
+        check_sampling(self.config.diffusion, sampler, steps)
+        rng = torch.Generator().manual_seed(seed)
+        selectors = self.draw_states(self.selectors(num=num, states=states, conditions=conditions), rng=rng)
+        scheduler = make_scheduler(self.config.diffusion, sampler, steps)
+        group = self.method.models_per_group(self.config, self.layout)  # as generate() groups them
+        return [model for first in range(0, len(selectors), group)
+                for model in self.sample_with(selectors[first:first + group], scheduler=scheduler, rng=rng)]
+
+    def sample_with(self, selectors: Sequence[Selector], *, scheduler: Any, rng: torch.Generator
+                    ) -> list[dict[str, torch.Tensor]]:
+        """Complete state dicts, one per selector (permutation state, condition vector, or None for
+        methods without states), sampled together with ``scheduler`` and ``rng``."""
+        out: list[dict[str, torch.Tensor]] = [{} for _ in selectors]
+        for m, info, tensor in self.method.sample(self.model, self.layout, self.config, selectors, copied=self.copied,
+                                                  scheduler=scheduler, rng=rng):
+            out[m][info.name] = tensor
+        return [{t.name: d[t.name] if t.generated else self.copied[t.name].clone() for t in self.layout.tensors}
+                for d in out]
+
+    def selectors(self, *, num: int, states: Sequence[int] | None = None,
+                  conditions: Sequence[Sequence[float]] | None = None) -> list:
+        """What each of the models asked for is made for, checked against the run: permutation
+        states, condition vectors (``num`` per condition), or None (a state to draw, or a method
+        without states)."""
+        if not self.method.takes_selectors:
+            if states is not None or conditions is not None:
+                raise RpgenError(f"{self.path} is a {self.method.name} run: it takes no --state or --condition")
+            return [None] * num
+        if self.condition_dim is not None:
+            if states is not None:
+                raise RpgenError(f"{self.path} is a conditional run (no permutation states); use --condition, "
+                                 "not --state")
+            if not conditions:
+                raise RpgenError(f"{self.path} is a conditional run: give at least one --condition "
+                                 f"(a vector of length {self.condition_dim})")
+            conditions = [[float(v) for v in c] for c in conditions]
+            check_conditions(conditions, dim=self.condition_dim, binary=self.binary_conditions)
+            return [c for c in conditions for _ in range(num)]
+        if conditions is not None:
+            raise RpgenError(f"{self.path} is an unconditional run (trained without conditions.json); "
+                             "it takes no --condition")
+        if states is None:
+            return [None] * num
+        states = list(states)
+        if len(states) != num:
+            raise RpgenError(f"got {len(states)} permutation states for {num} models")
+        for s in states:
+            if not 0 <= s < self.num_states:
+                raise RpgenError(f"permutation state {s} out of range: this run has states 0..{self.num_states - 1}")
+        return states
+
+    def draw_states(self, selectors: list, *, rng: torch.Generator) -> list:
+        """``selectors`` with states left to draw (None) drawn at random from ``rng``."""
+        if not self.method.takes_selectors or self.condition_dim is not None or selectors[0] is not None:
+            return selectors
+        return torch.randint(0, self.num_states, (len(selectors),), generator=rng).tolist()
 
 
 def start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: LazyCheckpoint, paths: Sequence[Path], *,

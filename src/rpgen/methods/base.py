@@ -1,12 +1,12 @@
 """What a method is: how it builds its model, what it trains, and how it samples parameters.
 
 A method (``model.method`` in the config) turns a checkpoint set into a trained model and that
-model into new parameter sets. :mod:`rpgen.train` and :mod:`rpgen.generate` drive any method
+model into new parameter sets. :mod:`rpgen.training` and :mod:`rpgen.generation` drive any method
 through this interface and never ask which one runs:
 
 - :meth:`Method.build` makes the model whose ``state_dict`` is the run's weights file;
 - :meth:`Method.stages` yields the optimisation stages (module, steps, learning rate, loss); the
-  shared fit loop in :mod:`rpgen.train` runs each (AdamW, warm-up + cosine, clipping, logs);
+  shared fit loop in :mod:`rpgen.training` runs each (AdamW, warm-up + cosine, clipping, logs);
 - :meth:`Method.sample` yields the generated tensors of a group of models, in layout order.
 
 Glossary: ``K`` checkpoints, ``L`` tokens per model, ``S`` token size, ``P`` generated values.

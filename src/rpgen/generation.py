@@ -15,32 +15,14 @@ import torch
 
 from rpgen import resources
 from rpgen.adapters import model_slot
-from rpgen.conditions import check_conditions
 from rpgen.config import Sampler
 from rpgen.diffusion import check_sampling, make_scheduler
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir
-from rpgen.methods.base import Selector
 from rpgen.progress import progress_bar
 from rpgen.run import Run, load_run
 from rpgen.safetensors_io import SafetensorsWriter
 from rpgen.tokenizer import Layout, TensorInfo
-
-
-def sample_models(run: Run, selectors: Sequence[Selector], *, scheduler, rng: torch.Generator
-                  ) -> list[dict[str, torch.Tensor]]:
-    """Complete state dicts, one per selector (permutation state, condition vector, or None for
-    methods without states), sampled together and held in memory.
-
-    Same tensors as :func:`generate` writes for the same ``rng`` state; for large models use
-    :func:`generate`, which streams them to files.
-    """
-    out: list[dict[str, torch.Tensor]] = [{} for _ in selectors]
-    for m, info, tensor in run.method.sample(run.model, run.layout, run.config, selectors, copied=run.copied,
-                                             scheduler=scheduler, rng=rng):
-        out[m][info.name] = tensor
-    return [{t.name: d[t.name] if t.generated else run.copied[t.name].clone() for t in run.layout.tensors}
-            for d in out]
 
 
 class ModelWriter:
@@ -99,7 +81,7 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     sampler = sampler or run.config.sample.sampler
     steps = steps or run.config.sample.steps
     check_sampling(run.config.diffusion, sampler, steps)
-    selectors, metadata, record = _selectors(run, num=num, seed=seed, states=states, conditions=conditions)
+    selectors = run.selectors(num=num, states=states, conditions=conditions)
     out_dir = Path(out_dir)
     per_group = run.method.models_per_group(run.config, run.layout)
     memory = run.method.generation_memory(run.config, run.layout, num_states=run.num_states,
@@ -109,10 +91,8 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
             f"generating {len(selectors)} models of {run.layout.num_params:,} parameters from {run.path}",
             memory=memory, disk=len(selectors) * resources.model_bytes(run.layout), disk_path=out_dir.parent)
     rng = torch.Generator().manual_seed(seed)
-    if run.method.takes_selectors and selectors[0] is None:  # states drawn at random, after the checks
-        selectors = torch.randint(0, run.num_states, (len(selectors),), generator=rng).tolist()
-        metadata = [{"permutation_state": str(s)} for s in selectors]
-        record = {"permutation_states": selectors}
+    selectors = run.draw_states(selectors, rng=rng)  # after the checks: a huge --num allocates nothing before
+    metadata, record = _records(run, selectors)
     scheduler = make_scheduler(run.config.diffusion, sampler, steps)
     paths = []
     with atomic_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(enabled=progress, show_loss=False) as bar:
@@ -137,40 +117,10 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     return paths
 
 
-def _selectors(run: Run, *, num: int, seed: int, states: Sequence[int] | None,
-               conditions: Sequence[Sequence[float]] | None) -> tuple[list, list[dict[str, str]], dict]:
-    """What each model is made for (checked against the run), its file metadata, and the
-    generation.json record. Random permutation states are left as None, to be drawn later."""
+def _records(run: Run, selectors: list) -> tuple[list[dict[str, str]], dict]:
+    """Each model's file metadata, and what generation.json records of the selectors."""
     if not run.method.takes_selectors:
-        if states is not None or conditions is not None:
-            raise RpgenError(f"{run.path} is a {run.method.name} run: it takes no --state or --condition")
-        return [None] * num, [{}] * num, {}
+        return [{} for _ in selectors], {}
     if run.condition_dim is not None:
-        conditions = _checked_conditions(run, states=states, conditions=conditions)
-        selectors = [c for c in conditions for _ in range(num)]
-        return selectors, [{"condition": json.dumps(c)} for c in selectors], {"conditions": selectors}
-    if conditions is not None:
-        raise RpgenError(f"{run.path} is an unconditional run (trained without conditions.json); "
-                         "it takes no --condition")
-    if states is None:
-        return [None] * num, [{}] * num, {}
-    states = list(states)
-    if len(states) != num:
-        raise RpgenError(f"got {len(states)} permutation states for {num} models")
-    for s in states:
-        if not 0 <= s < run.num_states:
-            raise RpgenError(f"permutation state {s} out of range: this run has states 0..{run.num_states - 1}")
-    return states, [{"permutation_state": str(s)} for s in states], {"permutation_states": states}
-
-
-def _checked_conditions(run: Run, *, states: Sequence[int] | None,
-                        conditions: Sequence[Sequence[float]] | None) -> list[list[float]]:
-    """The conditions asked of a conditional run, as float lists, checked against the run."""
-    if states is not None:
-        raise RpgenError(f"{run.path} is a conditional run (no permutation states); use --condition, not --state")
-    if not conditions:
-        raise RpgenError(f"{run.path} is a conditional run: give at least one --condition "
-                         f"(a vector of length {run.condition_dim})")
-    conditions = [[float(v) for v in c] for c in conditions]
-    check_conditions(conditions, dim=run.condition_dim, binary=run.binary_conditions)
-    return conditions
+        return [{"condition": json.dumps(c)} for c in selectors], {"conditions": selectors}
+    return [{"permutation_state": str(s)} for s in selectors], {"permutation_states": selectors}

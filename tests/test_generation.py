@@ -7,14 +7,14 @@ from conftest import TINY
 
 from rpgen.config import Config, apply_overrides
 from rpgen.diffusion import make_scheduler
-from rpgen.generate import generate, sample_models
+from rpgen.generation import generate
 from rpgen.run import load_run
 from rpgen.zoo.digits import DigitsCNN
 
 
 @pytest.fixture(scope="module")
 def small_chunk_run(digits_zoo, tmp_path_factory):
-    from rpgen.train import train
+    from rpgen.training import train
 
     # 7-token chunks: tensors and models are split across chunks.
     config = apply_overrides(Config(), [*TINY, "sample.chunk_tokens=7"])
@@ -26,9 +26,18 @@ def test_streamed_files_equal_in_memory_models(small_chunk_run, tmp_path):
     run = load_run(small_chunk_run)
     rng = torch.Generator().manual_seed(5)
     scheduler = make_scheduler(run.config.diffusion, run.config.sample.sampler, run.config.sample.steps)
-    expected = [sample_models(run, [s], scheduler=scheduler, rng=rng)[0] for s in (3, 1)]
+    expected = [run.sample_with([s], scheduler=scheduler, rng=rng)[0] for s in (3, 1)]
     for path, want in zip(paths, expected):
         got = load_file(path)
         assert got.keys() == want.keys()
         assert all(torch.equal(got[k], want[k]) for k in want)
         DigitsCNN().load_state_dict(got)  # strict: keys, shapes, dtypes
+
+
+def test_run_sample_equals_the_generated_files(small_chunk_run, tmp_path):
+    """Run.sample (in memory, random states) gives what generate writes for the same seed."""
+    paths = generate(small_chunk_run, tmp_path / "g", num=3, seed=2, progress=False)
+    models = load_run(small_chunk_run).sample(3, seed=2)
+    for path, want in zip(paths, models):
+        got = load_file(path)
+        assert all(torch.equal(got[k], want[k]) for k in want)

@@ -1,4 +1,4 @@
-"""Training (rpgen.train): stop and resume, what --resume may change, divergence, the state on disk."""
+"""Training (rpgen.training): stop and resume, what --resume may change, divergence, the state on disk."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import TINY, check_one_line_error, rpgen, set_args, tiny
 from rpgen.config import Config, apply_overrides
-from rpgen.train import train
+from rpgen.training import train
 
 
 def test_stop_and_resume_equals_one_run(digits_zoo, tmp_path):

@@ -1,0 +1,74 @@
+"""The Python API: the functions the ``rpgen`` command line calls, for notebooks and scripts.
+
+    import rpgen
+
+    rpgen.collect("digits", "zoo", num=20)                      # or your own checkpoint folder
+    rpgen.train("zoo", "run", config="quickstart", overrides=["train.steps=500"])
+    rpgen.generate("run", "generated", num=10, seed=0)          # files, streamed
+    result = rpgen.evaluate("run", "generated", "rpgen.zoo.digits:evaluate")
+    print(result.verdict)
+    models = rpgen.load_run("run").sample(4, seed=1)           # state dicts in memory
+
+Errors are :class:`rpgen.RpgenError` with the same one-line messages as the CLI; progress bars
+(rich) work in terminals and notebooks and are turned off with ``progress=False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rpgen.config import Config, Sampler, config_from
+from rpgen.run import Run
+from rpgen.run import load_run as _load_run
+
+
+def train(checkpoints: str | Path, out: str | Path, *, config: Config | str | Path | None = None,
+          overrides: Sequence[str] = (), resume: bool = False, overwrite: bool = False,
+          progress: bool = True) -> Path:
+    """Train a generator on a checkpoint folder; returns the run directory ``out``.
+
+    ``config``: a :class:`~rpgen.config.Config`, a TOML file, or a preset name ("quickstart",
+    ...); ``overrides``: ``"section.key=value"`` strings as ``--set`` takes them. With ``resume``,
+    the run continues from its saved state with its own config (only ``[train]`` overrides apply).
+    """
+    from rpgen.training import saved_config
+    from rpgen.training import train as train_run
+
+    cfg = config_from(saved_config(Path(out)) if resume else config, overrides)
+    return train_run(checkpoints, out, cfg, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def generate(run: str | Path, out: str | Path, *, num: int, seed: int = 0, sampler: Sampler | None = None,
+             steps: int | None = None, states: Sequence[int] | None = None,
+             conditions: Sequence[Sequence[float]] | None = None, overwrite: bool = False,
+             progress: bool = True) -> list[Path]:
+    """Write ``num`` generated models (per condition, for a conditional run) to ``out``; returns their paths."""
+    from rpgen.generation import generate as generate_models
+
+    return generate_models(run, out, num=num, seed=seed, sampler=sampler, steps=steps, states=states,
+                           conditions=conditions, overwrite=overwrite, progress=progress)
+
+
+def evaluate(run: str | Path, generated: str | Path, evaluator: str, *, baselines: bool = True, seed: int = 0,
+             progress: bool = True) -> Any:
+    """Evaluate checkpoints, generated models and baselines; writes results.json and report.md into
+    ``generated`` and returns the typed result."""
+    from rpgen.evaluation import evaluate_run
+
+    return evaluate_run(run, generated, evaluator, with_baselines=baselines, seed=seed, progress=progress)
+
+
+def load_run(run: str | Path, *, device: str | torch.device = "cpu") -> Run:
+    """A finished run; ``load_run(path).sample(n, seed=...)`` returns new state dicts in memory."""
+    return _load_run(run, device=device)
+
+
+def collect(zoo: str, out: str | Path, **options: Any) -> list[Path]:
+    """Build one of the built-in checkpoint zoos (``rpgen collect --help`` lists them)."""
+    from rpgen.zoo import collect as collect_zoo
+
+    return collect_zoo(zoo, out, **options)

@@ -1,0 +1,40 @@
+"""The Python API (rpgen.train / generate / evaluate / load_run): the CLI's functions, called directly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import rpgen
+from conftest import TINY, rpgen as cli
+
+
+def test_train_generate_sample_through_the_api(digits_zoo, tmp_path):
+    run = rpgen.train(digits_zoo, tmp_path / "run", overrides=TINY, progress=False)
+    assert (run / "generator.safetensors").is_file()
+    paths = rpgen.generate(run, tmp_path / "gen", num=2, seed=3, progress=False)
+    models = rpgen.load_run(run).sample(2, seed=3)
+    assert len(paths) == len(models) == 2
+    for path, model in zip(paths, models):
+        on_disk = load_file(path)
+        assert on_disk.keys() == model.keys() and all(torch.equal(on_disk[k], model[k]) for k in model)
+    picked = rpgen.load_run(run).sample(2, seed=0, states=[4, 4], sampler="ddpm", steps=3)
+    assert not torch.equal(picked[0]["fc.weight"], picked[1]["fc.weight"])  # same state, new noise
+
+
+def test_api_errors_are_rpgen_errors(digits_zoo, tmp_path):
+    with pytest.raises(rpgen.RpgenError, match="nope.toml"):
+        rpgen.train(digits_zoo, tmp_path / "run", config=tmp_path / "nope.toml")
+    with pytest.raises(rpgen.RpgenError, match="train.stepz"):
+        rpgen.train(digits_zoo, tmp_path / "run", overrides=["train.stepz=3"])
+    with pytest.raises(rpgen.RpgenError, match="not an rpgen run"):
+        rpgen.load_run(tmp_path)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(AttributeError):
+        rpgen.no_such_function  # noqa: B018
+
+
+def test_version():
+    result = cli("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"rpgen {rpgen.__version__}"
