@@ -122,3 +122,45 @@ def test_higher_is_better():
 def test_per_example_bad_types(fn, pattern):
     with pytest.raises(RpgenError, match=pattern):
         run_evaluator(fn, {}, name="m.safetensors")
+
+
+# --- the optional second argument: the model's file or folder ----------------------------------
+
+
+def one_arg(state_dict):
+    return {"n": len(state_dict)}
+
+
+def two_args(state_dict, path):
+    return {"n": len(state_dict), "has_path": float(path is not None)}
+
+
+def path_with_default(state_dict, path=None):
+    return {"n": len(state_dict), "has_path": float(path is not None)}
+
+
+class CallableEvaluator:
+    def __call__(self, state_dict, path):
+        return {"n": len(state_dict), "has_path": float(path is not None)}
+
+
+@pytest.mark.parametrize(
+    ("fn", "expected"),
+    [(one_arg, False), (two_args, True), (path_with_default, True), (CallableEvaluator(), True),
+     (lambda sd: {"n": 1}, False), (lambda sd, *rest: {"n": 1}, True), (lambda sd, *, option=1: {"n": 1}, False),
+     (digits_evaluate, False)],
+)
+def test_takes_path_follows_the_signature(fn, expected):
+    assert takes_path(fn) is expected
+
+
+def test_run_evaluator_passes_the_path_only_to_two_argument_evaluators(tmp_path):
+    state_dict = {"w": torch.zeros(2)}
+    model = tmp_path / "0000.safetensors"
+    assert run_evaluator(one_arg, state_dict, name="m", path=model).metrics == {"n": 1.0}
+    for fn in (two_args, path_with_default, CallableEvaluator()):
+        assert run_evaluator(fn, state_dict, name="m", path=model).metrics == {"n": 1.0, "has_path": 1.0}
+        assert run_evaluator(fn, state_dict, name="baseline noise_1 #0").metrics["has_path"] == 0.0  # path None
+    seen = []
+    run_evaluator(lambda sd, path: seen.append(path) or {"n": 1}, state_dict, name="m", path=model)
+    assert seen == [model]

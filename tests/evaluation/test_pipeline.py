@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 import torch
 from rich.console import Console
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from rpgen.checkpoints import list_checkpoints, load_state_dict, save_state_dict
 from rpgen.errors import RpgenError
 from rpgen.evaluation import EvaluationResult, evaluate_models, evaluate_run
 from rpgen.evaluation.report import results_table
 from rpgen.zoo.digits import evaluate as digits_evaluate
+from conftest import rpgen, set_args
 
 
 @pytest.fixture
@@ -255,3 +258,87 @@ def test_per_example_of_the_wrong_length_or_missing_names_both_models(digits_zoo
     with pytest.raises(RpgenError, match=r"returned no 'per_example' on .*g\.safetensors but 540"):
         evaluate_models(*paths, f"{evaluator}:missing_for_noisy", out_dir=tmp_path / "gen", progress=False)
     assert not (tmp_path / "gen" / "results.json").exists()
+
+
+def test_two_argument_evaluator_gets_each_model_path_and_none_for_baselines(digits_zoo, generated_dir, tmp_path):
+    log = tmp_path / "paths.log"
+    evaluator = tmp_path / "ev.py"
+    evaluator.write_text(
+        "from rpgen.zoo.digits import evaluate as digits\n"
+        "def evaluate(state_dict, path):\n"
+        f"    with open({str(log)!r}, 'a') as f:\n"
+        "        f.write(f'{path}\\n')\n"
+        "    return {'accuracy': digits(state_dict)['accuracy']}\n"
+    )
+    checkpoints, generated = list_checkpoints(digits_zoo), sorted(generated_dir.glob("*.safetensors"))
+    results = evaluate_models(checkpoints, generated, f"{evaluator}:evaluate", out_dir=generated_dir, progress=False)
+    seen = log.read_text().splitlines()
+    num_models = len(generated) + len(checkpoints)
+    assert seen[:num_models] == [str(p) for p in [*generated, *checkpoints]]
+    assert seen[num_models:] == ["None"] * sum(len(v) for v in results.baselines.values())
+    one_arg = evaluate_models(checkpoints, generated, "rpgen.zoo.digits:evaluate", out_dir=tmp_path / "one",
+                              progress=False)
+    assert results.checkpoints == one_arg.checkpoints and results.generated == one_arg.generated
+
+
+# --- generated models with NaN/inf weights, through the CLI --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(digits_zoo, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("nonfinite") / "run"
+    result = rpgen("train", digits_zoo, "--out", run, "--no-progress", *set_args())
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def _break(path: Path, key: str, value: float) -> None:
+    """Write ``value`` into one element of tensor ``key`` of a generated file, keeping its metadata."""
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors[key].view(-1)[0] = value
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_evaluate_reports_generated_models_with_nan_or_inf_weights(trained, tmp_path):
+    gen = tmp_path / "gen"
+    assert rpgen("generate", trained, "--num", 4, "--out", gen, "--no-progress").exit_code == 0
+    files = sorted(gen.glob("*.safetensors"))
+    _break(files[1], "conv1.weight", float("nan"))
+    _break(files[3], "fc.bias", float("inf"))
+    result = rpgen("evaluate", trained, "--generated", gen, "--evaluator", "rpgen.zoo.digits:evaluate",
+                   "--no-progress")
+    assert result.exit_code == 0, result.output
+    results = json.loads((gen / "results.json").read_text())  # strict JSON
+    assert results["nonfinite_generated"] == [str(files[1]), str(files[3])]
+    for i in (1, 3):
+        assert results["novelty"]["generated"][i] is None and results["nearest_checkpoint"]["generated"][i] is None
+        assert results["pca"]["generated"][i] == [None, None] and results["iou"]["generated"][i] is None
+    for i in (0, 2):
+        assert results["novelty"]["generated"][i] > 0 and results["nearest_checkpoint"]["generated"][i] >= 0
+        assert all(isinstance(c, float) for c in results["pca"]["generated"][i])
+    assert len(results["generated"]) == 4 and "noise_matched" in results["baselines"]
+    assert results["diversity"]["num_models"] == 4 and results["diversity"]["distinct_models"] <= 2
+    assert results["verdict"].startswith("2 of 4 generated models have non-finite weights (NaN/inf)")
+    assert "Generated models are" in results["verdict"]
+    report = (gen / "report.md").read_text()
+    assert report.splitlines()[2] == f"**{results['verdict']}**"
+    assert f"Files: `{files[1].name}`, `{files[3].name}`." in report
+    assert f"| {files[1].name} | " in report and "| - | - (NaN/inf weights) | - |" in report
+    assert (gen / "pca.png").is_file() and "2 of 4 generated models" in " ".join(result.output.split())
+
+
+def test_evaluate_when_every_generated_model_is_broken(trained, tmp_path):
+    gen = tmp_path / "gen"
+    assert rpgen("generate", trained, "--num", 2, "--out", gen, "--no-progress").exit_code == 0
+    for path in gen.glob("*.safetensors"):
+        _break(path, "conv1.weight", float("nan"))
+    result = rpgen("evaluate", trained, "--generated", gen, "--evaluator", "rpgen.zoo.digits:evaluate",
+                   "--no-progress")
+    assert result.exit_code == 0, result.output
+    results = json.loads((gen / "results.json").read_text())
+    assert len(results["nonfinite_generated"]) == 2 and "noise_matched" not in results["baselines"]
+    assert results["verdict"].startswith("All 2 generated models have non-finite weights (NaN/inf): they are broken")
+    assert results["novelty"]["generated"] == [None, None] and results["diversity"]["distinct_models"] == 0
+    assert "All 2 generated models" in (gen / "report.md").read_text()

@@ -83,7 +83,7 @@ def format_report(result: EvaluationResult, *, plots_at: str = "") -> str:
                + (Path(result.checkpoint_files[nearest[i]]).name if nearest[i] is not None
                   else "- (NaN/inf weights)") + " |")
         if iou:
-            row += f" {iou['generated'][i]:.2f} |"
+            row += f" {iou['generated'][i]:.2f} |" if math.isfinite(iou["generated"][i]) else " - |"
         lines.append(row)
     return "\n".join(lines) + "\n"
 
