@@ -198,8 +198,10 @@ def evaluate(
     run: Path = typer.Argument(..., help="Run directory written by `rpgen train`."),
     generated: Path = typer.Option(..., "--generated", help="Folder of generated models."),
     evaluator: str = typer.Option(..., "--evaluator", help="path/to/file.py:function or module:function; called "
-                                  "with a state_dict, returns {metric: value, ...} (first key = primary metric) "
-                                  "and optionally 'per_example': [bool, ...] (True = example handled correctly)."),
+                                  "with a state_dict (and, if it takes a second argument, the model's file or "
+                                  "folder; None for baselines), returns {metric: value, ...} (first key = primary "
+                                  "metric) and optionally 'per_example': [bool, ...] (True = example handled "
+                                  "correctly)."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also evaluate baselines made "
                                    "without a generator: checkpoints + noise, their average, midpoints."),
     seed: int = typer.Option(0, "--seed", help="Random seed for the baselines' noise and pairs."),

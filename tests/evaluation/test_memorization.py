@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -115,5 +117,5 @@ def test_models_with_nan_or_inf_weights_have_no_nearest_checkpoint_pca_position_
     assert out["num_models"] == 4 and out["not_near_copies"] == clean["not_near_copies"] == 1
     assert out["distinct_models"] == clean["distinct_models"] == 2
     assert out["nearest_other_generated"][:2] == clean["nearest_other_generated"]
-    assert all(v != v for v in out["nearest_other_generated"][2:])  # NaN
+    assert all(math.isnan(v) for v in out["nearest_other_generated"][2:])
     assert pca_2d(checkpoints, models[2:])[1].isnan().all()  # every model broken: still no error

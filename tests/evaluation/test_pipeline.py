@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import rpgen, set_args
 from rich.console import Console
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -19,7 +20,6 @@ from rpgen.errors import RpgenError
 from rpgen.evaluation import EvaluationResult, evaluate_models, evaluate_run
 from rpgen.evaluation.report import results_table
 from rpgen.zoo.digits import evaluate as digits_evaluate
-from conftest import rpgen, set_args
 
 
 @pytest.fixture

@@ -66,4 +66,5 @@ def test_comparison_line():
     assert "worst generated model scores 96.00 against 98.00" in worse
     same = comparison_line(_result(novelty=3.0, gen=[98.425], noise=[95.0]))
     assert "average the same accuracy" in same
-    assert comparison_line(_result(novelty=3.0, gen=[math.nan], noise=[95.0])) == "No finite accuracy values to compare."
+    nothing = comparison_line(_result(novelty=3.0, gen=[math.nan], noise=[95.0]))
+    assert nothing == "No finite accuracy values to compare."
