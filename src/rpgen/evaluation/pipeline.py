@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+import rpgen.evaluation.memorization as memorization
 from rpgen.checkpoints import check_structure, is_checkpoint, list_checkpoints, load_state_dict, structure
 from rpgen.config import load_toml
 from rpgen.errors import RpgenError
-from rpgen.evaluation import memorization
 from rpgen.evaluation.evaluator import Evaluation, check_per_example, higher_is_better, load_evaluator, run_evaluator
 from rpgen.evaluation.plots import plot_evaluation
 from rpgen.evaluation.report import format_report
