@@ -39,13 +39,18 @@ def generated_dir(digits_zoo: Path, tmp_path: Path) -> Path:
 # --- evaluate_models / evaluate_run ----------------------------------------------------------------
 
 
-def test_evaluate_models_writes_results_and_report(digits_zoo, generated_dir):
+@pytest.fixture
+def evaluated(digits_zoo, generated_dir) -> tuple[EvaluationResult, dict]:
+    """The digits evaluator on the zoo and ``generated_dir``: the result and results.json as read back."""
+    results = evaluate_models(list_checkpoints(digits_zoo), sorted(generated_dir.glob("*.safetensors")),
+                              "rpgen.zoo.digits:evaluate", out_dir=generated_dir, progress=False)
+    return results, json.loads((generated_dir / "results.json").read_text())
+
+
+def test_evaluate_models_writes_results_and_report(digits_zoo, generated_dir, evaluated):
     checkpoints = list_checkpoints(digits_zoo)
     generated = sorted(generated_dir.glob("*.safetensors"))
-    results = evaluate_models(checkpoints, generated, "rpgen.zoo.digits:evaluate", out_dir=generated_dir,
-                              progress=False)
-
-    on_disk = json.loads((generated_dir / "results.json").read_text())
+    results, on_disk = evaluated
     assert isinstance(results, EvaluationResult) and on_disk == results.to_dict()
     assert list(on_disk) == ["metric", "higher_is_better", "evaluator", "checkpoints", "generated", "baselines",
                              "checkpoint_files", "generated_files", "checkpoint_metrics", "generated_metrics",
@@ -174,12 +179,8 @@ def test_own_checkpoints_example_end_to_end(tmp_path):
 # --- evidence: baselines, novelty, per-example results ------------------------------------------
 
 
-def test_results_carry_baselines_novelty_iou_and_plots(digits_zoo, generated_dir):
-    checkpoints = list_checkpoints(digits_zoo)
-    generated = sorted(generated_dir.glob("*.safetensors"))
-    results = evaluate_models(checkpoints, generated, "rpgen.zoo.digits:evaluate", out_dir=generated_dir,
-                              progress=False)
-    on_disk = json.loads((generated_dir / "results.json").read_text())
+def test_results_carry_baselines_novelty_iou_and_plots(generated_dir, evaluated):
+    results, on_disk = evaluated
     assert list(on_disk["baselines"]) == ["noise_0.001", "noise_0.01", "noise_0.03", "noise_0.1", "noise_1",
                                           "noise_matched", "average", "interpolation"]
     # the matched noise sits at the generated models' median distance (here: between a copy and a far model)
