@@ -31,7 +31,7 @@ import torch
 from common import machine
 from rpgen.checkpoints import list_checkpoints
 from rpgen.config import apply_overrides, preset
-from rpgen.evaluate import evaluate_run
+from rpgen.evaluation import evaluate_run
 from rpgen.files import write_text_atomic
 from rpgen.generation import generate
 from rpgen.training import train
@@ -86,7 +86,7 @@ def run_config(kind: str, rank: int, *, out: Path, num_checkpoints: int, num_gen
     generation = json.loads((gen_dir / "generation.json").read_text())
     generate_s = time.perf_counter() - start
     start = time.perf_counter()
-    results = evaluate_run(run_dir, gen_dir, EVALUATOR, with_baselines=baselines, seed=0)
+    results = evaluate_run(run_dir, gen_dir, EVALUATOR, with_baselines=baselines, seed=0).to_dict()
     evaluate_s = time.perf_counter() - start
 
     def metric(group: str, key: str) -> list[float]:

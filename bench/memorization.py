@@ -29,10 +29,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from common import machine
-from rpgen import memorization
+from rpgen.evaluation import memorization
 from rpgen.checkpoints import load_state_dict
 from rpgen.config import apply_overrides, preset
-from rpgen.evaluate import evaluate_run
+from rpgen.evaluation import evaluate_run
 from rpgen.generation import generate
 from rpgen.run import COPIED, CONFIG, GENERATOR, RUN_INFO, TOKENIZER
 from rpgen.tokenizer import Layout, flatten
@@ -68,7 +68,7 @@ def build(root: Path, ckpts: Path, *, runs: int, seed: int, num: int, overrides:
         timed(times, "train_s", lambda: train(ckpts, run, config, overwrite=True, progress=False))
     if not (gen / "generation.json").is_file():
         timed(times, "generate_s", lambda: generate(run, gen, num=num, seed=seed, overwrite=True, progress=False))
-    return timed(times, "evaluate_s", lambda: evaluate_run(run, gen, EVALUATOR, seed=seed, progress=False))
+    return timed(times, "evaluate_s", lambda: evaluate_run(run, gen, EVALUATOR, seed=seed, progress=False).to_dict())
 
 
 def summary(results: dict) -> dict:
@@ -138,7 +138,7 @@ def unseen_states(root: Path, *, seed: int, count: int = 20) -> dict:
     for name, states in (("random", list(range(count))), ("midpoint", list(range(count, 2 * count)))):
         gen = out / name
         generate(variant, gen, num=count, seed=seed, states=states, overwrite=True, progress=False)
-        results = evaluate_run(variant, gen, EVALUATOR, with_baselines=False, seed=seed, progress=False)
+        results = evaluate_run(variant, gen, EVALUATOR, with_baselines=False, seed=seed, progress=False).to_dict()
         nearest = [Path(results["checkpoint_files"][i]).name for i in results["nearest_checkpoint"]["generated"]]
         groups[name] = {
             "accuracy": results["summary"]["generated"],

@@ -139,7 +139,7 @@ def run_worker(spec: dict, *, max_rss_gb: float, timeout_s: float) -> dict:
 
 
 def row(name: str, out: Path, *, reuse: bool, max_rss_gb: float, num: int = NUM_GENERATED) -> dict:
-    from rpgen.evaluate import evaluate_run
+    from rpgen.evaluation import evaluate_run
 
     label, zoo, overrides, reusable = ROWS[name]
     ckpts = Path(ZOOS[zoo]) / "checkpoints"
@@ -158,7 +158,7 @@ def row(name: str, out: Path, *, reuse: bool, max_rss_gb: float, num: int = NUM_
         measured["train_s"] = json.loads(metrics[-1])["elapsed_s"]
         measured["note"] = ("trained run of bench/memorization.py reused: train_s from its metrics.jsonl "
                             "(measured under contention), peak memory from 50 steps of the same config")
-    results = evaluate_run(eval_run, gen, EVALUATOR, with_baselines=False, progress=False)
+    results = evaluate_run(eval_run, gen, EVALUATOR, with_baselines=False, progress=False).to_dict()
     gen_summary, ckpt_summary = results["summary"]["generated"], results["summary"]["checkpoints"]
     return {
         "name": name, "method": label, "zoo": zoo, "overrides": overrides,

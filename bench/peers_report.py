@@ -138,7 +138,7 @@ def report(out: Path, results: Path, *, rows: dict[str, str], max_rss_gb: float)
           f"torch {machine.get('torch', '?')}, {machine.get('torch_threads', '?')} torch thread."), "",
           ("Accuracy on the digits test split of the n generated models of each row (seed 0). Novelty = median over "
           "generated models of the distance to the nearest training checkpoint / the checkpoints' own "
-          "nearest-neighbour distance (0 = copy, ~1 = as new as another checkpoint; from `rpgen.evaluate`). "
+          "nearest-neighbour distance (0 = copy, ~1 = as new as another checkpoint; from `rpgen.evaluation`). "
           "Train s = wall time of training; peak RSS = VmHWM of a fresh training process; generate s / model = "
           "generation wall time / n (all n models sampled together; the one n = 50 RPG row took 4x longer per model "
           "than the n = 20 rows of the same denoiser, not investigated). Times are on a shared 2-core machine and vary by tens of percent."), "",

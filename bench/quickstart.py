@@ -39,9 +39,9 @@ def main() -> None:
                                         progress=False)
         runs.append({"seed": seed, "wall_s": round(time.perf_counter() - start, 1),
                      "stage_s": {k: round(v, 1) for k, v in times.items()},
-                     "checkpoints": results["checkpoints"], "generated": results["generated"]})
-        print(f"seed {seed}: {runs[-1]['wall_s']} s, checkpoints {stats(results['checkpoints'])}, "
-              f"generated {stats(results['generated'])}", flush=True)
+                     "checkpoints": results.checkpoints, "generated": results.generated})
+        print(f"seed {seed}: {runs[-1]['wall_s']} s, checkpoints {stats(results.checkpoints)}, "
+              f"generated {stats(results.generated)}", flush=True)
 
     command = "python bench/quickstart.py " + " ".join(sys.argv[1:])
     info = machine()

@@ -153,6 +153,19 @@ def test_train_generate_evaluate_write_adapter_folders(adapter_zoo, tmp_path):
     assert len(results["generated"]) == 3 and len(results["checkpoints"]) == 4
     assert [Path(p).name for p in results["generated_files"]] == ["0000", "0001", "0002"]
 
+    # a two-argument evaluator gets each adapter folder and can read its adapter_config.json
+    evaluator.write_text("import json\n"
+                         "def evaluate(sd, path):\n"
+                         "    config = json.loads((path / 'adapter_config.json').read_text())\n"
+                         "    norm = float(sum(v.norm() for v in sd.values()))\n"
+                         "    return {'norm': norm, 'alpha': config['lora_alpha']}\n")
+    result = rpgen("evaluate", str(run), "--generated", str(gen), "--evaluator", f"{evaluator}:evaluate",
+                   "--no-baselines", "--no-progress")
+    assert result.exit_code == 0, result.output
+    results = json.loads((gen / "results.json").read_text())
+    alphas = [m["alpha"] for m in results["checkpoint_metrics"] + results["generated_metrics"]]
+    assert alphas == [CONFIG["lora_alpha"]] * 7
+
 
 def test_pdiff_writes_adapter_folders_too(adapter_zoo, tmp_path):
     run, gen = tmp_path / "run", tmp_path / "gen"

@@ -192,8 +192,10 @@ def evaluate(
     run: Path = typer.Argument(..., help="Run directory written by `rpgen train`."),
     generated: Path = typer.Option(..., "--generated", help="Folder of generated models."),
     evaluator: str = typer.Option(..., "--evaluator", help="path/to/file.py:function or module:function; called "
-                                  "with a state_dict, returns {metric: value, ...} (first key = primary metric) "
-                                  "and optionally 'per_example': [bool, ...] (True = example handled correctly)."),
+                                  "with a state_dict (and, if it takes a second argument, the model's file or "
+                                  "folder; None for baselines), returns {metric: value, ...} (first key = primary "
+                                  "metric) and optionally 'per_example': [bool, ...] (True = example handled "
+                                  "correctly)."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also evaluate baselines made "
                                    "without a generator: checkpoints + noise, their average, midpoints."),
     seed: int = typer.Option(0, "--seed", help="Random seed for the baselines' noise and pairs."),
@@ -202,11 +204,12 @@ def evaluate(
     """Evaluate training checkpoints, generated models and baselines; measure how far the generated
     models are from the checkpoints (novelty) and whether they make the same mistakes (IoU).
     Writes results.json, report.md and PNG plots into the generated folder."""
-    from rpgen.evaluate import evaluate_run, results_table
+    from rpgen.evaluation import evaluate_run
+    from rpgen.evaluation.report import results_table
 
-    results = evaluate_run(run, generated, evaluator, with_baselines=baselines, seed=seed, progress=progress)
-    console.print(results_table(results))
-    console.print(results["verdict"], highlight=False)
+    result = evaluate_run(run, generated, evaluator, with_baselines=baselines, seed=seed, progress=progress)
+    console.print(results_table(result))
+    console.print(result.verdict, highlight=False)
     console.print(f"results: {generated / 'results.json'}, report: {generated / 'report.md'}")
 
 
@@ -221,14 +224,15 @@ def quickstart(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Everything on the built-in digits zoo: collect 50 checkpoints, train, generate, evaluate."""
-    from rpgen.evaluate import comparison_line, results_table
+    from rpgen.evaluation.report import results_table
+    from rpgen.evaluation.verdict import comparison_line
     from rpgen.quickstart import run_quickstart
 
-    results, times = run_quickstart(out, num=num, seed=seed, overrides=set_, overwrite=overwrite,
-                                    progress=progress, announce=console.rule)
-    console.print(results_table(results))
-    console.print(comparison_line(results), highlight=False)
-    console.print(results["verdict"], highlight=False)
+    result, times = run_quickstart(out, num=num, seed=seed, overrides=set_, overwrite=overwrite,
+                                   progress=progress, announce=console.rule)
+    console.print(results_table(result))
+    console.print(comparison_line(result), highlight=False)
+    console.print(result.verdict, highlight=False)
     console.print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
                   + f" (total {sum(times.values()):.0f} s)")
     console.print(f"files: {out}/ (checkpoints/, run/, generated/, report.md)")

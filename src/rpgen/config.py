@@ -267,7 +267,7 @@ def load_toml(path: str | Path, *, base: Config | None = None) -> Config:
         raise RpgenError(f"config file {path} not found")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise RpgenError(f"{path}: invalid TOML ({e})") from None
     return from_dict(data, base=base, source=str(path))
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rpgen.config import apply_overrides, preset
-from rpgen.evaluate import evaluate_run, format_report
+from rpgen.evaluation import EvaluationResult, evaluate_run
+from rpgen.evaluation.report import format_report
 from rpgen.files import check_output_dir, write_text_atomic
 from rpgen.generation import generate
 from rpgen.training import train
@@ -20,7 +21,7 @@ NUM_CHECKPOINTS = 50
 
 def run_quickstart(out: str | Path, *, num: int = 10, seed: int = 0, overrides: list[str] = (),
                    overwrite: bool = False, progress: bool = True,
-                   announce: Callable[[str], None] = lambda _: None) -> tuple[dict[str, Any], dict[str, float]]:
+                   announce: Callable[[str], None] = lambda _: None) -> tuple[EvaluationResult, dict[str, float]]:
     """Run every stage under ``out``; return the evaluation results and seconds per stage."""
     out = Path(out)
     check_output_dir(out, overwrite=overwrite)

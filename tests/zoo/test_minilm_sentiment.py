@@ -6,6 +6,7 @@ The round trip: peft adapter folders -> rpgen train -> rpgen generate -> PeftMod
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,37 @@ def test_evaluator_reads_rank_dora_and_targets_from_keys(peft_zoo):
     del state_dict["base_model.model.classifier.bias"]
     with pytest.raises(RpgenError, match="missing key 'base_model.model.classifier.bias'"):
         zoo.evaluate(state_dict)
+
+
+def test_evaluator_takes_lora_alpha_from_the_adapter_folder(peft_zoo, tmp_path):
+    """With the folder, the evaluator scores what PeftModel.from_pretrained(folder) computes; without it,
+    the zoo's lora_alpha = 2r is assumed."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from rpgen.evaluation.evaluator import run_evaluator, takes_path
+
+    state_dict = load_file(peft_zoo / "0000" / ADAPTER_WEIGHTS)
+    assumed = zoo.evaluate(state_dict)
+    assert takes_path(zoo.evaluate) and zoo.evaluate(state_dict, peft_zoo / "0000") == assumed  # alpha = 2r = 4
+    folder = tmp_path / "alpha"
+    shutil.copytree(peft_zoo / "0000", folder)
+    config = json.loads((folder / ADAPTER_CONFIG).read_text())
+    assert config["lora_alpha"] == 2 * config["r"]
+    (folder / ADAPTER_CONFIG).write_text(json.dumps({**config, "lora_alpha": 400}))
+    scores = run_evaluator(zoo.evaluate, state_dict, name=str(folder), path=folder)
+    base = AutoModelForSequenceClassification.from_pretrained(str(zoo.bundled_base()), num_labels=2)
+    reference = PeftModel.from_pretrained(base, str(folder)).eval()
+    correct = zoo._accuracy(reference, zoo._encoded(str(zoo.bundled_base()), "test"))
+    assert scores.metrics["accuracy"] == pytest.approx(100.0 * correct.float().mean().item())
+    assert torch.equal(scores.correct, correct) and scores.correct.tolist() != assumed["per_example"]
+    for field, value, message in [("lora_alpha", "big", "lora_alpha must be a positive number"),
+                                  ("r", 3, "r = 3, but the adapter's lora_A weights have rank 2"),
+                                  ("use_dora", not config["use_dora"], "use_dora = ")]:
+        (folder / ADAPTER_CONFIG).write_text(json.dumps({**config, field: value}))
+        with pytest.raises(RpgenError, match=message) as error:
+            zoo.evaluate(state_dict, folder)
+        assert ADAPTER_CONFIG in str(error.value)
 
 
 def test_a_base_model_path_that_does_not_exist_is_a_one_line_error(tmp_path, one_line_error):

@@ -40,8 +40,8 @@ one zoo folder. To use it with ``rpgen evaluate``, write a two-line file::
     evaluate = make_evaluator("0101000011", zoo_dir="runs/tasks/zoo")
 
 and pass ``--evaluator that_file.py:evaluate``. (A generated file records its condition in its
-metadata, but the evaluator contract deliberately stays ``fn(state_dict)``; the benchmark calls
-:func:`make_evaluator` per task.)
+metadata; an evaluator written ``fn(state_dict, path)`` could read it from the file, but this one
+is built for one task; the benchmark calls :func:`make_evaluator` per task.)
 
 Shapes: T = tasks, N = examples, F = features (32), H = hidden units (64).
 """

@@ -21,6 +21,10 @@ Everything is offline and comes from pip packages (the ``adapters`` extra):
 accuracy in percent (primary), out-of-distribution accuracy, and per-example correctness on the
 test split. It rebuilds the adapter's rank, DoRA and targets from the keys and uses the bundled
 base; for adapters of another base folder use ``make_evaluator(base=...)`` in a small file.
+``rpgen evaluate`` also passes the adapter folder (the evaluator's optional second argument):
+``lora_alpha`` then comes from its ``adapter_config.json`` (whose ``r`` and ``use_dora`` must agree
+with the keys); without a folder (a baseline, or a bare state_dict) the zoo's ``lora_alpha = 2 r``
+is assumed.
 
 Shapes: B = batch, T = tokens per text (padded), H = 384 hidden size.
 """
@@ -154,12 +158,15 @@ def _encoded(base: str, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return batch["input_ids"], batch["attention_mask"], torch.tensor(labels)
 
 
-def build_model(base: Path, *, rank: int, dora: bool, targets: Sequence[str] = TARGETS, seed: int = 0):
-    """A peft model: ``base`` as a 2-label sequence classifier with a fresh LoRA/DoRA adapter."""
+def build_model(base: Path, *, rank: int, dora: bool, targets: Sequence[str] = TARGETS, seed: int = 0,
+                lora_alpha: float | None = None):
+    """A peft model: ``base`` as a 2-label sequence classifier with a fresh LoRA/DoRA adapter
+    (``lora_alpha`` defaults to the zoo's 2 r)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
-    config = LoraConfig(r=rank, lora_alpha=ALPHA_PER_RANK * rank, target_modules=list(targets),
+    alpha = ALPHA_PER_RANK * rank if lora_alpha is None else lora_alpha
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets),
                         lora_dropout=0.0, use_dora=dora, task_type="SEQ_CLS")
     with _quiet_transformers(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the new classifier's initialisation
@@ -263,9 +270,30 @@ def adapter_settings(state_dict: dict[str, torch.Tensor]) -> tuple[int, bool, tu
     return ranks.pop(), dora, tuple(sorted(targets))
 
 
+def adapter_alpha(path: Path | None, *, rank: int, dora: bool) -> float:
+    """``lora_alpha`` of the adapter folder ``path`` (its adapter_config.json), checked against the
+    rank and DoRA read from the keys; the zoo's ``2 r`` when there is no folder or no config."""
+    from rpgen.adapters import ADAPTER_CONFIG, read_adapter_config
+
+    if path is None or not (Path(path) / ADAPTER_CONFIG).is_file():
+        return float(ALPHA_PER_RANK * rank)
+    config_path = Path(path) / ADAPTER_CONFIG
+    config = read_adapter_config(Path(path))
+    alpha = config.get("lora_alpha")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise RpgenError(f"{config_path}: lora_alpha must be a positive number, got {json.dumps(alpha)}")
+    if config.get("r") != rank:
+        raise RpgenError(f"{config_path}: r = {json.dumps(config.get('r'))}, but the adapter's lora_A "
+                         f"weights have rank {rank}")
+    if bool(config.get("use_dora", False)) != dora:
+        raise RpgenError(f"{config_path}: use_dora = {json.dumps(config.get('use_dora'))}, but the adapter "
+                         f"{'has' if dora else 'has no'} DoRA magnitude vectors")
+    return float(alpha)
+
+
 @lru_cache(maxsize=2)
-def _eval_model(base: str, rank: int, dora: bool, targets: tuple[str, ...]):
-    model = build_model(Path(base), rank=rank, dora=dora, targets=targets)
+def _eval_model(base: str, rank: int, dora: bool, targets: tuple[str, ...], lora_alpha: float):
+    model = build_model(Path(base), rank=rank, dora=dora, targets=targets, lora_alpha=lora_alpha)
     return model.eval()
 
 
@@ -278,14 +306,17 @@ def _accuracy(model, split: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> 
     return predicted == labels
 
 
-def make_evaluator(base: str | Path | None = None) -> Callable[[dict[str, torch.Tensor]], dict]:
-    """An evaluator for adapters of ``base`` (default: the bundled all-MiniLM-L6-v2)."""
-    path = str(check_base(base))
+def make_evaluator(base: str | Path | None = None) -> Callable[..., dict]:
+    """An evaluator ``(state_dict, path=None)`` for adapters of ``base`` (default: the bundled
+    all-MiniLM-L6-v2); ``path`` is the adapter folder, whose adapter_config.json gives lora_alpha."""
+    base_path = str(check_base(base))
 
-    def evaluate_adapter(state_dict: dict[str, torch.Tensor]) -> dict[str, float | list[bool]]:
+    def evaluate_adapter(state_dict: dict[str, torch.Tensor],
+                         path: Path | None = None) -> dict[str, float | list[bool]]:
         from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-        model = _eval_model(path, *adapter_settings(state_dict))
+        rank, dora, targets = adapter_settings(state_dict)
+        model = _eval_model(base_path, rank, dora, targets, adapter_alpha(path, rank=rank, dora=dora))
         expected = set(get_peft_model_state_dict(model))
         missing = sorted(expected - set(state_dict))
         if missing:
@@ -294,17 +325,18 @@ def make_evaluator(base: str | Path | None = None) -> Callable[[dict[str, torch.
         if extra:
             raise RpgenError(f"adapter has unexpected key {extra[0]!r}")
         set_peft_model_state_dict(model, {k: v.float() for k, v in state_dict.items()})
-        test = _accuracy(model, _encoded(path, "test"))
-        ood = _accuracy(model, _encoded(path, "ood"))
+        test = _accuracy(model, _encoded(base_path, "test"))
+        ood = _accuracy(model, _encoded(base_path, "ood"))
         return {"accuracy": 100.0 * test.float().mean().item(), "ood_accuracy": 100.0 * ood.float().mean().item(),
                 "per_example": test.tolist()}
 
     return evaluate_adapter
 
 
-def evaluate(state_dict: dict[str, torch.Tensor]) -> dict[str, float | list[bool]]:
-    """Test and out-of-distribution accuracy (percent) of an adapter of the bundled base model."""
-    return make_evaluator()(state_dict)
+def evaluate(state_dict: dict[str, torch.Tensor], path: Path | None = None) -> dict[str, float | list[bool]]:
+    """Test and out-of-distribution accuracy (percent) of an adapter of the bundled base model;
+    ``path``: the adapter folder (its lora_alpha is used), None to assume the zoo's 2 r."""
+    return make_evaluator()(state_dict, path)
 
 
 def head_only_accuracy(base: str | Path | None = None) -> dict[str, float]:

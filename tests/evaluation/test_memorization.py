@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from rpgen.memorization import (
+from rpgen.evaluation.memorization import (
     NOISE_SCALES,
-    baseline_names,
     baselines,
     diversity,
     misclassified_iou,
@@ -27,7 +28,8 @@ def line_of_checkpoints(k: int = 6, p: int = 40) -> torch.Tensor:
 def test_baselines_shapes_names_and_seed():
     checkpoints = torch.randn(7, 30, generator=torch.Generator().manual_seed(0))
     out = baselines(checkpoints, seed=3)
-    assert list(out) == baseline_names() and len(NOISE_SCALES) >= 4
+    noise_names = [f"noise_{s:g}" for s in NOISE_SCALES]
+    assert list(out) == [*noise_names, "average", "interpolation"] and len(NOISE_SCALES) >= 4
     for name, vectors in out.items():
         assert vectors.shape[1] == 30, name
     assert out["average"].shape == (1, 30)
@@ -46,7 +48,7 @@ def test_baselines_shapes_names_and_seed():
     assert not torch.equal(baselines(checkpoints, seed=4)["noise_1"], out["noise_1"])
     assert baselines(checkpoints, max_models=3)["noise_1"].shape == (3, 30)
     matched = baselines(checkpoints, matched_distance=2.0)
-    assert list(matched) == baseline_names(matched=True)
+    assert list(matched) == [*noise_names, "noise_matched", "average", "interpolation"]
     distance = (matched["noise_matched"] - checkpoints).norm(dim=1)
     assert float(distance.mean()) == pytest.approx(2.0, rel=0.2)
 
@@ -93,3 +95,27 @@ def test_diversity_counts_copies_and_duplicates():
     out = diversity(models, nearest(models, checkpoints)[0], scale=1.0)
     assert out["num_models"] == 4 and out["not_near_copies"] == 3 and out["distinct_models"] == 3
     assert out["nearest_other_generated"][1] == pytest.approx(0.1, rel=1e-4)
+
+
+def test_models_with_nan_or_inf_weights_have_no_nearest_checkpoint_pca_position_or_diversity():
+    checkpoints = line_of_checkpoints()
+    models = torch.zeros(4, 40)
+    models[0, 0] = 2.0  # a copy of checkpoint 2
+    models[1, 0], models[1, 1] = 2.0, 3.0  # far from every checkpoint
+    models[2, 3] = float("nan")
+    models[3, 4] = float("inf")
+    distance, index = nearest(models, checkpoints)
+    assert index.tolist() == [2, 2, -1, -1]
+    assert distance[:2].tolist() == pytest.approx([0.0, 3.0]) and distance[2:].isnan().all()
+    # the finite models are measured exactly as without the broken ones
+    ckpt_xy, other_xy, explained = pca_2d(checkpoints, models)
+    clean_ckpt_xy, clean_xy, clean_explained = pca_2d(checkpoints, models[:2])
+    assert torch.equal(ckpt_xy, clean_ckpt_xy) and torch.equal(other_xy[:2], clean_xy)
+    assert explained == clean_explained and other_xy[2:].isnan().all()
+    out = diversity(models, distance, scale=1.0)
+    clean = diversity(models[:2], distance[:2], scale=1.0)
+    assert out["num_models"] == 4 and out["not_near_copies"] == clean["not_near_copies"] == 1
+    assert out["distinct_models"] == clean["distinct_models"] == 2
+    assert out["nearest_other_generated"][:2] == clean["nearest_other_generated"]
+    assert all(math.isnan(v) for v in out["nearest_other_generated"][2:])
+    assert pca_2d(checkpoints, models[2:])[1].isnan().all()  # every model broken: still no error

@@ -1,4 +1,4 @@
-"""Does a generator copy its training checkpoints? Baselines, novelty and behaviour (DESIGN §4).
+"""Does a generator copy its training checkpoints? Baselines, novelty and behaviour.
 
 Pure functions over weight vectors. A model's vector is :func:`rpgen.tokenizer.flatten` of its
 state dict: every generated value, normalised per tensor with the checkpoint set's statistics,
@@ -15,6 +15,9 @@ per model, ``E`` evaluation examples.
   set as the checkpoints are from each other.
 - Behaviour: the IoU of the sets of misclassified examples of a model and its nearest checkpoint.
   1 means the two models get exactly the same examples wrong.
+
+Models (never the checkpoints) may have non-finite (NaN/inf) weights: such a model has no nearest
+checkpoint (distance NaN, index -1), no PCA position (NaN) and takes no part in diversity.
 """
 
 from __future__ import annotations
@@ -29,11 +32,6 @@ MAX_BASELINE_MODELS = 50  # per baseline kind
 NEAR_COPY = 0.5  # novelty below this: closer to one checkpoint than half the checkpoints' own spacing
 
 
-def baseline_names(scales: tuple[float, ...] = NOISE_SCALES, *, matched: bool = False) -> list[str]:
-    """Names of the baselines, in report order."""
-    return [f"noise_{s:g}" for s in scales] + ["noise_matched"] * matched + ["average", "interpolation"]
-
-
 def baseline_label(name: str) -> str:
     """A human label for a baseline name."""
     if name == "noise_matched":
@@ -45,7 +43,8 @@ def baseline_label(name: str) -> str:
 
 def baselines(checkpoints: Tensor, *, seed: int = 0, scales: tuple[float, ...] = NOISE_SCALES,
               matched_distance: float | None = None, max_models: int = MAX_BASELINE_MODELS) -> dict[str, Tensor]:
-    """Baseline weight vectors: ``{name: (n, P)}``, names as :func:`baseline_names`.
+    """Baseline weight vectors: ``{name: (n, P)}``, in report order: ``noise_{scale}`` per scale,
+    ``noise_matched``, ``average``, ``interpolation``.
 
     checkpoints: (K, P). Noise is added to up to ``max_models`` checkpoints (evenly spaced);
     ``noise_matched`` (when ``matched_distance`` is given) uses the noise scale that puts a model
@@ -72,11 +71,16 @@ def nearest(models: Tensor, checkpoints: Tensor, *, exclude_self: bool = False) 
     """Distance to and index of each model's nearest checkpoint: (M, P), (K, P) -> (M,), (M,).
 
     With ``exclude_self`` the models are the checkpoints themselves and each skips its own row.
+    A model with non-finite weights gets distance NaN and index -1.
     """
+    finite = models.isfinite().all(dim=1)  # (M,)
+    models = torch.where(finite[:, None], models, 0.0)  # finite rows computed exactly as without the others
     distances = torch.cdist(models.double(), checkpoints.double())  # (M, K)
     if exclude_self:
         distances.fill_diagonal_(float("inf"))
     values, indices = distances.min(dim=1)
+    values = values.masked_fill(~finite, float("nan"))
+    indices = indices.masked_fill(~finite, -1)
     return values, indices
 
 
@@ -109,8 +113,15 @@ def misclassified_iou(correct_a: Tensor, correct_b: Tensor) -> float:
 def pca_2d(checkpoints: Tensor, others: Tensor) -> tuple[Tensor, Tensor, list[float]]:
     """Project (K, P) checkpoints and (M, P) other models on the first two principal axes of both.
 
-    Returns (K, 2), (M, 2) and the fraction of variance each axis explains.
+    Returns (K, 2), (M, 2) and the fraction of variance each axis explains. Models with non-finite
+    weights take no part in the axes and get NaN coordinates.
     """
+    finite = others.isfinite().all(dim=1)  # (M,)
+    if not bool(finite.all()):
+        ckpt_xy, finite_xy, explained = pca_2d(checkpoints, others[finite])
+        others_xy = torch.full((others.shape[0], 2), float("nan"))
+        others_xy[finite] = finite_xy
+        return ckpt_xy, others_xy, explained
     points = torch.cat([checkpoints, others]).double()  # (K + M, P)
     centred = points - points.mean(dim=0)
     _, s, vh = torch.linalg.svd(centred, full_matrices=False)
@@ -130,16 +141,20 @@ def diversity(models: Tensor, novelty: Tensor, *, scale: float, threshold: float
     A model is a near-copy of a checkpoint when its novelty is below ``threshold``; two models
     are near-duplicates when their distance is below ``threshold * scale``. ``distinct_models``
     counts greedy clusters: models are taken in order and each starts a new group unless it is a
-    near-duplicate of an earlier group's first model.
+    near-duplicate of an earlier group's first model. Models with non-finite weights are counted in
+    ``num_models`` only (their ``nearest_other_generated`` is NaN).
     """
-    pairwise = torch.cdist(models.double(), models.double())  # (M, M)
+    finite = models.isfinite().all(dim=1)  # (M,)
+    safe = torch.where(finite[:, None], models, 0.0).double()  # (M, P)
+    pairwise = torch.cdist(safe, safe)  # (M, M)
+    pairwise[:, ~finite] = float("inf")
     leaders: list[int] = []
     for i in range(models.shape[0]):
-        if not any(pairwise[i, j] < threshold * scale for j in leaders):
+        if finite[i] and not any(pairwise[i, j] < threshold * scale for j in leaders):
             leaders.append(i)
     if models.shape[0] > 1:
         pairwise.fill_diagonal_(float("inf"))
-        to_other = (pairwise.min(dim=1).values / scale).tolist()
+        to_other = (pairwise.min(dim=1).values / scale).masked_fill(~finite, float("nan")).tolist()
     else:
         to_other = []
     return {

@@ -1,4 +1,4 @@
-"""Evaluators, evaluation of checkpoints vs generated models, and the written report."""
+"""evaluate_models / evaluate_run end to end: results.json, report.md, plots, baselines, novelty, IoU."""
 
 from __future__ import annotations
 
@@ -10,38 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import rpgen, set_args
 from rich.console import Console
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from rpgen.checkpoints import list_checkpoints, load_state_dict, save_state_dict
 from rpgen.errors import RpgenError
-from rpgen.evaluate import (
-    evaluate_models,
-    evaluate_run,
-    format_table,
-    higher_is_better,
-    load_evaluator,
-    results_table,
-    run_evaluator,
-)
+from rpgen.evaluation import EvaluationResult, evaluate_models, evaluate_run
+from rpgen.evaluation.report import results_table
 from rpgen.zoo.digits import evaluate as digits_evaluate
-
-EVALUATOR_FILE = '''
-import torch
-
-def score(state_dict):
-    """Sum of all floating values, then a constant second metric."""
-    total = sum(float(v.sum()) for v in state_dict.values() if v.is_floating_point())
-    return {"total": total, "const": 1}
-
-NOT_CALLABLE = 3
-'''
-
-
-@pytest.fixture
-def evaluator_file(tmp_path: Path) -> Path:
-    path = tmp_path / "my_eval.py"
-    path.write_text(EVALUATOR_FILE)
-    return path
 
 
 @pytest.fixture
@@ -58,117 +36,48 @@ def generated_dir(digits_zoo: Path, tmp_path: Path) -> Path:
     return out
 
 
-# --- load_evaluator ------------------------------------------------------------------------------
-
-
-def test_load_evaluator_file_and_module_forms(evaluator_file, make_state_dict):
-    fn = load_evaluator(f"{evaluator_file}:score")
-    sd = make_state_dict(0)
-    expected = sum(float(v.sum()) for v in sd.values() if v.is_floating_point())
-    assert fn(sd)["total"] == pytest.approx(expected)
-    assert load_evaluator("rpgen.zoo.digits:evaluate") is digits_evaluate
-
-
-@pytest.mark.parametrize(
-    ("spec", "pattern"),
-    [
-        ("rpgen.zoo.digits", "must look like"),
-        ("rpgen.zoo.digits:", "must look like"),
-        ("{tmp}/missing.py:score", "missing.py not found"),
-        ("no_such_module_xyz:evaluate", "module 'no_such_module_xyz' is not importable"),
-        ("rpgen.zoo.digits:nope", "has no attribute 'nope'"),
-        ("{file}:nope", "has no attribute 'nope'"),
-        ("{file}:NOT_CALLABLE", "'NOT_CALLABLE' is a int, not a function"),
-        ("{broken}:f", "raised ZeroDivisionError"),
-    ],
-)
-def test_load_evaluator_bad_specs(tmp_path, evaluator_file, spec, pattern):
-    broken = tmp_path / "broken.py"
-    broken.write_text("x = 1 / 0\n")
-    spec = spec.format(tmp=tmp_path, file=evaluator_file, broken=broken)
-    with pytest.raises(RpgenError, match=pattern) as exc:
-        load_evaluator(spec)
-    assert "\n" not in str(exc.value)
-
-
-# --- run_evaluator -------------------------------------------------------------------------------
-
-
-def test_run_evaluator_converts_numbers_and_keeps_order():
-    result = run_evaluator(
-        lambda sd: {"acc": torch.tensor(0.5), "n": 3, "np": np.float32(1.5), "nan_ok": float("nan"),
-                    "arr": np.array(2.0)},
-        {},
-        name="m.safetensors",
-    ).metrics
-    assert list(result) == ["acc", "n", "np", "nan_ok", "arr"]
-    assert result["acc"] == 0.5 and result["n"] == 3.0 and result["np"] == 1.5 and result["arr"] == 2.0
-    assert all(type(v) is float for v in result.values())
-    assert np.isnan(result["nan_ok"])
-
-
-def raises_value_error(state_dict):
-    raise ValueError("boom")
-
-
-@pytest.mark.parametrize(
-    ("fn", "pattern"),
-    [
-        (raises_value_error, "evaluator raised on m.safetensors: ValueError: boom"),
-        (lambda sd: {"acc": "high"}, "evaluator returned str for 'acc' on m.safetensors"),
-        (lambda sd: {"acc": True}, "returned bool for 'acc'"),
-        (lambda sd: {"acc": torch.ones(2)}, "returned Tensor for 'acc'"),
-        (lambda sd: {"acc": None}, "returned NoneType for 'acc'"),
-        (lambda sd: {}, "non-empty dict"),
-        (lambda sd: 0.9, "returned float 0.9 on m.safetensors"),
-        (lambda sd: {1: 0.5}, "non-string key 1"),
-    ],
-)
-def test_run_evaluator_errors(fn, pattern):
-    with pytest.raises(RpgenError, match=pattern):
-        run_evaluator(fn, {}, name="m.safetensors")
-
-
-def test_higher_is_better():
-    assert higher_is_better("accuracy") and higher_is_better("f1")
-    assert not higher_is_better("val_loss") and not higher_is_better("Test Error")
-
-
 # --- evaluate_models / evaluate_run ----------------------------------------------------------------
 
 
-def test_evaluate_models_writes_results_and_report(digits_zoo, generated_dir):
+@pytest.fixture
+def evaluated(digits_zoo, generated_dir) -> tuple[EvaluationResult, dict]:
+    """The digits evaluator on the zoo and ``generated_dir``: the result and results.json as read back."""
+    results = evaluate_models(list_checkpoints(digits_zoo), sorted(generated_dir.glob("*.safetensors")),
+                              "rpgen.zoo.digits:evaluate", out_dir=generated_dir, progress=False)
+    return results, json.loads((generated_dir / "results.json").read_text())
+
+
+def test_evaluate_models_writes_results_and_report(digits_zoo, generated_dir, evaluated):
     checkpoints = list_checkpoints(digits_zoo)
     generated = sorted(generated_dir.glob("*.safetensors"))
-    results = evaluate_models(checkpoints, generated, "rpgen.zoo.digits:evaluate", out_dir=generated_dir,
-                              progress=False)
-
-    on_disk = json.loads((generated_dir / "results.json").read_text())
-    assert on_disk == results
-    for key in ["metric", "higher_is_better", "checkpoints", "generated", "checkpoint_files", "generated_files",
-                "summary", "evaluator"]:
-        assert key in on_disk
-    assert results["metric"] == "accuracy" and results["higher_is_better"] is True
+    results, on_disk = evaluated
+    assert isinstance(results, EvaluationResult) and on_disk == results.to_dict()
+    assert list(on_disk) == ["metric", "higher_is_better", "evaluator", "checkpoints", "generated", "baselines",
+                             "checkpoint_files", "generated_files", "checkpoint_metrics", "generated_metrics",
+                             "novelty", "novelty_unit", "nearest_checkpoint", "iou", "pca", "diversity", "summary",
+                             "verdict", "plots"]
+    assert results.metric == "accuracy" and results.higher_is_better is True
     expected = [digits_evaluate(load_state_dict(p))["accuracy"] for p in checkpoints]
-    assert results["checkpoints"] == expected
-    assert results["generated"][0] == expected[0]  # the exact copy scores the same
-    assert results["generated"][1] < min(expected)  # heavy noise hurts
-    summary = results["summary"]["checkpoints"]
-    assert summary["n"] == 5 and summary["min"] == min(expected) and summary["max"] == max(expected)
-    assert summary["mean"] == pytest.approx(np.mean(expected))
-    assert summary["std"] == pytest.approx(np.std(expected))
-    assert results["generated_files"] == [str(p) for p in generated]
+    assert results.checkpoints == expected
+    assert results.generated[0] == expected[0]  # the exact copy scores the same
+    assert results.generated[1] < min(expected)  # heavy noise hurts
+    summary = results.summary["checkpoints"]
+    assert summary.n == 5 and summary.min == min(expected) and summary.max == max(expected)
+    assert summary.mean == pytest.approx(np.mean(expected))
+    assert summary.std == pytest.approx(np.std(expected))
+    assert on_disk["summary"]["checkpoints"] == {"n": 5, "n_nonfinite": 0, "mean": summary.mean,
+                                                 "min": summary.min, "max": summary.max, "std": summary.std}
+    assert results.generated_files == [str(p) for p in generated]
 
     report = (generated_dir / "report.md").read_text()
     assert "| training checkpoints | 5 |" in report and "| generated | 2 |" in report
-    assert f"{np.mean(results['generated']):.2f}" in report
+    assert f"{np.mean(results.generated):.2f}" in report
     assert "lower accuracy than the training checkpoints" in report and "worst generated model" in report
 
-    text = format_table(results)
-    assert "training checkpoints" in text and f"{summary['mean']:.2f}" in text
-    console = Console(record=True, width=100)
+    console = Console(record=True, width=140)
     console.print(results_table(results))
-    assert "generated" in console.export_text()
+    text = console.export_text()
+    assert "training checkpoints" in text and "generated" in text and f"{summary.mean:.2f}" in text
 
 
 def test_evaluate_models_loss_metric_and_nan_become_null(tmp_path, make_state_dict):
@@ -186,7 +95,7 @@ def test_evaluate_models_loss_metric_and_nan_become_null(tmp_path, make_state_di
         list_checkpoints(ckpt_dir), [gen_dir / "g.safetensors"], f"{evaluator}:evaluate", out_dir=gen_dir,
         progress=False,
     )
-    assert results["higher_is_better"] is False
+    assert results.higher_is_better is False
     on_disk = json.loads((gen_dir / "results.json").read_text())  # strict JSON: NaN written as null
     assert on_disk["generated"] == [None]
     assert on_disk["summary"]["generated"]["n_nonfinite"] == 1
@@ -222,12 +131,15 @@ def test_evaluate_run_reads_config(digits_zoo, generated_dir, tmp_path):
     run_dir.mkdir()
     with pytest.raises(RpgenError, match=r"is not an rpgen run directory \(no config.toml\)"):
         evaluate_run(run_dir, generated_dir, "rpgen.zoo.digits:evaluate", progress=False)
-    (run_dir / "config.toml").write_text("[data]\nother = 1\n")
-    with pytest.raises(RpgenError, match="missing key data.checkpoint_dir"):
-        evaluate_run(run_dir, generated_dir, "rpgen.zoo.digits:evaluate", progress=False)
-    (run_dir / "config.toml").write_text("[data\n")
-    with pytest.raises(RpgenError, match="not valid TOML"):
-        evaluate_run(run_dir, generated_dir, "rpgen.zoo.digits:evaluate", progress=False)
+    # the run's config is read by the config loader: every key checked, errors name the file
+    cases = [(b"[data]\ntoken_size = 8\n", "missing key data.checkpoint_dir"),
+             (b"[data]\nother = 1\n", "unknown key data.other"), (b"[data\n", "invalid TOML"),
+             (b"[data]\ncheckpoint_dir = '\xff'\n", "invalid TOML")]
+    for text, message in cases:
+        (run_dir / "config.toml").write_bytes(text)
+        with pytest.raises(RpgenError, match=message) as error:
+            evaluate_run(run_dir, generated_dir, "rpgen.zoo.digits:evaluate", progress=False)
+        assert "config.toml" in str(error.value) and "\n" not in str(error.value)
 
     (run_dir / "config.toml").write_text(f"[data]\ncheckpoint_dir = {json.dumps(str(digits_zoo))}\n")
     empty = tmp_path / "empty"
@@ -236,13 +148,13 @@ def test_evaluate_run_reads_config(digits_zoo, generated_dir, tmp_path):
         evaluate_run(run_dir, empty, "rpgen.zoo.digits:evaluate", progress=False)
 
     results = evaluate_run(run_dir, generated_dir, "rpgen.zoo.digits:evaluate", progress=True)
-    assert len(results["checkpoints"]) == 5 and len(results["generated"]) == 2
+    assert len(results.checkpoints) == 5 and len(results.generated) == 2
     assert (generated_dir / "results.json").is_file() and (generated_dir / "report.md").is_file()
 
 
 def test_own_checkpoints_example_end_to_end(tmp_path):
     """The README's example: make checkpoints with plain torch, evaluate them through a file spec."""
-    example = Path(__file__).resolve().parents[1] / "examples" / "own_checkpoints"
+    example = Path(__file__).resolve().parents[2] / "examples" / "own_checkpoints"
     spec = importlib.util.spec_from_file_location("make_checkpoints_example", example / "make_checkpoints.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -260,19 +172,15 @@ def test_own_checkpoints_example_end_to_end(tmp_path):
     shutil.copy(paths[-1], gen / "g.safetensors")
     results = evaluate_models(paths, [gen / "g.safetensors"], f"{example / 'evaluator.py'}:evaluate", out_dir=gen,
                               progress=False)
-    assert all(a > 90.0 for a in results["checkpoints"]), results["checkpoints"]
-    assert results["generated"] == [results["checkpoints"][-1]]
+    assert all(a > 90.0 for a in results.checkpoints), results.checkpoints
+    assert results.generated == [results.checkpoints[-1]]
 
 
 # --- evidence: baselines, novelty, per-example results ------------------------------------------
 
 
-def test_results_carry_baselines_novelty_iou_and_plots(digits_zoo, generated_dir):
-    checkpoints = list_checkpoints(digits_zoo)
-    generated = sorted(generated_dir.glob("*.safetensors"))
-    results = evaluate_models(checkpoints, generated, "rpgen.zoo.digits:evaluate", out_dir=generated_dir,
-                              progress=False)
-    on_disk = json.loads((generated_dir / "results.json").read_text())
+def test_results_carry_baselines_novelty_iou_and_plots(generated_dir, evaluated):
+    results, on_disk = evaluated
     assert list(on_disk["baselines"]) == ["noise_0.001", "noise_0.01", "noise_0.03", "noise_0.1", "noise_1",
                                           "noise_matched", "average", "interpolation"]
     # the matched noise sits at the generated models' median distance (here: between a copy and a far model)
@@ -291,10 +199,10 @@ def test_results_carry_baselines_novelty_iou_and_plots(digits_zoo, generated_dir
     assert noise_novelty == sorted(noise_novelty)
     assert len(on_disk["pca"]["checkpoints"]) == 5 and len(on_disk["pca"]["generated"]) == 2
     assert on_disk["diversity"]["num_models"] == 2 and on_disk["diversity"]["not_near_copies"] == 1
-    assert "near-copies" not in results["verdict"] or "new models" not in results["verdict"]
+    assert "near-copies" not in results.verdict or "new models" not in results.verdict
 
     report = (generated_dir / "report.md").read_text()
-    assert report.splitlines()[2] == f"**{results['verdict']}**"
+    assert report.splitlines()[2] == f"**{results.verdict}**"
     assert "| checkpoint + noise 1 std | 5 |" in report and "| average of all checkpoints | 1 |" in report
     for name in ("metric_hist.png", "novelty.png", "pca.png"):
         assert f"]({name})" in report
@@ -306,7 +214,7 @@ def test_without_baselines(digits_zoo, generated_dir):
     results = evaluate_models(list_checkpoints(digits_zoo), sorted(generated_dir.glob("*.safetensors")),
                               "rpgen.zoo.digits:evaluate", out_dir=generated_dir, with_baselines=False,
                               progress=False)
-    assert results["baselines"] == {} and set(results["novelty"]) == {"generated", "checkpoints"}
+    assert results.baselines == {} and set(results.novelty) == {"generated", "checkpoints"}
     assert "noise" not in (generated_dir / "report.md").read_text()
 
 
@@ -323,27 +231,10 @@ def test_per_example_is_optional_and_accepts_tensors_and_0_1(digits_zoo, generat
     )
     paths = list_checkpoints(digits_zoo), sorted(generated_dir.glob("*.safetensors"))
     plain = evaluate_models(*paths, f"{evaluator}:plain", out_dir=tmp_path / "a", progress=False)
-    assert "iou" not in plain and "not measured" in (tmp_path / "a" / "report.md").read_text().lower()
+    assert plain.iou is None and "iou" not in plain.to_dict() and "not measured" in (tmp_path / "a" / "report.md").read_text().lower()
     ints = evaluate_models(*paths, f"{evaluator}:as_ints", out_dir=tmp_path / "b", progress=False)
     reference = evaluate_models(*paths, "rpgen.zoo.digits:evaluate", out_dir=tmp_path / "c", progress=False)
-    assert ints["iou"] == reference["iou"]
-
-
-@pytest.mark.parametrize(
-    ("fn", "pattern"),
-    [
-        (lambda sd: {"acc": 1.0, "per_example": "yes"}, r"'per_example' on .* as str; expected a 1-D list"),
-        (lambda sd: {"acc": 1.0, "per_example": [[True]]}, r"'per_example' on .* with shape \[1, 1\]"),
-        (lambda sd: {"acc": 1.0, "per_example": []}, r"with shape \[0\]"),
-        (lambda sd: {"acc": 1.0, "per_example": [0, 2]}, "values that are not booleans"),
-        (lambda sd: {"acc": 1.0, "per_example": ["a", "b"]}, "values that are not booleans"),
-        (lambda sd: {"acc": 1.0, "per_example": 5}, "as int; expected a 1-D list"),
-        (lambda sd: {"per_example": [True]}, "returned no metric on .*, only 'per_example'"),
-    ],
-)
-def test_per_example_bad_types(fn, pattern):
-    with pytest.raises(RpgenError, match=pattern):
-        run_evaluator(fn, {}, name="m.safetensors")
+    assert ints.iou == reference.iou
 
 
 def test_per_example_of_the_wrong_length_or_missing_names_both_models(digits_zoo, tmp_path):
@@ -370,27 +261,85 @@ def test_per_example_of_the_wrong_length_or_missing_names_both_models(digits_zoo
     assert not (tmp_path / "gen" / "results.json").exists()
 
 
-def _results(*, novelty: float, gen: list[float], noise: list[float]) -> dict:
-    from rpgen.evaluate import summarize
+def test_two_argument_evaluator_gets_each_model_path_and_none_for_baselines(digits_zoo, generated_dir, tmp_path):
+    log = tmp_path / "paths.log"
+    evaluator = tmp_path / "ev.py"
+    evaluator.write_text(
+        "from rpgen.zoo.digits import evaluate as digits\n"
+        "def evaluate(state_dict, path):\n"
+        f"    with open({str(log)!r}, 'a') as f:\n"
+        "        f.write(f'{path}\\n')\n"
+        "    return {'accuracy': digits(state_dict)['accuracy']}\n"
+    )
+    checkpoints, generated = list_checkpoints(digits_zoo), sorted(generated_dir.glob("*.safetensors"))
+    results = evaluate_models(checkpoints, generated, f"{evaluator}:evaluate", out_dir=generated_dir, progress=False)
+    seen = log.read_text().splitlines()
+    num_models = len(generated) + len(checkpoints)
+    assert seen[:num_models] == [str(p) for p in [*generated, *checkpoints]]
+    assert seen[num_models:] == ["None"] * sum(len(v) for v in results.baselines.values())
+    one_arg = evaluate_models(checkpoints, generated, "rpgen.zoo.digits:evaluate", out_dir=tmp_path / "one",
+                              progress=False)
+    assert results.checkpoints == one_arg.checkpoints and results.generated == one_arg.generated
 
-    ckpt = [98.0, 98.5, 99.0, 98.2]
-    return {"metric": "accuracy", "higher_is_better": True, "novelty": {"generated": [novelty] * len(gen),
-                                                                        "noise_matched": [novelty] * len(noise)},
-            "baselines": {"noise_matched": noise},
-            "summary": {"checkpoints": summarize(ckpt), "generated": summarize(gen), "noise_matched": summarize(noise)}}
+
+# --- generated models with NaN/inf weights, through the CLI --------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("novelty", "gen", "noise", "expected"),
-    [
-        (0.1, [98.4, 98.6, 98.5], [98.4, 98.6, 98.5], ["near-copies", "about as well as noise"]),
-        (3.0, [98.4, 98.6, 98.5, 98.3], [95.0, 94.0, 96.0, 95.5], ["are new models", "better than noise"]),
-        (3.0, [60.0, 50.0, 55.0], [97.0, 97.5, 96.5], ["new but broken models", "98.00", "worse than noise"]),
-    ],
-)
-def test_verdict(novelty, gen, noise, expected):
-    from rpgen.evaluate import verdict
+@pytest.fixture(scope="module")
+def trained(digits_zoo, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("nonfinite") / "run"
+    result = rpgen("train", digits_zoo, "--out", run, "--no-progress", *set_args())
+    assert result.exit_code == 0, result.output
+    return run
 
-    text = verdict(_results(novelty=novelty, gen=gen, noise=noise))
-    for part in expected:
-        assert part in text
+
+def _break(path: Path, key: str, value: float) -> None:
+    """Write ``value`` into one element of tensor ``key`` of a generated file, keeping its metadata."""
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors[key].view(-1)[0] = value
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_evaluate_reports_generated_models_with_nan_or_inf_weights(trained, tmp_path):
+    gen = tmp_path / "gen"
+    assert rpgen("generate", trained, "--num", 4, "--out", gen, "--no-progress").exit_code == 0
+    files = sorted(gen.glob("*.safetensors"))
+    _break(files[1], "conv1.weight", float("nan"))
+    _break(files[3], "fc.bias", float("inf"))
+    result = rpgen("evaluate", trained, "--generated", gen, "--evaluator", "rpgen.zoo.digits:evaluate",
+                   "--no-progress")
+    assert result.exit_code == 0, result.output
+    results = json.loads((gen / "results.json").read_text())  # strict JSON
+    assert results["nonfinite_generated"] == [str(files[1]), str(files[3])]
+    for i in (1, 3):
+        assert results["novelty"]["generated"][i] is None and results["nearest_checkpoint"]["generated"][i] is None
+        assert results["pca"]["generated"][i] == [None, None] and results["iou"]["generated"][i] is None
+    for i in (0, 2):
+        assert results["novelty"]["generated"][i] > 0 and results["nearest_checkpoint"]["generated"][i] >= 0
+        assert all(isinstance(c, float) for c in results["pca"]["generated"][i])
+    assert len(results["generated"]) == 4 and "noise_matched" in results["baselines"]
+    assert results["diversity"]["num_models"] == 4 and results["diversity"]["distinct_models"] <= 2
+    assert results["verdict"].startswith("2 of 4 generated models have non-finite weights (NaN/inf)")
+    assert "Generated models are" in results["verdict"]
+    report = (gen / "report.md").read_text()
+    assert report.splitlines()[2] == f"**{results['verdict']}**"
+    assert f"Files: `{files[1].name}`, `{files[3].name}`." in report
+    assert f"| {files[1].name} | " in report and "| - | - (NaN/inf weights) | - |" in report
+    assert (gen / "pca.png").is_file() and "2 of 4 generated models" in " ".join(result.output.split())
+
+
+def test_evaluate_when_every_generated_model_is_broken(trained, tmp_path):
+    gen = tmp_path / "gen"
+    assert rpgen("generate", trained, "--num", 2, "--out", gen, "--no-progress").exit_code == 0
+    for path in gen.glob("*.safetensors"):
+        _break(path, "conv1.weight", float("nan"))
+    result = rpgen("evaluate", trained, "--generated", gen, "--evaluator", "rpgen.zoo.digits:evaluate",
+                   "--no-progress")
+    assert result.exit_code == 0, result.output
+    results = json.loads((gen / "results.json").read_text())
+    assert len(results["nonfinite_generated"]) == 2 and "noise_matched" not in results["baselines"]
+    assert results["verdict"].startswith("All 2 generated models have non-finite weights (NaN/inf): they are broken")
+    assert results["novelty"]["generated"] == [None, None] and results["diversity"]["distinct_models"] == 0
+    assert "All 2 generated models" in (gen / "report.md").read_text()
