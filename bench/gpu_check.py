@@ -56,7 +56,7 @@ def paper_scale(params: int, *, checkpoints: int, steps: int, work: Path) -> dic
     from rpgen.config import apply_overrides, preset
     from rpgen.generate import generate
     from rpgen.train import train
-    from rpgen.zoo.wide_mlp import collect_wide_mlp
+    from wide_mlp import collect_wide_mlp
 
     shutil.rmtree(work, ignore_errors=True)
     collect_wide_mlp(work / "zoo", params=params, num_checkpoints=checkpoints)

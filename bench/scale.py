@@ -3,7 +3,7 @@
     python bench/scale.py [--sizes 0.1M 1M 10M 100M] [--generate-only 200M] [--checkpoints 50]
                           [--work /tmp/rpgen-scale] [--steps 4]
 
-For each size: build a WideMLP zoo (``rpgen.zoo.wide_mlp``: random init + lightly perturbed copies,
+For each size: build a WideMLP zoo (``bench/wide_mlp.py``: random init + lightly perturbed copies,
 ``--checkpoints`` files), train with the ``cpu-large`` preset for ``--steps`` steps (fresh process;
 peak RSS from ``wait4``; step time = median of the logged per-step times after the first), then
 generate one model (fresh process, preset sampler). ``--generate-only`` sizes train a 1-step
@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 
 from quickstart import machine
+from wide_mlp import collect_wide_mlp
 
 from rpgen.checkpoints import open_checkpoints
 from rpgen.config import preset
 from rpgen.resources import generation_memory, training_memory
 from rpgen.tokenizer import fit_layout
-from rpgen.zoo.wide_mlp import collect_wide_mlp
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GB = 1e9
