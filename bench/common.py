@@ -6,7 +6,8 @@ rendered from that JSON by the script's ``render(data) -> Report``: a title, the
 machine, an intro, one table and optional further sections, all computed from the numbers. So
 every report can be rebuilt from its JSON alone::
 
-    python bench/common.py quickstart sampling ...   # rewrite bench/results/NAME.{json,md} from NAME.json
+    python bench/common.py quickstart sampling ...           # rewrite bench/results/NAME.{json,md} from NAME.json
+    python bench/common.py --check quickstart sampling ...   # exit 1 if a NAME.md is not what NAME.json renders to
 """
 
 from __future__ import annotations
@@ -157,7 +158,23 @@ def rewrite(name: str, render: Callable[[dict], Report], *, results: Path = RESU
     return write_results(name, data, render, results=results)
 
 
+def main(argv: Sequence[str]) -> int:
+    """``NAME ...``: rewrite each results file from its JSON; ``--check NAME ...``: only compare, exit 1 on a difference."""
+    check = bool(argv) and argv[0] == "--check"
+    stale = []
+    for name in argv[1:] if check else argv:
+        render = importlib.import_module(name).render
+        if check:
+            data = portable(json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8")))
+            if markdown(render(data), data) != (RESULTS / f"{name}.md").read_text(encoding="utf-8"):
+                stale.append(name)
+        else:
+            rewrite(name, render)
+            print(f"wrote {RESULTS / name}.md")
+    if stale:
+        print(f"not what their JSON renders to: {', '.join(f'bench/results/{n}.md' for n in stale)}")
+    return 1 if stale else 0
+
+
 if __name__ == "__main__":
-    for script in sys.argv[1:]:
-        rewrite(script, importlib.import_module(script).render)
-        print(f"wrote {RESULTS / script}.md")
+    sys.exit(main(sys.argv[1:]))
