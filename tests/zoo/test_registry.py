@@ -1,4 +1,5 @@
-"""The zoo registry (``rpgen.zoo``): what ``rpgen collect`` lists, accepts and refuses."""
+"""The zoo registry (``rpgen.zoo.registry``, re-exported by ``rpgen.zoo``): what ``rpgen collect``
+lists, accepts and refuses."""
 
 from __future__ import annotations
 
