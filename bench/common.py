@@ -159,7 +159,8 @@ def rewrite(name: str, render: Callable[[dict], Report], *, results: Path = RESU
 
 
 def main(argv: Sequence[str]) -> int:
-    """``NAME ...``: rewrite each results file from its JSON; ``--check NAME ...``: only compare, exit 1 on a difference."""
+    """``NAME ...``: rewrite each results file from its JSON; ``--check NAME ...``: only compare (exit 1 if
+    any differs)."""
     check = bool(argv) and argv[0] == "--check"
     stale = []
     for name in argv[1:] if check else argv:

@@ -107,7 +107,8 @@ def render(data: dict) -> Report:
             ["CUDA vs pure-PyTorch Mamba, same weights: max relative difference (outputs / input gradients)",
              f"{m['max_rel_output_diff']:.2e} / {m['max_rel_grad_diff']:.2e}: {'agree' if m['agree'] else 'DISAGREE'}"],
             [f"{p['preset']} preset, {p['params']:,} generated parameters ({p['tokens']:,} tokens), "
-             f"{p['checkpoints']} checkpoints: training step", f"{p['train_step_s']} s, peak {p['train_peak_gpu_gb']} GB"],
+             f"{p['checkpoints']} checkpoints: training step",
+             f"{p['train_step_s']} s, peak {p['train_peak_gpu_gb']} GB"],
             ["one model with DDIM-60", f"{p['generate_ddim60_s']} s, peak {p['generate_peak_gpu_gb']} GB"],
         ], "ll"),
     )

@@ -209,7 +209,8 @@ def render(data: dict) -> Report:
     rows = []
     for name, entry in experiments:
         s = entry["summary"]
-        groups = [("training checkpoints", "checkpoints", s["checkpoints"]), ("**generated**", "generated", s["generated"])]
+        groups = [("training checkpoints", "checkpoints", s["checkpoints"]),
+                  ("**generated**", "generated", s["generated"])]
         groups += [(memorization.baseline_label(k), k, v) for k, v in s["baselines"].items()]
         for label, key, stats in groups:
             iou = s.get("iou_median", {}).get(key)

@@ -88,11 +88,13 @@ def collect(out: Path, results: Path, *, rows: dict[str, str], max_rss_gb: float
         r.update(method=_option(overrides, "model.method") or "rpg",
                  train_steps=int(_option(overrides, "train.steps") or quickstart_steps))
     return {
-        "command": COMMANDS, "machine": machine, "settings": {**settings(), "max_rss_gb": max_rss_gb, "max_step_s": max_step_s},
+        "command": COMMANDS, "machine": machine,
+        "settings": {**settings(), "max_rss_gb": max_rss_gb, "max_step_s": max_step_s},
         "rows": [{k: r[k] for k in ROW_KEYS if k in r} for r in data],
         "memory_vs_params": [{"method": p["method"], "params": p["params"],
                               "train_peak_rss_gb": p.get("train_peak_rss_gb"), "step_s": p.get("step_s"),
-                              **({"stopped": p["failed"], "seen_rss_gb": p.get("seen_rss_gb")} if "failed" in p else {})}
+                              **({"stopped": p["failed"], "seen_rss_gb": p.get("seen_rss_gb")}
+                                 if "failed" in p else {})}
                              for p in mem["points"]],
         **({"memorization": m} if (m := _memorization(results)) else {}),
     }
@@ -160,7 +162,8 @@ def memory_table(points: list[dict]) -> Table:
             else:
                 cells.append(f"{p['train_peak_rss_gb']:.2f} ({p.get('step_s') or float('nan'):.2f})")
         rows.append(cells)
-    return Table(["generated params", *(f"{m}: peak RSS GB (s / step)" for m in methods)], rows, "r" * (1 + len(methods)))
+    header = ["generated params", *(f"{m}: peak RSS GB (s / step)" for m in methods)]
+    return Table(header, rows, "r" * len(header))
 
 
 def the_bar(data: dict, by: dict) -> list[str]:
@@ -260,7 +263,8 @@ def _generate_note(rows: list[dict]) -> str:
     usual = counts[0]
     typical = statistics.median(r["generate_s"] for r in rpg if r["num_generated"] == usual)
     notes = [f"the n = {r['num_generated']} RPG row {r['name']} took {r['generate_s'] / typical:.0f}x the median "
-             f"time per model of the n = {usual} RPG rows, not investigated" for r in rpg if r["num_generated"] != usual]
+             f"time per model of the n = {usual} RPG rows, not investigated"
+             for r in rpg if r["num_generated"] != usual]
     return f"; {'; '.join(notes)}" if notes else ""
 
 
@@ -287,13 +291,15 @@ def render(data: dict) -> Report:
         steps = "/".join(str(n) for n in dict.fromkeys(r["train_steps"] for r in ablations))
         sections += ["## RPG ablations (quickstart zoo, common budget)",
                      f"All rows trained for the same shorter budget ({steps} steps, quickstart preset otherwise) so "
-                     f"they compare with each other; the {s['rpg']['train_steps']:,}-step RPG row above is the default.",
+                     f"they compare with each other; the {s['rpg']['train_steps']:,}-step RPG row above is the "
+                     "default.",
                      Table(ROW_HEADER, [_cells(r) for r in ablations], "llrlrrrr").markdown()]
     if data["memory_vs_params"]:
         tokens = s["memory_token_sizes"]
         sections += ["## Training memory vs parameter count",
                      f"A few training steps of each method on zoos of {s['memory_checkpoints']} random-initialised "
-                     f"MLPs (64 → w → w → 10) of growing width, each in a fresh process; a method stops at the first "
+                     "MLPs (64 → w → w → 10) of growing width, each in a fresh process; a method stops at the "
+                     "first "
                      f"size where it exceeds {s['max_rss_gb']:g} GB (killed) or "
                      + (f"{s['max_step_s']:g} s per step. " if s.get("max_step_s") else "its step-time limit. ")
                      + "; ".join(f"`{m}` = quickstart preset (token {t}, batch {s['rpg']['batch_size']})"

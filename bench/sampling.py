@@ -74,14 +74,16 @@ def render(data: dict) -> Report:
     return Report(
         title="Sampling benchmark",
         intro=(f"Quickstart run (digits zoo, {ckpt['num']} checkpoints, {data['params']:,} parameters), "
-               f"{data['num_models']} generated models per setting, seed {data['seed']} (same permutation states for every setting). Test accuracy "
+               f"{data['num_models']} generated models per setting, seed {data['seed']} (same permutation states "
+               "for every setting). Test accuracy "
                f"(%) on the held-out digits split; training checkpoints: mean {ckpt['acc_mean']:.2f}, min "
                f"{ckpt['acc_min']:.2f}, max {ckpt['acc_max']:.2f}. Denoiser evaluations = steps (DPM-Solver++ 2M: "
                "one per step). Wall time: generating all models (backbone once per model, all tokens batched), "
                "no evaluation."),
         table=Table(["sampler", "steps", f"evaluations vs {reference}", "acc mean", "acc min", "acc max",
                      f"mean − {reference} (pp)", "wall s"],
-                    [[names[r["sampler"]], r["steps"], f"{ref['steps'] / r['steps']:.0f}x fewer", f"{r['acc_mean']:.2f}",
+                    [[names[r["sampler"]], r["steps"], f"{ref['steps'] / r['steps']:.0f}x fewer",
+                      f"{r['acc_mean']:.2f}",
                       f"{r['acc_min']:.2f}", f"{r['acc_max']:.2f}", f"{r['acc_mean'] - ref['acc_mean']:+.2f}",
                       f"{r['wall_s']:.1f}"] for r in rows], "lrrrrrrr"),
     )

@@ -50,7 +50,8 @@ def test_a_render_error_leaves_the_old_files(tmp_path):
 def test_paths_become_portable_and_ratios_stay():
     inside = common.REPO / "runs" / "memorization" / "run"
     assert common.portable_path(inside) == "runs/memorization/run"
-    assert common.portable(f"--run {inside} --out /tmp/bench/sampling") == "--run runs/memorization/run --out .../sampling"
+    expected = "--run runs/memorization/run --out .../sampling"
+    assert common.portable(f"--run {inside} --out /tmp/bench/sampling") == expected
     text = "8 x P/64 x 128, mean / min / max, see https://arxiv.org/abs/2501.11587 and bench/results/x.md"
     assert common.portable(text) == text
     assert common.portable({"a": ["/home/me/x/y", 3]}) == {"a": [".../y", 3]}
