@@ -28,16 +28,14 @@ from pathlib import Path
 
 import torch
 
-from common import machine
+from common import RESULTS, Report, Table, command_line, write_results
 from rpgen.checkpoints import list_checkpoints
 from rpgen.config import apply_overrides, preset
 from rpgen.evaluation import evaluate_run
-from rpgen.files import write_text_atomic
 from rpgen.generation import generate
 from rpgen.training import train
 from rpgen.zoo import minilm_sentiment as zoo
 
-RESULTS = Path(__file__).resolve().parent / "results"
 EVALUATOR = "rpgen.zoo.minilm_sentiment:evaluate"
 TOKENS_PER_RANK = 32  # values per token per unit of rank: rank 4 -> 128, 16 -> 512, 64 -> 2048
 DEFAULT_CONFIGS = ["lora:4", "dora:4", "lora:16", "dora:16", "lora:64", "dora:64"]
@@ -115,7 +113,7 @@ def run_config(kind: str, rank: int, *, out: Path, num_checkpoints: int, num_gen
     return row
 
 
-def write_results(new_rows: list[dict], head: dict, command: str) -> None:
+def write(new_rows: list[dict], head: dict, command: str) -> None:
     """Merge ``new_rows`` into adapters.json (replacing rows of the same kind and rank) and rewrite the report."""
     for row in new_rows:
         row["base_acc"], row["ood_base_acc"] = head["test"], head["ood"]
@@ -125,40 +123,40 @@ def write_results(new_rows: list[dict], head: dict, command: str) -> None:
     done = {(r["kind"], r["rank"]) for r in new_rows}
     rows = sorted([r for r in old if (r["kind"], r["rank"]) not in done] + new_rows,
                   key=lambda r: (r["rank"], r["kind"]))
-    data = {"command": command, "machine": machine(), "evaluator": EVALUATOR, "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
-    m = data["machine"]
-    lines = [
-        "# Generated LoRA / DoRA adapters (all-MiniLM-L6-v2, word sentiment)", "",
-        "Commands: " + ", ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in rows)) + "  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}.  ",
-        "Test = 1,118 held-out vader lexicon entries; OOD = 730 afinn words absent from the vader lexicon. "
-        "Accuracy in %; the base model with a head only (logistic regression on its frozen pooled output) "
-        f"scores {head['test']:.2f} (test) and {head['ood']:.2f} (OOD).", "",
-        "| kind | rank | generated params | trained mean / min / max | generated mean / min / max "
-        "| OOD trained | OOD generated | novelty | collect | train | generate |",
-        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['kind']} | {r['rank']} | {r['params']:,} | {r['trained_mean']:.2f} / {r['trained_min']:.2f} / "
-            f"{r['trained_max']:.2f} | {r['generated_mean']:.2f} / {r['generated_min']:.2f} / "
-            f"{r['generated_max']:.2f} | {r['ood_trained_mean']:.2f} | {r['ood_generated_mean']:.2f} | "
-            f"{r['novelty_median']:.2f} | {r['collect_s']:.0f} s | {r['train_s']:.0f} s | {r['generate_s']:.0f} s |")
-    lines += ["", "Novelty: median distance of a generated adapter to its nearest training checkpoint, in units "
-              "of the checkpoints' own nearest-neighbour distance (1 = as far as checkpoints are from each other). "
-              "Collect, train and generate are wall-clock times (generate: all generated adapters).", ""]
+    write_results("adapters", {"command": command, "evaluator": EVALUATOR, "rows": rows}, render)
+
+
+def render(data: dict) -> Report:
+    rows = data["rows"]
+    notes = []
     for r in rows:
         extra = ""
         if "noise_matched_mean" in r:
             extra = (f" Checkpoints + noise at the same distance: {r['noise_matched_mean']:.2f}; average of the "
                      f"checkpoints: {r['average_of_checkpoints']:.2f}.")
         nearest = ", ".join(f"{name} x{n}" for name, n in r["nearest_checkpoints"].items())
-        lines.append(f"- **{r['kind']} r{r['rank']}** ({r['checkpoints']} checkpoints, {r['generated_models']} "
+        notes.append(f"- **{r['kind']} r{r['rank']}** ({r['checkpoints']} checkpoints, {r['generated_models']} "
                      f"generated; {', '.join(r['settings'])}; sampler {r.get('sampler', 'ddim-60')}): "
                      f"{r['verdict']}{extra} Nearest checkpoint of the generated adapters: {nearest}.")
-    write_text_atomic(RESULTS / "adapters.md", "\n".join(lines) + "\n")
+    return Report(
+        title="Generated LoRA / DoRA adapters (all-MiniLM-L6-v2, word sentiment)",
+        commands=list(dict.fromkeys(r["command"] for r in rows)),
+        intro=("Test = 1,118 held-out vader lexicon entries; OOD = 730 afinn words absent from the vader lexicon. "
+               "Accuracy in %; the base model with a head only (logistic regression on its frozen pooled output) "
+               f"scores {rows[0]['base_acc']:.2f} (test) and {rows[0]['ood_base_acc']:.2f} (OOD)."),
+        table=Table(["kind", "rank", "generated params", "trained mean / min / max", "generated mean / min / max",
+                     "OOD trained", "OOD generated", "novelty", "collect", "train", "generate"],
+                    [[r["kind"], r["rank"], f"{r['params']:,}",
+                      f"{r['trained_mean']:.2f} / {r['trained_min']:.2f} / {r['trained_max']:.2f}",
+                      f"{r['generated_mean']:.2f} / {r['generated_min']:.2f} / {r['generated_max']:.2f}",
+                      f"{r['ood_trained_mean']:.2f}", f"{r['ood_generated_mean']:.2f}", f"{r['novelty_median']:.2f}",
+                      f"{r['collect_s']:.0f} s", f"{r['train_s']:.0f} s", f"{r['generate_s']:.0f} s"] for r in rows],
+                    "lrrllrrrrrr"),
+        sections=["Novelty: median distance of a generated adapter to its nearest training checkpoint, in units "
+                  "of the checkpoints' own nearest-neighbour distance (1 = as far as checkpoints are from each "
+                  "other). Collect, train and generate are wall-clock times (generate: all generated adapters).",
+                  "\n".join(notes)],
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -183,7 +181,7 @@ def main(argv: list[str]) -> None:
                                num_generated=args.num_generated, steps=args.steps,
                                baselines=(kind, rank) in with_baselines, overrides=args.overrides,
                                sampler=args.sampler, sample_steps=args.sample_steps))
-        write_results(rows, head, "python bench/adapters.py " + " ".join(argv))
+        write(rows, head, command_line(["bench/adapters.py", *argv]))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "verdict"}), flush=True)
     print(f"wrote {RESULTS / 'adapters.md'}")
 

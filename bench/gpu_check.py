@@ -9,7 +9,7 @@
    (~86M parameters) WideMLP zoo: seconds per training step and peak GPU memory, then one model
    generated with DDIM-60: seconds and peak GPU memory.
 
-Writes bench/results/gpu.json (with the card's name) and bench/results/gpu.md. Not run on the
+Writes bench/results/gpu.json (the machine includes the card's name) and bench/results/gpu.md. Not run on the
 2-core CPU machine; no numbers are claimed until this script has produced them.
 """
 
@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import Report, Table, write_results
 
 
 def mamba_agreement() -> dict:
@@ -56,7 +55,7 @@ def paper_scale(params: int, *, checkpoints: int, steps: int, work: Path) -> dic
     from rpgen.config import apply_overrides, preset
     from rpgen.generation import generate
     from rpgen.training import train
-    from rpgen.zoo.wide_mlp import collect_wide_mlp
+    from wide_mlp import collect_wide_mlp
 
     shutil.rmtree(work, ignore_errors=True)
     collect_wide_mlp(work / "zoo", params=params, num_checkpoints=checkpoints)
@@ -91,25 +90,28 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("bench/gpu_check.py needs a CUDA GPU")
     params = int(float(args.params.rstrip("M")) * 1e6)
-    result = {"card": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "command": "python bench/gpu_check.py " + " ".join(sys.argv[1:])}
-    result["mamba"] = mamba_agreement()
+    result = {"mamba": mamba_agreement()}
     print(json.dumps(result["mamba"]), flush=True)
     result["paper_scale"] = paper_scale(params, checkpoints=args.checkpoints, steps=args.steps, work=args.work)
     print(json.dumps(result["paper_scale"]), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "gpu.json").write_text(json.dumps(result, indent=1) + "\n")
-    m, p = result["mamba"], result["paper_scale"]
-    (RESULTS / "gpu.md").write_text("\n".join([
-        "# GPU check", "", f"Command: `{result['command'].strip()}`  ", f"Card: {result['card']}, torch {result['torch']}", "",
-        f"- CUDA vs pure-PyTorch Mamba, same weights: max relative difference {m['max_rel_output_diff']:.2e} "
-        f"(outputs), {m['max_rel_grad_diff']:.2e} (input gradients) -> {'agree' if m['agree'] else 'DISAGREE'}",
-        f"- paper-vit-b preset, {p['params']:,} generated parameters ({p['tokens']:,} tokens), "
-        f"{p['checkpoints']} checkpoints: {p['train_step_s']} s per training step, peak {p['train_peak_gpu_gb']} GB; "
-        f"one model with DDIM-60 in {p['generate_ddim60_s']} s, peak {p['generate_peak_gpu_gb']} GB", ""]))
-    if not m["agree"]:
+    print(write_results("gpu", result, render))
+    if not result["mamba"]["agree"]:
         sys.exit("CUDA and pure-PyTorch Mamba disagree")
 
+
+def render(data: dict) -> Report:
+    m, p = data["mamba"], data["paper_scale"]
+    return Report(
+        title="GPU check",
+        table=Table(["check", "result"], [
+            ["CUDA vs pure-PyTorch Mamba, same weights: max relative difference (outputs / input gradients)",
+             f"{m['max_rel_output_diff']:.2e} / {m['max_rel_grad_diff']:.2e}: {'agree' if m['agree'] else 'DISAGREE'}"],
+            [f"{p['preset']} preset, {p['params']:,} generated parameters ({p['tokens']:,} tokens), "
+             f"{p['checkpoints']} checkpoints: training step",
+             f"{p['train_step_s']} s, peak {p['train_peak_gpu_gb']} GB"],
+            ["one model with DDIM-60", f"{p['generate_ddim60_s']} s, peak {p['generate_peak_gpu_gb']} GB"],
+        ], "ll"),
+    )
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""Benchmark: does rpgen generate new models or copy its training checkpoints? (issue "Evidence")
+"""Benchmark: does rpgen generate new models or copy its training checkpoints?
 
     python bench/memorization.py [--out runs/memorization] [--num 100] [--seed 0]
 
@@ -21,17 +21,16 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from common import machine
+from common import RESULTS, Report, Table, write_results
 from rpgen.evaluation import memorization
 from rpgen.checkpoints import load_state_dict
-from rpgen.config import apply_overrides, preset
+from rpgen.config import apply_overrides, load_toml, preset
 from rpgen.evaluation import evaluate_run
 from rpgen.generation import generate
 from rpgen.run import COPIED, CONFIG, GENERATOR, RUN_INFO, TOKENIZER
@@ -39,7 +38,6 @@ from rpgen.tokenizer import Layout, flatten
 from rpgen.training import train
 from rpgen.zoo.digits import collect_digits
 
-RESULTS = Path(__file__).resolve().parent / "results"
 EVALUATOR = "rpgen.zoo.digits:evaluate"
 SUBSETS = (10, 30)
 # (name, zoo, training runs in the zoo, settings on top of the quickstart preset)
@@ -178,49 +176,61 @@ def title(name: str, entry: dict) -> str:
     return zoo + (f", {', '.join(entry['overrides'])}" if entry["overrides"] else "")
 
 
-def markdown(data: dict) -> str:
+SAMPLERS = {"ddpm": "DDPM", "ddim": "DDIM", "dpm": "DPM-Solver++"}
+
+
+def run_settings(root: Path) -> dict:
+    """What an experiment's run and generation used, read back from its run directory."""
+    config = load_toml(root / "run" / CONFIG)
+    generation = json.loads((root / "generated" / "generation.json").read_text())
+    return {"train_steps": config.train.steps,
+            "num_checkpoints": len(json.loads((root / "run" / RUN_INFO).read_text())["checkpoint_files"]),
+            "sampler": generation["sampler"], "sample_steps": generation["steps"]}
+
+
+def generator_line(experiments: list[tuple[str, dict]]) -> str:
+    """The generator settings of the experiments, from their runs (one sentence when they agree)."""
+    def parts(run: dict) -> tuple[str, str, str]:
+        return (f"{run['train_steps']:,} steps", f"{SAMPLERS[run['sampler']]}-{run['sample_steps']}",
+                f"{run['num_checkpoints']} checkpoints")
+
+    settings = {parts(entry["run"]) for _, entry in experiments}
+    if len(settings) == 1:
+        steps, sampler, checkpoints = settings.pop()
+        return (f"Generator: the quickstart preset ({steps}) unless the zoo column says otherwise; {sampler}; "
+                f"{checkpoints} per zoo.")
+    return "Generator: the quickstart preset unless the zoo column says otherwise; " + "; ".join(
+        f"{name}: {', '.join(parts(entry['run']))}" for name, entry in experiments) + "."
+
+
+def render(data: dict) -> Report:
     experiments = [(name, data[name]) for name, *_ in EXPERIMENTS if name in data]
-    lines = [
-        "# Does rpgen memorise? (digits zoo)",
-        "",
-        f"Command: `{data['command']}`  ",
-        f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores, torch {data['machine']['torch']}. "
-        "Generator: the quickstart preset (2,000 steps) unless the zoo column says otherwise; DDIM-60; "
-        "50 checkpoints per zoo.",
-        "",
-        "Novelty = distance to the nearest training checkpoint in normalised weight space / the median distance "
-        "between a checkpoint and its nearest other checkpoint (0 = a copy, 1 = the checkpoints' own spacing). "
-        "IoU = overlap of the misclassified test examples of a model and its nearest checkpoint (1 = same "
-        "mistakes). Accuracy in %, mean / min / max.",
-        "",
-        "## 1-2. Generated models against checkpoints and baselines",
-        "",
-        "| zoo | models | n | accuracy | novelty (median) | IoU (median) |",
-        "|---|---|---:|---|---:|---:|",
-    ]
+    runs = {name: runs for name, _, runs, _ in EXPERIMENTS}
+    rows = []
     for name, entry in experiments:
         s = entry["summary"]
-        rows = [("training checkpoints", "checkpoints", s["checkpoints"]), ("**generated**", "generated", s["generated"])]
-        rows += [(memorization.baseline_label(k), k, v) for k, v in s["baselines"].items()]
-        for label, key, stats in rows:
+        groups = [("training checkpoints", "checkpoints", s["checkpoints"]),
+                  ("**generated**", "generated", s["generated"])]
+        groups += [(memorization.baseline_label(k), k, v) for k, v in s["baselines"].items()]
+        for label, key, stats in groups:
             iou = s.get("iou_median", {}).get(key)
-            lines.append(f"| {title(name, entry)} | {label} | {stats['n']} | {fmt(stats)} | "
-                         f"{s['novelty_median'][key]:.2f} | " + ("-" if iou is None else f"{iou:.2f}") + " |")
-    lines.append("")
+            rows.append([title(name, entry), label, stats["n"], fmt(stats), f"{s['novelty_median'][key]:.2f}",
+                         "-" if iou is None else f"{iou:.2f}"])
+    verdicts = []
     for name, entry in experiments:
         final = entry.get("final_loss")
         loss = f" Final training loss {final:.4f}." if final is not None else ""
-        lines += [f"Verdict, {title(name, entry)}: {entry['summary']['verdict']}{loss}", ""]
-    lines += ["## 2. Permutation states on the 10-run zoo", ""]
+        verdicts.append(f"Verdict, {title(name, entry)}: {entry['summary']['verdict']}{loss}")
+    states = []
     for name, entry in experiments:
         if "states" not in entry:
             continue
         st = entry["states"]
-        lines += [f"**{title(name, entry)}**", "",
-                  f"- {st['num_models']} generated models drew states from {st['runs_of_states']} of the 10 runs; "
-                  f"their nearest checkpoints come from {st['runs_of_nearest']} runs. For {st['nearest_in_state_run']} "
-                  f"of {st['num_models']} the nearest checkpoint is in the run of the model's own permutation state "
-                  f"(for {st['nearest_is_state_checkpoint']} it is the state's own checkpoint)."]
+        lines = [f"- {st['num_models']} generated models drew states from {st['runs_of_states']} of the "
+                 f"{runs[name]} runs; their nearest checkpoints come from {st['runs_of_nearest']} runs. For "
+                 f"{st['nearest_in_state_run']} of {st['num_models']} the nearest checkpoint is in the run of the "
+                 f"model's own permutation state (for {st['nearest_is_state_checkpoint']} it is the state's own "
+                 "checkpoint)."]
         for group, label in (("random", "a random state vector (never trained)"),
                              ("midpoint", "the midpoint of two trained states from different runs")):
             g = entry["unseen"][group]
@@ -229,20 +239,33 @@ def markdown(data: dict) -> str:
             lines.append(f"- {g['accuracy']['n']} models from {label}: accuracy {fmt(g['accuracy'])}, novelty "
                          f"median {g['novelty_median']:.2f}, IoU median {g['iou_median']:.2f}, nearest checkpoints "
                          f"in {g['runs_of_nearest']} runs{extra}.")
-        lines.append("")
-    lines += ["## 3. Generated-model count vs diversity", "",
-              "A model is a near-copy when its novelty is below "
-              f"{memorization.NEAR_COPY}; distinct = groups of generated models more than {memorization.NEAR_COPY} "
-              "units apart.", "",
-              "| zoo | generated | not near-copies | distinct | median distance to nearest other generated (units) |",
-              "|---|---:|---:|---:|---:|"]
-    for name, entry in experiments:
-        for r in entry["count_vs_diversity"]:
-            lines.append(f"| {title(name, entry)} | {r['num_generated']} | {r['not_near_copies']} | "
-                         f"{r['distinct_models']} | {r['median_to_nearest_other_generated']:.2f} |")
-    lines += ["", "Plots from each experiment's report: `memorization/<experiment>_{metric_hist,novelty,pca}.png` "
-              f"(experiments: {', '.join(name for name, _ in experiments)}).", ""]
-    return "\n".join(lines)
+        states += [f"**{title(name, entry)}**", "\n".join(lines)]
+    diverse_runs = sorted({runs[name] for name, entry in experiments if "states" in entry})
+    diversity = Table(["zoo", "generated", "not near-copies", "distinct",
+                       "median distance to nearest other generated (units)"],
+                      [[title(name, entry), r["num_generated"], r["not_near_copies"], r["distinct_models"],
+                        f"{r['median_to_nearest_other_generated']:.2f}"]
+                       for name, entry in experiments for r in entry["count_vs_diversity"]], "lrrrr")
+    return Report(
+        title="Does rpgen memorise? (digits zoo)",
+        intro="\n\n".join([
+            generator_line(experiments),
+            "Novelty = distance to the nearest training checkpoint in normalised weight space / the median distance "
+            "between a checkpoint and its nearest other checkpoint (0 = a copy, 1 = the checkpoints' own spacing). "
+            "IoU = overlap of the misclassified test examples of a model and its nearest checkpoint (1 = same "
+            "mistakes). Accuracy in %, mean / min / max.",
+            "## 1-2. Generated models against checkpoints and baselines"]),
+        table=Table(["zoo", "models", "n", "accuracy", "novelty (median)", "IoU (median)"], rows, "llrlrr"),
+        sections=[*verdicts,
+                  *([f"## 2. Permutation states on the {'/'.join(map(str, diverse_runs))}-run zoo", *states]
+                    if states else []),
+                  "## 3. Generated-model count vs diversity",
+                  f"A model is a near-copy when its novelty is below {memorization.NEAR_COPY}; distinct = groups of "
+                  f"generated models more than {memorization.NEAR_COPY} units apart.",
+                  diversity.markdown(),
+                  "Plots from each experiment's report: `memorization/<experiment>_{metric_hist,novelty,pca}.png` "
+                  f"(experiments: {', '.join(name for name, _ in experiments)})."],
+    )
 
 
 def main() -> None:
@@ -253,14 +276,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    data: dict = {"command": ("python bench/memorization.py " + " ".join(sys.argv[1:])).strip(), "machine": machine()}
+    data: dict = {}
     plots = RESULTS / "memorization"
     plots.mkdir(parents=True, exist_ok=True)
     for name, zoo, runs, overrides in EXPERIMENTS:
         root, ckpts = args.out / name, args.out / zoo / "checkpoints"
         times: dict = {}
         results = build(root, ckpts, runs=runs, seed=args.seed, num=args.num, overrides=overrides, times=times)
-        entry = {"summary": summary(results), "times": times, "overrides": overrides,
+        entry = {"summary": summary(results), "times": times, "overrides": overrides, "run": run_settings(root),
                  "count_vs_diversity": count_vs_diversity(root, ckpts, args.num)}
         metrics = (root / "run" / "metrics.jsonl").read_text().splitlines()
         entry["final_loss"] = json.loads(metrics[-1])["loss"]
@@ -272,9 +295,7 @@ def main() -> None:
             shutil.copy(root / "generated" / png, plots / f"{name}_{png}")
         print(f"{name}: {results['verdict']}", flush=True)
 
-    (RESULTS / "memorization.json").write_text(json.dumps(data, indent=1) + "\n")
-    (RESULTS / "memorization.md").write_text(markdown(data))
-    print((RESULTS / "memorization.md").read_text())
+    print(write_results("memorization", data, render))
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ NUM_GENERATED = 20
 PDIFF = ["model.method=pdiff", "pdiff.channels=[32, 64]", "pdiff.lr=2e-3", "pdiff.ae_steps=1500",
          "pdiff.denoiser_channels=[1, 16, 32, 16, 1]",
          "pdiff.ddpm_steps=1000"]
-ZOOS = {"quickstart": "/work/main/runs/memorization/quickstart",
-        "diverse": "/work/main/runs/memorization/diverse"}
+ZOOS = {"quickstart": "runs/memorization/quickstart",  # bench/memorization.py's default --out
+        "diverse": "runs/memorization/diverse"}
 
 # name -> (method label, zoo, overrides on the quickstart preset, reuse the memorization run)
 ROWS: dict[str, tuple[str, str, list[str], bool]] = {
@@ -259,7 +259,8 @@ def main() -> None:
     else:
         from peers_report import report
 
-        report(args.out, RESULTS, rows={name: spec[0] for name, spec in ROWS.items()}, max_rss_gb=args.max_rss_gb)
+        report(args.out, RESULTS, rows={name: spec[0] for name, spec in ROWS.items()}, max_rss_gb=args.max_rss_gb,
+               max_step_s=args.max_step_s)
 
 
 if __name__ == "__main__":

@@ -1,72 +1,327 @@
-"""Turn the outputs of ``bench/peers.py rows|memory`` into bench/results/peers.{md,json} and a plot."""
+"""Turn the outputs of ``bench/peers.py rows|memory`` into bench/results/peers.{md,json} and a plot.
+
+``collect`` gathers every number the report states into the JSON; ``render`` computes the Markdown
+from that JSON alone, conclusions included ("The bar", "Why"), so a rerun with other numbers
+gets other sentences. The mechanisms in "Why" are read from the code and the settings.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
+
+from common import RESULTS, Report, Table, write_results
+from peers import ABLATION_STEPS, MEMORY_CHECKPOINTS, MEMORY_METHODS
+
+from rpgen.config import preset
 
 COMMANDS = ("python bench/peers.py rows (as three --only subsets in parallel; the rows ablation-mamba and "
             "pdiff-quickstart ran first with --num 50, the rest with the default 20); python bench/peers.py memory; "
-            "python bench/peers.py memory --sizes 300000; python bench/peers.py report. Each under /work/cpu-slot "
+            "python bench/peers.py memory --sizes 300000; python bench/peers.py report. Each under cpu-slot "
             "(one CPU core, OMP_NUM_THREADS=1)")
-# Mechanisms behind the measurements (read from the code; the numbers are in the tables above).
-WHY = [
-    ("- **RPG memory with 64-value tokens (CPU).** The pure-PyTorch Mamba scan (`models/backbones.py`, "
-    "`selective_scan`) materialises tensors of shape (batch, tokens, d_inner, d_state) = 8 x P/64 x 128 x 16, "
-    "256 values per generated parameter per tensor, several of them per layer plus their gradients. That grows "
-    "as fast as p-diff's activations, so with the quickstart preset RPG does not beat p-diff on memory growth "
-    "on this machine. The mamba-ssm CUDA kernels do not materialise these tensors; they were not measured here "
-    "(no GPU). With 1,024-value tokens (as the paper uses for large models) the scan holds 16x fewer values per "
-    "parameter; what remains is mostly the denoiser's fixed cost (a token subset of constant size)."),
-    ("- **p-diff memory.** Its autoencoder convolves the whole flattened parameter vector, and its latent (4 "
-    "channels x P/4) is as long as that vector, so both stages hold activations proportional to P for every "
-    "checkpoint in the batch."),
-    ("- **Diverse zoo (10 runs).** Checkpoints of independent runs differ by permutation symmetries; averaging "
-    "or mixing them breaks models (the average of the 50 checkpoints scores chance, see "
-    "`memorization.md`). p-diff's unconditional latent DDPM mixes the runs and produces broken models; RPG's "
-    "permutation state keeps the runs apart, but the quickstart preset underfits this zoo (a known finding, "
-    "reported as is), and the MSE head's models are broken too (see the table)."),
-    ("- **No-diffusion (MSE) head.** One forward pass per permutation state: deterministic, so it can produce at "
-    "most one model per training checkpoint (50 here); the generated models repeat whenever states repeat."),
-]
-JSON_KEYS = ("method", "zoo", "acc_mean", "acc_min", "novelty", "train_s", "train_peak_rss_gb", "generate_s")
+BROKEN_PP = 10.0  # generated models this far below the checkpoints' mean accuracy are called broken
+ROW_KEYS = ("name", "method", "variant", "zoo", "overrides", "train_steps", "num_generated", "acc_mean", "acc_min",
+            "acc_max", "acc_std", "novelty", "checkpoints_n", "checkpoints_acc_mean", "checkpoints_novelty",
+            "train_s", "train_peak_rss_gb", "generate_s", "note", "failed")
+ROW_HEADER = ["zoo", "method", "n", "generated accuracy % (mean / min / max)", "novelty (median)", "train s",
+              "train peak RSS GB", "generate s / model"]
 
 
 def _f(value, digits=2, suffix="") -> str:
     return "—" if value is None else f"{value:.{digits}f}{suffix}"
 
 
-def _row_line(r: dict) -> str:
+def _option(overrides: list[str], key: str) -> str | None:
+    return next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")), None)
+
+
+# ----------------------------------------------------------------------------- numbers -> JSON
+
+def _with_std(out: Path, row: dict) -> dict:
+    """The row plus the generated models' accuracy std and count of checkpoints, from its results.json."""
+    path = out / row["name"] / "generated" / "results.json"
+    if path.is_file():
+        summary = json.loads(path.read_text())["summary"]
+        row = {**row, "acc_std": summary["generated"]["std"], "checkpoints_n": summary["checkpoints"]["n"]}
+    return row
+
+
+def settings() -> dict:
+    """The settings the mechanisms in "Why" depend on (the quickstart preset the rows start from)."""
+    cfg = preset("quickstart")
+    return {
+        "rpg": {"train_steps": cfg.train.steps, "batch_size": cfg.train.batch_size, "token_size": cfg.data.token_size,
+                "d_inner": cfg.model.expand * cfg.model.d_model,
+                "d_state": cfg.model.d_state or 16},  # 0 = auto: 16 for the pure-PyTorch scan on CPU
+        "memory_token_sizes": {m: int(_option(o, "data.token_size") or cfg.data.token_size)
+                               for m, o in MEMORY_METHODS.items() if _option(o, "model.method") != "pdiff"},
+        "memory_checkpoints": MEMORY_CHECKPOINTS, "ablation_steps": ABLATION_STEPS,
+    }
+
+
+def _memorization(results: Path) -> dict | None:
+    """What ``memorization.json`` measured on the diverse zoo (the "Why" section cites it)."""
+    path = results / "memorization.json"
+    if not path.is_file():
+        return None
+    diverse = json.loads(path.read_text()).get("diverse")
+    if not diverse:
+        return None
+    return {"average_acc": diverse["summary"]["baselines"]["average"]["mean"],
+            "num_checkpoints": diverse["summary"]["checkpoints"]["n"],
+            "nearest_in_state_run": diverse["states"]["nearest_in_state_run"],
+            "num_models": diverse["states"]["num_models"]}
+
+
+def collect(out: Path, results: Path, *, rows: dict[str, str], max_rss_gb: float,
+            max_step_s: float | None = None) -> dict:
+    """Everything the report states, from ``out/NAME/row.json``, ``out/memory.json`` and the settings."""
+    quickstart_steps = preset("quickstart").train.steps
+    data = [{**_with_std(out, json.loads((out / name / "row.json").read_text())), "variant": label}
+            for name, label in rows.items() if (out / name / "row.json").is_file()]
+    mem = json.loads((out / "memory.json").read_text()) if (out / "memory.json").is_file() else {"points": []}
+    machine = (data[0]["machine"] if data else mem.get("machine")) or {}
+    for r in data:
+        overrides = r.get("overrides", [])
+        r.update(method=_option(overrides, "model.method") or "rpg",
+                 train_steps=int(_option(overrides, "train.steps") or quickstart_steps))
+    return {
+        "command": COMMANDS, "machine": machine,
+        "settings": {**settings(), "max_rss_gb": max_rss_gb, "max_step_s": max_step_s},
+        "rows": [{k: r[k] for k in ROW_KEYS if k in r} for r in data],
+        "memory_vs_params": [{"method": p["method"], "params": p["params"],
+                              "train_peak_rss_gb": p.get("train_peak_rss_gb"), "step_s": p.get("step_s"),
+                              **({"stopped": p["failed"], "seen_rss_gb": p.get("seen_rss_gb")}
+                                 if "failed" in p else {})}
+                             for p in mem["points"]],
+        **({"memorization": m} if (m := _memorization(results)) else {}),
+    }
+
+
+def report(out: Path, results: Path = RESULTS, *, rows: dict[str, str], max_rss_gb: float,
+           max_step_s: float | None = None) -> None:
+    """``rows``: row name -> label shown in the tables."""
+    data = collect(out, results, rows=rows, max_rss_gb=max_rss_gb, max_step_s=max_step_s)
+    print(write_results("peers", data, render, results=results))
+    if data["memory_vs_params"]:
+        plot(data["memory_vs_params"], results / "peers_memory.png")
+
+
+# ----------------------------------------------------------------------------- JSON -> Markdown
+
+def _cells(r: dict) -> list[str]:
     if "failed" in r:
-        return f"| {r['zoo']} | {r['method']} | | failed: {r['failed']} | | | | |"
-    return (f"| {r['zoo']} | {r['method']} | {r['num_generated']} | {_f(r['acc_mean'])} / {_f(r['acc_min'])} / {_f(r['acc_max'])} | "
-            f"{_f(r['novelty'])} | {_f(r['train_s'], 0)} | {_f(r['train_peak_rss_gb'])} | {_f(r['generate_s'], 3)} |")
+        return [r["zoo"], r["variant"], "", f"failed: {r['failed']}", "", "", "", ""]
+    return [r["zoo"], r["variant"], str(r["num_generated"]),
+            f"{_f(r['acc_mean'])} / {_f(r['acc_min'])} / {_f(r['acc_max'])}", _f(r["novelty"]),
+            _f(r["train_s"], 0), _f(r["train_peak_rss_gb"]), _f(r["generate_s"], 3)]
 
 
-HEADER = ("| zoo | method | n | generated accuracy % (mean / min / max) | novelty (median) | train s | "
-          "train peak RSS GB | generate s / model |\n|---|---|---:|---|---:|---:|---:|---:|")
+def _ok(r: dict | None) -> bool:
+    return bool(r) and r.get("acc_mean") is not None
 
 
-def memory_table(points: list[dict]) -> tuple[str, dict]:
+def _broken(r: dict) -> bool:
+    return r["acc_mean"] < r["checkpoints_acc_mean"] - BROKEN_PP
+
+
+def _accuracy_verdict(r: dict, p: dict) -> str:
+    """RPG vs p-diff mean accuracy, with the difference in standard errors of the two means."""
+    diff = r["acc_mean"] - p["acc_mean"]
+    se = math.sqrt(r.get("acc_std", 0) ** 2 / r["num_generated"] + p.get("acc_std", 0) ** 2 / p["num_generated"])
+    sig = f"{abs(diff) / se:.1f} standard errors" if se > 0 else "no spread"
+    verdict = "does not lose to" if diff >= 0 else "**loses to**"
+    return f"RPG {r['acc_mean']:.2f}% mean vs p-diff {p['acc_mean']:.2f}% ({diff:+.2f} pp, {sig}): RPG {verdict} p-diff"
+
+
+def memory_growth(points: list[dict]) -> dict:
+    """Per method, the peak RSS growth (GB) from the smallest to the largest size p-diff trained."""
+    ok = {m: {p["params"]: p["train_peak_rss_gb"] for p in points if p["method"] == m and "stopped" not in p}
+          for m in dict.fromkeys(p["method"] for p in points)}
+    if not ok.get("pdiff"):
+        return {}
+    smallest, largest = min(ok["pdiff"]), max(ok["pdiff"])
+    return {"smallest": smallest, "largest": largest, "at_largest": {m: v.get(largest) for m, v in ok.items()},
+            "growth": {m: v[largest] - v[smallest] if largest in v and smallest in v else None for m, v in ok.items()}}
+
+
+def memory_table(points: list[dict]) -> Table:
     methods = list(dict.fromkeys(p["method"] for p in points))
-    sizes = sorted({p["params"] for p in points})
     cell = {(p["method"], p["params"]): p for p in points}
-    lines = ["| generated params | " + " | ".join(f"{m}: peak RSS GB (s / step)" for m in methods) + " |",
-             "|---:|" + "---:|" * len(methods)]
-    for n in sizes:
-        cells = []
+    rows = []
+    for n in sorted({p["params"] for p in points}):
+        cells = [f"{n:,}"]
         for m in methods:
-            p = cell.get((n, m)[::-1])
+            p = cell.get((m, n))
             if p is None:
                 cells.append("—")
-            elif "failed" in p:
-                cells.append(f"stopped: {p['failed']}")
+            elif "stopped" in p:
+                cells.append(f"stopped: {p['stopped']}")
             else:
-                cells.append(f"{p['train_peak_rss_gb']:.2f} ({p.get('step_s', float('nan')):.2f})")
-        lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
-    ok = {m: [p for p in points if p["method"] == m and "failed" not in p] for m in methods}
-    return "\n".join(lines), ok
+                cells.append(f"{p['train_peak_rss_gb']:.2f} ({p.get('step_s') or float('nan'):.2f})")
+        rows.append(cells)
+    header = ["generated params", *(f"{m}: peak RSS GB (s / step)" for m in methods)]
+    return Table(header, rows, "r" * len(header))
+
+
+def the_bar(data: dict, by: dict) -> list[str]:
+    points, bar = data["memory_vs_params"], []
+    g = memory_growth(points)
+    if g:
+        for m in [k for k in g["growth"] if k.startswith("rpg")]:
+            g_r, g_p = g["growth"][m], g["growth"]["pdiff"]
+            if g_r is None or g_p is None:
+                bar.append(f"- memory: {m} did not train at {g['largest']:,} params, the largest size p-diff trained.")
+                continue
+            ratio = g["at_largest"][m] / g["at_largest"]["pdiff"]
+            verdict = "beats" if g_r < g_p else "**loses to**"
+            bar.append(f"- memory: at {g['largest']:,} params (the largest p-diff trained) {m} needs "
+                       f"{ratio:.2f}x p-diff's peak RSS; growth from {g['smallest']:,} params: {g_r:+.2f} GB vs "
+                       f"{g_p:+.2f} GB: {m} {verdict} p-diff on memory growth.")
+        stop = next((p for p in points if p["method"] == "pdiff" and "stopped" in p), None)
+        if stop:
+            at = ", ".join(f"{p['method']} {p['train_peak_rss_gb']:.2f} GB" for p in points
+                           if p["params"] == stop["params"] and p["method"] != "pdiff" and "stopped" not in p)
+            bar.append(f"- p-diff stopped at {stop['params']:,} params ({stop['stopped']}); trained there: "
+                       f"{at or 'no RPG variant'}.")
+    for zoo in ("quickstart", "diverse"):
+        r, p = by.get(f"rpg-{zoo}"), by.get(f"pdiff-{zoo}")
+        if _ok(r) and _ok(p):
+            bar.append(f"- accuracy, {zoo} zoo: {_accuracy_verdict(r, p)}.")
+    return bar
+
+
+def why(data: dict, by: dict) -> list[str]:
+    """Mechanisms (from the code and settings) tied to what the numbers show."""
+    s, lines = data["settings"], []
+    rpg = s["rpg"]
+    per_param = rpg["batch_size"] * rpg["d_inner"] * rpg["d_state"] / rpg["token_size"]
+    g = memory_growth(data["memory_vs_params"])
+    growth = g.get("growth", {}) if g else {}
+    if growth.get("rpg") is not None and growth.get("pdiff") is not None:
+        faster = growth["rpg"] >= growth["pdiff"]
+        measured = (f"Measured from {g['smallest']:,} to {g['largest']:,} parameters, RPG's peak RSS grew "
+                    f"{growth['rpg']:+.2f} GB against p-diff's {growth['pdiff']:+.2f} GB, so with the quickstart "
+                    f"preset RPG {'does not beat' if faster else 'beats'} p-diff on memory growth on this machine. ")
+    else:
+        measured = "RPG and p-diff were not both measured over the same sizes. "
+    gpu = data["machine"].get("gpu")
+    larger = {m: t for m, t in s["memory_token_sizes"].items() if t > rpg["token_size"]}
+    tokens = "".join(f"With {t:,}-value tokens (`{m}`) the scan holds {t / rpg['token_size']:g}x fewer values per "
+                     "parameter; what remains is mostly the denoiser's fixed cost (a token subset of constant size). "
+                     for m, t in larger.items())
+    lines.append(
+        f"- **RPG memory with {rpg['token_size']}-value tokens (CPU).** The pure-PyTorch Mamba scan "
+        "(`models/backbones.py`, `selective_scan`) materialises tensors of shape (batch, tokens, d_inner, d_state) "
+        f"= {rpg['batch_size']} x P/{rpg['token_size']} x {rpg['d_inner']} x {rpg['d_state']}, {per_param:g} values "
+        "per generated parameter per tensor, several of them per layer plus their gradients. " + measured +
+        "The mamba-ssm CUDA kernels do not materialise these tensors; "
+        + (f"this machine has a GPU ({gpu}) but these rows ran the CPU path. " if gpu
+           else "they were not measured here (no GPU). ") + tokens.rstrip())
+    lines.append("- **p-diff memory.** Its autoencoder convolves the whole flattened parameter vector, and its "
+                 "latent (4 channels x P/4) is as long as that vector, so both stages hold activations proportional "
+                 "to P for every checkpoint in the batch.")
+    diverse = [(label, by.get(name)) for name, label in (("pdiff-diverse", "p-diff's unconditional latent DDPM"),
+                                                          ("rpg-diverse", "RPG with the quickstart preset"),
+                                                          ("mse-diverse", "The MSE head"))]
+    if any(_ok(r) for _, r in diverse):
+        mem = data.get("memorization")
+        text = ("- **Diverse zoo (several training runs).** Checkpoints of independent runs differ by permutation "
+                "symmetries, so averaging or mixing them need not give a working model")
+        if mem:
+            text += (f" (the average of the {mem['num_checkpoints']} checkpoints scores {mem['average_acc']:.2f}%, "
+                     f"see `memorization.md`; RPG's permutation state does keep the runs apart there: for "
+                     f"{mem['nearest_in_state_run']} of {mem['num_models']} generated models the nearest checkpoint "
+                     "is in the run of the model's own state)")
+        text += ". " + " ".join(
+            f"{label}: {r['acc_mean']:.2f}% mean against {r['checkpoints_acc_mean']:.2f}% for the checkpoints, "
+            + (f"broken (more than {BROKEN_PP:g} pp below)." if _broken(r) else f"within {BROKEN_PP:g} pp.")
+            for label, r in diverse if _ok(r) and r.get("checkpoints_acc_mean") is not None)
+        lines.append(text)
+    qs = by.get("rpg-quickstart") or {}
+    per_state = f" ({qs['checkpoints_n']} here)" if qs.get("checkpoints_n") else ""
+    lines.append("- **No-diffusion (MSE) head.** One forward pass per permutation state: deterministic, so it can "
+                 f"produce at most one model per training checkpoint{per_state}; the generated models repeat "
+                 "whenever states repeat.")
+    r, p = by.get("rpg-quickstart"), by.get("pdiff-quickstart")
+    if _ok(r) and _ok(p) and r["acc_mean"] < p["acc_mean"]:
+        lines.append("- **RPG below p-diff on the quickstart zoo.** The checkpoints of one run lie close together "
+                     f"and both methods generate models at a similar distance from them (novelty {r['novelty']:.2f} "
+                     f"vs {p['novelty']:.2f}); p-diff's mean is higher by the margin in the bar above. No cause was "
+                     "measured; this comparison did not tune RPG's prediction target or sampling steps.")
+    return lines
+
+
+def _generate_note(rows: list[dict]) -> str:
+    """How the per-model generation time of RPG rows with a different n compares (it was not investigated)."""
+    rpg = [r for r in rows if r["method"] == "rpg" and r.get("generate_s") is not None]
+    counts = statistics.multimode(r["num_generated"] for r in rpg) if rpg else []
+    if not counts:
+        return ""
+    usual = counts[0]
+    typical = statistics.median(r["generate_s"] for r in rpg if r["num_generated"] == usual)
+    notes = [f"the n = {r['num_generated']} RPG row {r['name']} took {r['generate_s'] / typical:.0f}x the median "
+             f"time per model of the n = {usual} RPG rows, not investigated"
+             for r in rpg if r["num_generated"] != usual]
+    return f"; {'; '.join(notes)}" if notes else ""
+
+
+def render(data: dict) -> Report:
+    rows, s = data["rows"], data["settings"]
+    by = {r["name"]: r for r in rows}
+    main_rows = [r for r in rows if not r["name"].startswith("ablation-")]
+    ablations = [r for r in rows if r["name"].startswith("ablation-")]
+    table = []
+    for zoo in ("quickstart", "diverse"):
+        zoo_rows = [r for r in main_rows if r["zoo"] == zoo]
+        if zoo == "quickstart":
+            zoo_rows += [r for r in ablations if r["name"] == "ablation-mse"]
+        ck = next((r for r in zoo_rows if r.get("checkpoints_acc_mean") is not None), None)
+        if ck:
+            table.append([zoo, "*training checkpoints*", str(ck.get("checkpoints_n", "")),
+                          f"{_f(ck['checkpoints_acc_mean'])} (mean)", _f(ck["checkpoints_novelty"]), "", "", ""])
+        table += [_cells(r) for r in zoo_rows]
+    sections = []
+    notes = sorted({r["note"] for r in rows if r.get("note")})
+    if notes:
+        sections.append("Note: " + "; ".join(notes) + ".")
+    if ablations:
+        steps = "/".join(str(n) for n in dict.fromkeys(r["train_steps"] for r in ablations))
+        sections += ["## RPG ablations (quickstart zoo, common budget)",
+                     f"All rows trained for the same shorter budget ({steps} steps, quickstart preset otherwise) so "
+                     f"they compare with each other; the {s['rpg']['train_steps']:,}-step RPG row above is the "
+                     "default.",
+                     Table(ROW_HEADER, [_cells(r) for r in ablations], "llrlrrrr").markdown()]
+    if data["memory_vs_params"]:
+        tokens = s["memory_token_sizes"]
+        sections += ["## Training memory vs parameter count",
+                     f"A few training steps of each method on zoos of {s['memory_checkpoints']} random-initialised "
+                     "MLPs (64 → w → w → 10) of growing width, each in a fresh process; a method stops at the "
+                     "first "
+                     f"size where it exceeds {s['max_rss_gb']:g} GB (killed) or "
+                     + (f"{s['max_step_s']:g} s per step. " if s.get("max_step_s") else "its step-time limit. ")
+                     + "; ".join(f"`{m}` = quickstart preset (token {t}, batch {s['rpg']['batch_size']})"
+                                 for m, t in tokens.items())
+                     + f"; `pdiff` = the p-diff settings of the rows above (batch {s['rpg']['batch_size']}). "
+                     "(The paper uses larger tokens for larger models.)",
+                     memory_table(data["memory_vs_params"]).markdown(), "![memory vs params](peers_memory.png)"]
+    if bar := the_bar(data, by):
+        sections += ["## The bar", "\n".join(bar)]
+    sections += ["## Why", "\n".join(why(data, by))]
+    return Report(
+        title="Peers side by side: RPG, p-diff, no-diffusion and RPG ablations (digits zoos)",
+        machine_note="shared by four agents",
+        intro=("Accuracy on the digits test split of the n generated models of each row (seed 0). Novelty = median "
+               "over generated models of the distance to the nearest training checkpoint / the checkpoints' own "
+               "nearest-neighbour distance (0 = copy, ~1 = as new as another checkpoint; from `rpgen evaluate`). "
+               "Train s = wall time of training; peak RSS = VmHWM of a fresh training process; generate s / model = "
+               f"generation wall time / n (all n models sampled together{_generate_note(rows)}). Times are on a "
+               "shared 2-core machine and vary by tens of percent.\n\n## Methods"),
+        table=Table(ROW_HEADER, table, "llrlrrrr"),
+        sections=sections,
+    )
 
 
 def plot(points: list[dict], path: Path) -> None:
@@ -78,10 +333,10 @@ def plot(points: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in dict.fromkeys(p["method"] for p in points):
-        ok = [p for p in points if p["method"] == method and "failed" not in p]
+        ok = [p for p in points if p["method"] == method and "stopped" not in p]
         if ok:
             line, = ax.plot([p["params"] for p in ok], [p["train_peak_rss_gb"] for p in ok], "o-", label=method)
-        failed = [p for p in points if p["method"] == method and "failed" in p]
+        failed = [p for p in points if p["method"] == method and "stopped" in p]
         for p in failed:
             ax.plot([p["params"]], [p.get("seen_rss_gb") or (ok[-1]["train_peak_rss_gb"] if ok else 0)], "x",
                     color=line.get_color() if ok else "k", markersize=10)
@@ -97,133 +352,3 @@ def plot(points: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def _with_std(out: Path, row: dict) -> dict:
-    """The row plus the generated models' accuracy std, from the evaluation's results.json."""
-    path = out / row["name"] / "generated" / "results.json"
-    if path.is_file():
-        row = {**row, "acc_std": json.loads(path.read_text())["summary"]["generated"]["std"]}
-    return row
-
-
-def _accuracy_verdict(r: dict, p: dict) -> str:
-    """RPG vs p-diff mean accuracy, with the difference in standard errors of the two means."""
-    diff = r["acc_mean"] - p["acc_mean"]
-    se = math.sqrt(r.get("acc_std", 0) ** 2 / r["num_generated"] + p.get("acc_std", 0) ** 2 / p["num_generated"])
-    sig = f"{abs(diff) / se:.1f} standard errors" if se > 0 else "no spread"
-    verdict = "does not lose to" if diff >= 0 else "**loses to**"
-    return f"RPG {r['acc_mean']:.2f}% mean vs p-diff {p['acc_mean']:.2f}% ({diff:+.2f} pp, {sig}): RPG {verdict} p-diff"
-
-
-def _method(row: dict) -> str:
-    """rpg, mse or pdiff, from the row's overrides."""
-    return next((o.split("=", 1)[1] for o in row.get("overrides", []) if o.startswith("model.method=")), "rpg")
-
-
-def report(out: Path, results: Path, *, rows: dict[str, str], max_rss_gb: float) -> None:
-    """``rows``: row name -> label shown in the tables."""
-    data = [{**_with_std(out, json.loads((out / name / "row.json").read_text())), "method": label}
-            for name, label in rows.items() if (out / name / "row.json").is_file()]
-    mem = json.loads((out / "memory.json").read_text()) if (out / "memory.json").is_file() else {"points": []}
-    points = mem["points"]
-    machine = (data[0]["machine"] if data else mem.get("machine")) or {}
-    main_rows = [r for r in data if not r["name"].startswith("ablation-")]
-    ablations = [r for r in data if r["name"].startswith("ablation-")]
-    by = {r["name"]: r for r in data}
-
-    md = ["# Peers side by side: RPG, p-diff, no-diffusion and RPG ablations (digits zoos)", "",
-          f"Command: `{COMMANDS}`  ",
-          (f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores (shared by four agents), "
-          f"torch {machine.get('torch', '?')}, {machine.get('torch_threads', '?')} torch thread."), "",
-          ("Accuracy on the digits test split of the n generated models of each row (seed 0). Novelty = median over "
-          "generated models of the distance to the nearest training checkpoint / the checkpoints' own "
-          "nearest-neighbour distance (0 = copy, ~1 = as new as another checkpoint; from `rpgen.evaluation`). "
-          "Train s = wall time of training; peak RSS = VmHWM of a fresh training process; generate s / model = "
-          "generation wall time / n (all n models sampled together; the one n = 50 RPG row took 4x longer per model "
-          "than the n = 20 rows of the same denoiser, not investigated). Times are on a shared 2-core machine and vary by tens of percent."), "",
-          "## Methods", "", HEADER]
-    for zoo in ("quickstart", "diverse"):
-        zoo_rows = [r for r in main_rows if r["zoo"] == zoo]
-        if zoo == "quickstart":
-            zoo_rows += [r for r in ablations if r["name"] == "ablation-mse"]
-        if zoo_rows:
-            ck = next((r for r in zoo_rows if "checkpoints_acc_mean" in r), None)
-            if ck:
-                md.append(f"| {zoo} | *training checkpoints* | 50 | {_f(ck['checkpoints_acc_mean'])} (mean) | "
-                          f"{_f(ck['checkpoints_novelty'])} | | | |")
-        md += [_row_line(r) for r in zoo_rows]
-    notes = sorted({r["note"] for r in data if r.get("note")})
-    md += ["", *(["Note: " + "; ".join(notes) + "."] if notes else []), ""]
-    if ablations:
-        md += ["## RPG ablations (quickstart zoo, common budget)", "",
-               (f"All rows trained for the same shorter budget ({ablations[0]['overrides'][-1].split('=')[1]} steps, "
-               "quickstart preset otherwise) so they compare with each other; the 2,000-step RPG row above is "
-               "the default."), "", HEADER]
-        md += [_row_line(r) for r in ablations]
-        md.append("")
-
-    table, ok = memory_table(points)
-    md += ["## Training memory vs parameter count", "",
-           (f"A few training steps of each method on zoos of 8 random-initialised MLPs (64 → w → w → 10) of growing "
-           f"width, each in a fresh process; a method stops at the first size where it exceeds {max_rss_gb:g} GB "
-           "(killed) or 120 s per step. `rpg` = quickstart preset (token 64, batch 8); `rpg (token 1024)` = the "
-           "same with 1,024-value tokens (the paper uses larger tokens for larger models); `pdiff` = the p-diff "
-           "settings of the rows above (batch 8)."), "", table, "", "![memory vs params](peers_memory.png)", ""]
-    bar = []
-    if ok.get("pdiff") and ok.get("rpg"):
-        largest = ok["pdiff"][-1]["params"]
-        rpg_at = {p["params"]: p for p in ok["rpg"]}
-        smallest = min(p["params"] for p in ok["pdiff"])
-
-        def growth(m, n):
-            pts = {p["params"]: p["train_peak_rss_gb"] for p in ok[m]}
-            return pts[n] - pts[smallest] if n in pts and smallest in pts else None
-
-        for m in [k for k in ok if k.startswith("rpg") and ok[k]]:
-            g_r, g_p = growth(m, largest), growth("pdiff", largest)
-            if g_r is None or g_p is None:
-                bar.append(f"- memory: {m} did not train at {largest:,} params, the largest size p-diff trained.")
-                continue
-            ratio = {p["params"]: p["train_peak_rss_gb"] for p in ok[m]}[largest] / ok["pdiff"][-1]["train_peak_rss_gb"]
-            verdict = "beats" if g_r < g_p else "**loses to**"
-            bar.append(f"- memory: at {largest:,} params (the largest p-diff trained) {m} needs "
-                       f"{ratio:.2f}x p-diff's peak RSS; growth from {smallest:,} params: {g_r:+.2f} GB vs "
-                       f"{g_p:+.2f} GB: {m} {verdict} p-diff on memory growth.")
-        stop = next((p for p in points if p["method"] == "pdiff" and "failed" in p), None)
-        if stop:
-            at = ", ".join(f"{m} {rpg_at[stop['params']]['train_peak_rss_gb']:.2f} GB" if m == "rpg" else
-                           f"{m} {p['train_peak_rss_gb']:.2f} GB"
-                           for m in ok if m != "pdiff"
-                           for p in ok[m] if p["params"] == stop["params"])
-            bar.append(f"- p-diff stopped at {stop['params']:,} params ({stop['failed']}); trained there: "
-                       f"{at or 'no RPG variant'}.")
-    for zoo in ("quickstart", "diverse"):
-        r, p = by.get(f"rpg-{zoo}"), by.get(f"pdiff-{zoo}")
-        if r and p and "acc_mean" in r and "acc_mean" in p:
-            bar.append(f"- accuracy, {zoo} zoo: {_accuracy_verdict(r, p)}.")
-    if bar:
-        md += ["## The bar", "", *bar, ""]
-    why = list(WHY)
-    r, p = by.get("rpg-quickstart"), by.get("pdiff-quickstart")
-    if r and p and "acc_mean" in r and "acc_mean" in p and r["acc_mean"] < p["acc_mean"]:
-        why.append("- **RPG below p-diff on the quickstart zoo.** The 50 checkpoints of one run lie close together "
-                   "and both methods generate models at a similar distance from them (novelty column); p-diff's "
-                   "mean is higher by the margin in the bar above. No cause was measured; DESIGN.md §1 records that "
-                   "RPG's accuracy here depends on the precision of the last denoising steps (prediction target, "
-                   "steps), which this comparison did not tune.")
-    md += ["## Why", "", *why, ""]
-    (results / "peers.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    if points:
-        plot(points, results / "peers_memory.png")
-    out_json = {
-        "command": COMMANDS, "machine": machine,
-        "rows": [{**{k: r.get(k) for k in JSON_KEYS}, "method": _method(r), "variant": r["method"],
-                  "acc_max": r.get("acc_max"), "name": r["name"], "num_generated": r.get("num_generated"),
-                  **({"failed": r["failed"]} if "failed" in r else {})} for r in data],
-        "memory_vs_params": [{"method": p["method"], "params": p["params"],
-                              "train_peak_rss_gb": p.get("train_peak_rss_gb"), "step_s": p.get("step_s"),
-                              **({"stopped": p["failed"]} if "failed" in p else {})} for p in points],
-    }
-    (results / "peers.json").write_text(json.dumps(out_json, indent=1) + "\n", encoding="utf-8")
-    print((results / "peers.md").read_text())

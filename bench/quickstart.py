@@ -2,23 +2,19 @@
 
     python bench/quickstart.py [--seeds 0 1 2] [--out runs/bench-quickstart]
 
-Writes bench/results/quickstart.md and bench/results/quickstart.json: the machine, wall time
-per stage, and test accuracy of the 50 training checkpoints and the generated models.
+Writes bench/results/quickstart.md and bench/results/quickstart.json (through ``common.write_results``):
+the machine, wall time per stage, and test accuracy of the training checkpoints and the generated models.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-from common import machine
+from common import Report, Table, write_results
 from rpgen.quickstart import run_quickstart
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def stats(values: list[float]) -> str:
@@ -43,33 +39,29 @@ def main() -> None:
         print(f"seed {seed}: {runs[-1]['wall_s']} s, checkpoints {stats(results.checkpoints)}, "
               f"generated {stats(results.generated)}", flush=True)
 
-    command = "python bench/quickstart.py " + " ".join(sys.argv[1:])
-    info = machine()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "quickstart.json").write_text(json.dumps({"machine": info, "command": command.strip(),
-                                                         "runs": runs}, indent=1) + "\n")
-    lines = [
-        "# Quickstart benchmark",
-        "",
-        f"Command: `{command.strip()}`  ",
-        f"Machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads), "
-        f"Python {info['python']}, torch {info['torch']}",
-        "",
-        "Test accuracy (%) on the held-out digits split, mean / min / max; 50 training checkpoints vs "
-        f"{args.num} generated models per seed.",
-        "",
-        "| seed | checkpoints | generated | gen mean − ckpt mean (pp) | gen min − ckpt min (pp) "
-        "| collect s | train s | generate s | evaluate s | total s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    print(write_results("quickstart", {"runs": runs}, render))
+
+
+def counts(runs: list[dict], key: str) -> str:
+    """How many models ``key`` holds per seed (``50``, or ``10/20`` if the seeds differ)."""
+    return "/".join(str(n) for n in dict.fromkeys(len(r[key]) for r in runs))
+
+
+def render(data: dict) -> Report:
+    runs = data["runs"]
+    rows = []
     for r in runs:
         c, g, s = r["checkpoints"], r["generated"], r["stage_s"]
-        lines.append(f"| {r['seed']} | {stats(c)} | {stats(g)} | {statistics.mean(g) - statistics.mean(c):+.2f} "
-                     f"| {min(g) - min(c):+.2f} | {s['collect']} | {s['train']} | {s['generate']} "
-                     f"| {s['evaluate']} | {r['wall_s']} |")
-    lines.append("")
-    (RESULTS / "quickstart.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+        rows.append([r["seed"], stats(c), stats(g), f"{statistics.mean(g) - statistics.mean(c):+.2f}",
+                     f"{min(g) - min(c):+.2f}", s["collect"], s["train"], s["generate"], s["evaluate"], r["wall_s"]])
+    return Report(
+        title="Quickstart benchmark",
+        intro=("Test accuracy (%) on the held-out digits split, mean / min / max; "
+               f"{counts(runs, 'checkpoints')} training checkpoints vs {counts(runs, 'generated')} generated models "
+               "per seed."),
+        table=Table(["seed", "checkpoints", "generated", "gen mean − ckpt mean (pp)", "gen min − ckpt min (pp)",
+                     "collect s", "train s", "generate s", "evaluate s", "total s"], rows, "lllrrrrrrr"),
+    )
 
 
 if __name__ == "__main__":

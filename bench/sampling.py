@@ -5,7 +5,7 @@
 Without ``--run`` it first trains the quickstart (digits zoo, quickstart preset) under ``--out``.
 For every setting it generates ``--num`` models with the same seed (so the same permutation
 states) and evaluates them on the held-out digits split. Writes bench/results/sampling.md and
-bench/results/sampling.json ({"machine", "command", "run", "checkpoints", "rows": [{"sampler",
+bench/results/sampling.json ({"command", "machine", "run", "checkpoints", "rows": [{"sampler",
 "steps", "acc_mean", "acc_min", "wall_s"}...]}). ``wall_s`` is the time to generate all models
 (backbone + denoising + writing), not counting evaluation.
 """
@@ -13,21 +13,17 @@ bench/results/sampling.json ({"machine", "command", "run", "checkpoints", "rows"
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-from quickstart import machine
-
+from common import Report, Table, portable_path, write_results
 from rpgen.checkpoints import list_checkpoints, load_state_dict
 from rpgen.config import preset
 from rpgen.generation import generate
 from rpgen.run import load_run
-from rpgen.zoo.digits import collect_digits, evaluate
+from rpgen.zoo.digits import DigitsCNN, collect_digits, evaluate
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = [("ddpm", 1000), ("ddim", 100), ("ddim", 60), ("ddim", 20), ("ddim", 10),
             ("dpm", 20), ("dpm", 10), ("dpm", 5)]
 
@@ -64,41 +60,33 @@ def main() -> None:
                      "acc_min": round(min(acc), 3), "acc_max": round(max(acc), 3), "wall_s": round(wall, 2)})
         print(rows[-1], flush=True)
 
-    command = ("python bench/sampling.py " + " ".join(sys.argv[1:])).strip()
-    info = machine()
     ckpt = {"acc_mean": round(statistics.mean(ckpt_acc), 3), "acc_min": round(min(ckpt_acc), 3),
             "acc_max": round(max(ckpt_acc), 3), "num": len(ckpt_acc)}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sampling.json").write_text(json.dumps(
-        {"machine": info, "command": command, "run": str(Path(run_dir).resolve()), "num_models": args.num,
-         "seed": args.seed, "checkpoints": ckpt, "rows": rows}, indent=1) + "\n")
-    ref = rows[0]
-    lines = [
-        "# Sampling benchmark",
-        "",
-        f"Command: `{command}`  ",
-        f"Machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch threads), "
-        f"Python {info['python']}, torch {info['torch']}",
-        "",
-        f"Quickstart run (digits zoo, 50 checkpoints, 6,274 parameters), {args.num} generated models per "
-        f"setting, seed {args.seed} (same permutation states for every setting). Test accuracy (%) on the "
-        f"held-out digits split; training checkpoints: mean {ckpt['acc_mean']:.2f}, min {ckpt['acc_min']:.2f}, "
-        f"max {ckpt['acc_max']:.2f}. Denoiser evaluations = steps (DPM-Solver++ 2M: one per step). "
-        "Wall time: generating all models (backbone once per model, all tokens batched), no evaluation.",
-        "",
-        "| sampler | steps | evaluations vs DDPM-1000 | acc mean | acc min | acc max | mean − DDPM-1000 (pp) "
-        "| wall s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    names = {"ddpm": "DDPM", "ddim": "DDIM", "dpm": "DPM-Solver++"}
-    for r in rows:
-        lines.append(f"| {names[r['sampler']]} | {r['steps']} | {ref['steps'] / r['steps']:.0f}x fewer "
-                     f"| {r['acc_mean']:.2f} | {r['acc_min']:.2f} | {r['acc_max']:.2f} "
-                     f"| {r['acc_mean'] - ref['acc_mean']:+.2f} | {r['wall_s']:.1f} |")
-    lines.append("")
-    (RESULTS / "sampling.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    params = sum(p.numel() for p in DigitsCNN().parameters())
+    print(write_results("sampling", {"run": portable_path(run_dir), "num_models": args.num, "seed": args.seed,
+                                     "params": params, "checkpoints": ckpt, "rows": rows}, render))
 
+
+def render(data: dict) -> Report:
+    rows, ckpt, ref = data["rows"], data["checkpoints"], data["rows"][0]
+    names = {"ddpm": "DDPM", "ddim": "DDIM", "dpm": "DPM-Solver++"}
+    reference = f"{names[ref['sampler']]}-{ref['steps']}"
+    return Report(
+        title="Sampling benchmark",
+        intro=(f"Quickstart run (digits zoo, {ckpt['num']} checkpoints, {data['params']:,} parameters), "
+               f"{data['num_models']} generated models per setting, seed {data['seed']} (same permutation states "
+               "for every setting). Test accuracy "
+               f"(%) on the held-out digits split; training checkpoints: mean {ckpt['acc_mean']:.2f}, min "
+               f"{ckpt['acc_min']:.2f}, max {ckpt['acc_max']:.2f}. Denoiser evaluations = steps (DPM-Solver++ 2M: "
+               "one per step). Wall time: generating all models (backbone once per model, all tokens batched), "
+               "no evaluation."),
+        table=Table(["sampler", "steps", f"evaluations vs {reference}", "acc mean", "acc min", "acc max",
+                     f"mean − {reference} (pp)", "wall s"],
+                    [[names[r["sampler"]], r["steps"], f"{ref['steps'] / r['steps']:.0f}x fewer",
+                      f"{r['acc_mean']:.2f}",
+                      f"{r['acc_min']:.2f}", f"{r['acc_max']:.2f}", f"{r['acc_mean'] - ref['acc_mean']:+.2f}",
+                      f"{r['wall_s']:.1f}"] for r in rows], "lrrrrrrr"),
+    )
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
     python bench/scale.py [--sizes 0.1M 1M 10M 100M] [--generate-only 200M] [--checkpoints 50]
                           [--work /tmp/rpgen-scale] [--steps 4]
 
-For each size: build a WideMLP zoo (``rpgen.zoo.wide_mlp``: random init + lightly perturbed copies,
+For each size: build a WideMLP zoo (``bench/wide_mlp.py``: random init + lightly perturbed copies,
 ``--checkpoints`` files), train with the ``cpu-large`` preset for ``--steps`` steps (fresh process;
 peak RSS from ``wait4``; step time = median of the logged per-step times after the first), then
 generate one model (fresh process, preset sampler). ``--generate-only`` sizes train a 1-step
@@ -23,15 +23,14 @@ import sys
 import time
 from pathlib import Path
 
-from quickstart import machine
+from common import RESULTS, Report, Table, write_results
+from wide_mlp import collect_wide_mlp
 
 from rpgen.checkpoints import open_checkpoints
 from rpgen.config import preset
 from rpgen.resources import generation_memory, training_memory
 from rpgen.tokenizer import fit_layout
-from rpgen.zoo.wide_mlp import collect_wide_mlp
 
-RESULTS = Path(__file__).resolve().parent / "results"
 GB = 1e9
 
 
@@ -104,52 +103,44 @@ def main() -> None:
     for s in args.sizes:  # results are rewritten after every size, so a long run leaves what it measured
         rows.append(measure(parse_size(s), work=args.work, checkpoints=args.checkpoints, steps=args.steps,
                             train_only_for_generation=False))
-        write_results(rows)
+        write(rows)
     for s in args.generate_only:
         rows.append(measure(parse_size(s), work=args.work, checkpoints=2, steps=1, train_only_for_generation=True))
-        write_results(rows)
+        write(rows)
 
 
-def write_results(rows: list[dict]) -> None:
-    command = ("python bench/scale.py " + " ".join(sys.argv[1:])).strip()
-    info = machine()
-    cfg = preset("cpu-large")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps({"machine": info, "command": command, "preset": "cpu-large",
-                                                    "rows": rows}, indent=1) + "\n")
-    lines = [
-        "# Scale benchmark (CPU)",
-        "",
-        f"Command: `{command}`  ",
-        f"Machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch thread per process), "
-        f"Python {info['python']}, torch {info['torch']}",
-        "",
-        f"Preset `cpu-large`: token {cfg.data.token_size}, Mamba (pure PyTorch) d_model {cfg.model.d_model}, "
-        f"{cfg.model.num_layers} layers, d_state {cfg.model.d_state}, denoiser {list(cfg.model.denoiser_channels)}, "
-        f"batch {cfg.train.batch_size} checkpoint x {cfg.train.diffusion_batch} tokens per step; sampling "
-        f"{cfg.sample.sampler} {cfg.sample.steps} steps, chunks of {cfg.sample.chunk_tokens} tokens. "
-        "Zoo: WideMLP (4 square Linear layers + LayerNorm), random init + 1% perturbations. Peak RSS is the "
-        "whole process (Python + torch included), from `wait4`; step time is the median logged step after "
-        "the first. 'train process' includes start-up and the one-pass statistics over all checkpoints. "
-        "Estimates are what rpgen checks against available RAM before starting.",
-        "",
-        "| generated params | checkpoints (GB on disk) | tokens | train step s | train peak RSS GB (estimate) "
-        "| train process s | generate 1 model s | generate peak RSS GB (estimate) | model size GB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
+def write(rows: list[dict]) -> None:
+    print(write_results("scale", {"preset": "cpu-large", "rows": rows}, render))
+    plot(rows, RESULTS / "scale.png")
+
+
+def render(data: dict) -> Report:
+    cfg = preset(data["preset"])
+    rows = []
+    for r in data["rows"]:
         step = "—" if r["train_step_s"] is None else f"{r['train_step_s']:.2f}"
         rss = "— (1-step run only for generation)" if r["train_step_peak_rss_gb"] is None else \
             f"{r['train_step_peak_rss_gb']:.2f} ({r['train_estimate_gb']:.2f})"
-        lines.append(f"| {r['params']:,} | {r['checkpoints']} ({r['zoo_gb']:.2f}) | {r['tokens']:,} | {step} | {rss} "
-                     f"| {r['train_process_s']:.0f} | {r['generate_s']:.1f} "
-                     f"| {r['generate_peak_rss_gb']:.2f} ({r['generate_estimate_gb']:.2f}) | {r['model_gb']:.2f} |")
-    lines.append("")
-    lines.append("![peak RSS and time against generated parameters](scale.png)")
-    lines.append("")
-    (RESULTS / "scale.md").write_text("\n".join(lines))
-    plot(rows, RESULTS / "scale.png")
-    print("\n".join(lines))
+        rows.append([f"{r['params']:,}", f"{r['checkpoints']} ({r['zoo_gb']:.2f})", f"{r['tokens']:,}", step, rss,
+                     f"{r['train_process_s']:.0f}", f"{r['generate_s']:.1f}",
+                     f"{r['generate_peak_rss_gb']:.2f} ({r['generate_estimate_gb']:.2f})", f"{r['model_gb']:.2f}"])
+    return Report(
+        title="Scale benchmark (CPU)",
+        machine_note="torch threads per process",
+        intro=(f"Preset `{data['preset']}`: token {cfg.data.token_size}, Mamba (pure PyTorch) d_model "
+               f"{cfg.model.d_model}, {cfg.model.num_layers} layers, d_state {cfg.model.d_state}, denoiser "
+               f"{list(cfg.model.denoiser_channels)}, batch {cfg.train.batch_size} checkpoint x "
+               f"{cfg.train.diffusion_batch} tokens per step; sampling {cfg.sample.sampler} {cfg.sample.steps} steps, "
+               f"chunks of {cfg.sample.chunk_tokens} tokens. Zoo: WideMLP (4 square Linear layers + LayerNorm), random "
+               "init + 1% perturbations. Peak RSS is the whole process (Python + torch included), from `wait4`; step "
+               "time is the median logged step after the first. 'train process' includes start-up and the one-pass "
+               "statistics over all checkpoints. Estimates are what rpgen checks against available RAM before "
+               "starting."),
+        table=Table(["generated params", "checkpoints (GB on disk)", "tokens", "train step s",
+                     "train peak RSS GB (estimate)", "train process s", "generate 1 model s",
+                     "generate peak RSS GB (estimate)", "model size GB"], rows, "rrrrrrrrr"),
+        sections=["![peak RSS and time against generated parameters](scale.png)"],
+    )
 
 
 def plot(rows: list[dict], path: Path) -> None:

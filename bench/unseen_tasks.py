@@ -22,25 +22,22 @@ linear. Writes bench/results/unseen_tasks.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from common import machine
+from common import Report, Table, command_line, machine, markdown, write_results
 from rpgen.conditions import CONDITIONS_FILE, write_conditions
 from rpgen.config import Config, apply_overrides
 from rpgen.generation import generate
 from rpgen.training import train
 from rpgen.zoo import digits_tasks as zoo
 
-RESULTS = Path(__file__).resolve().parent / "results"
 NUM_SEEN_EVAL = 20
 
 # The generator used for every run (set on top of the defaults; see the results file for the rest).
@@ -169,10 +166,8 @@ def main() -> None:
               f"seen generated {seen['generated_mean']} trained {seen['trained_mean']}", flush=True)
 
     main_run = runs[-1]
-    command = "python bench/unseen_tasks.py " + " ".join(sys.argv[1:])
     result = {
-        "machine": machine(), "command": command.strip(), "settings": settings,
-        "collect_s": collect_s, "num_generated_per_task": args.num_generated,
+        "settings": settings, "collect_s": collect_s, "num_generated_per_task": args.num_generated,
         "main_run_num_tasks": main_run["num_tasks"], "train_s": main_run["train_s"],
         "heldout": main_run["heldout"], "seen": main_run["seen"],
         "by_num_train_tasks": [{"num_tasks": r["num_tasks"], "heldout_generated_mean": r["heldout"]["generated_mean"],
@@ -181,54 +176,43 @@ def main() -> None:
                                 "seen_generated_mean": r["seen"]["generated_mean"], "train_s": r["train_s"]}
                                for r in runs],
     }
-    text = report(result)
-    print(text)
-    if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "unseen_tasks.json").write_text(json.dumps(result, indent=1) + "\n")
-        (RESULTS / "unseen_tasks.md").write_text(text)
+    if args.no_write:
+        result = {"command": command_line(), "machine": machine(), **result}
+        print(markdown(render(result), result))
+    else:
+        print(write_results("unseen_tasks", result, render))
 
 
-def report(r: dict) -> str:
-    m = r["machine"]
+def render(r: dict) -> Report:
     h, s = r["heldout"], r["seen"]
-    lines = [
-        "# Unseen tasks benchmark",
-        "",
-        f"Command: `{r['command']}`  ",
-        (f"Machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), Python {m['python']}, "
-         f"torch {m['torch']}  "),
-        f"Generator settings: `{' '.join(r['settings'])}`  ",
-        "Zoo collection: " + (f"{r['collect_s']} s" if r["collect_s"] is not None else "reused an existing zoo")
-        + f"; main run: {r['main_run_num_tasks']} training tasks, trained in {r['train_s']} s.",
-        "",
-        (f"Test accuracy (%) on the digits test split; generated = mean of {r['num_generated_per_task']} "
-         "generated heads per task; trained = mean of the task's zoo checkpoints; nearest seen = checkpoints of "
-         "the training task with the closest code (Hamming; ties averaged; for seen tasks the closest other one); "
-         "chance = majority-class rate; linear map = least-squares linear map code -> weights (a control)."),
-        "",
-        "| tasks | n | generated | trained | nearest seen | chance | linear map | generated − trained (pp) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, block in (("held-out (never seen)", h), ("seen", s)):
-        lines.append(f"| {name} | {len(block['tasks'])} | {block['generated_mean']:.2f} | {block['trained_mean']:.2f} "
-                     f"| {block['nearest_seen_mean']:.2f} | {block['chance_mean']:.2f} "
-                     f"| {block['linear_map_mean']:.2f} | {block['generated_mean'] - block['trained_mean']:+.2f} |")
-    lines += ["", "By number of training tasks (held-out tasks unless noted):", "",
-              "| training tasks | generated | nearest seen | linear map | seen tasks, generated | train s |",
-              "|---:|---:|---:|---:|---:|---:|"]
-    for b in r["by_num_train_tasks"]:
-        lines.append(f"| {b['num_tasks']} | {b['heldout_generated_mean']:.2f} | {b['heldout_nearest_seen_mean']:.2f} "
-                     f"| {b['heldout_linear_map_mean']:.2f} | {b['seen_generated_mean']:.2f} | {b['train_s']} |")
-    lines += ["", "Held-out tasks, one by one (main run):", "",
-              "| task | generated (mean / min) | trained | nearest seen | chance | linear map |",
-              "|---|---:|---:|---:|---:|---:|"]
-    for row in h["per_task"]:
-        lines.append(f"| {row['task']} | {row['generated']:.2f} / {row['generated_min']:.2f} | {row['trained']:.2f} "
-                     f"| {row['nearest_seen']:.2f} | {row['chance']:.2f} | {row['linear_map']:.2f} |")
-    lines.append("")
-    return "\n".join(lines)
-
+    by_size = Table(["training tasks", "generated", "nearest seen", "linear map", "seen tasks, generated", "train s"],
+                    [[b["num_tasks"], f"{b['heldout_generated_mean']:.2f}", f"{b['heldout_nearest_seen_mean']:.2f}",
+                      f"{b['heldout_linear_map_mean']:.2f}", f"{b['seen_generated_mean']:.2f}", b["train_s"]]
+                     for b in r["by_num_train_tasks"]], "rrrrrr")
+    per_task = Table(["task", "generated (mean / min)", "trained", "nearest seen", "chance", "linear map"],
+                     [[t["task"], f"{t['generated']:.2f} / {t['generated_min']:.2f}", f"{t['trained']:.2f}",
+                       f"{t['nearest_seen']:.2f}", f"{t['chance']:.2f}", f"{t['linear_map']:.2f}"]
+                      for t in h["per_task"]], "lrrrrr")
+    return Report(
+        title="Unseen tasks benchmark",
+        intro="\n".join([
+            f"Generator settings: `{' '.join(r['settings'])}`  ",
+            "Zoo collection: " + (f"{r['collect_s']} s" if r["collect_s"] is not None else "reused an existing zoo")
+            + f"; main run: {r['main_run_num_tasks']} training tasks, trained in {r['train_s']} s.", "",
+            (f"Test accuracy (%) on the digits test split; generated = mean of {r['num_generated_per_task']} "
+             "generated heads per task; trained = mean of the task's zoo checkpoints; nearest seen = checkpoints of "
+             "the training task with the closest code (Hamming; ties averaged; for seen tasks the closest other "
+             "one); chance = majority-class rate; linear map = least-squares linear map code -> weights (a "
+             "control).")]),
+        table=Table(["tasks", "n", "generated", "trained", "nearest seen", "chance", "linear map",
+                     "generated − trained (pp)"],
+                    [[name, len(block["tasks"]), f"{block['generated_mean']:.2f}", f"{block['trained_mean']:.2f}",
+                      f"{block['nearest_seen_mean']:.2f}", f"{block['chance_mean']:.2f}",
+                      f"{block['linear_map_mean']:.2f}", f"{block['generated_mean'] - block['trained_mean']:+.2f}"]
+                     for name, block in (("held-out (never seen)", h), ("seen", s))], "lrrrrrrr"),
+        sections=["By number of training tasks (held-out tasks unless noted):", by_size.markdown(),
+                  "Held-out tasks, one by one (main run):", per_task.markdown()],
+    )
 
 if __name__ == "__main__":
     main()

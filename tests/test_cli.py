@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import TINY, rpgen, set_args
+from conftest import rpgen, set_args
 from conftest import check_one_line_error as one_line_error
 from rpgen.zoo.digits import DigitsCNN
 

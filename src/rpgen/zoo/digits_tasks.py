@@ -5,7 +5,7 @@ a ViT-Tiny) on data that ships with scikit-learn.
 
 - **Task.** A 10-bit code ``b`` (a string of ``0``/``1``; character ``i`` is the bit of digit
   class ``i``) asks "is this digit one of the classes whose bit is 1?". Every code except all-zeros
-  and all-ones is a task: 1,022 tasks (``1 <= int(b) <= 1022`` in the issue's numbering).
+  and all-ones is a task: 1,022 tasks, numbered 1 to 1,022 by ``sum(2**i for the bits i that are 1)``.
 - **Model.** A feature extractor (the :class:`~rpgen.zoo.digits.DigitsCNN` convolutions, trained
   once on the 10-class problem with a fixed seed, then frozen and shared) gives 32 standardised
   features; a task head ``Linear(32, 64) -> SiLU -> Linear(64, 2)`` (2,242 parameters, 36 tokens of
@@ -69,8 +69,8 @@ from rpgen.zoo.digits import (
     PRETRAIN_LR,
     PRETRAIN_STEPS,
     DigitsCNN,
-    _torch_threads,
     load_split,
+    torch_threads,
 )
 
 NAME = "digits-tasks"
@@ -140,9 +140,7 @@ def extract_features(extractor: dict[str, torch.Tensor], images: torch.Tensor) -
     model.load_state_dict({k: v for k, v in extractor.items() if not k.startswith("features.")})
     model.eval()
     with torch.inference_mode():
-        x = F.relu(model.bn1(model.conv1(images)))
-        x = F.relu(model.bn2(model.conv2(x)))
-        x = F.relu(model.bn3(model.conv3(x))).mean(dim=(2, 3))  # (N, F)
+        x = model.features(images)  # (N, F)
     return (x - extractor["features.mean"]) / extractor["features.std"]
 
 
@@ -301,7 +299,7 @@ def collect_digits_tasks(out_dir: str | Path, *, num_checkpoints: int = 3, seed:
     def path_of(code: str, k: int) -> Path:
         return out / (HELDOUT_DIR if code in heldout else TRAIN_DIR) / checkpoint_name(code, k)
 
-    with _torch_threads(1), progress_bar(enabled=progress, show_loss=False) as bar:
+    with torch_threads(1), progress_bar(enabled=progress, show_loss=False) as bar:
         task = bar.add_task(f"{NAME}: extractor", total=1 + len(codes))
         if (out / EXTRACTOR).is_file():
             extractor = load_state_dict(out / EXTRACTOR)
