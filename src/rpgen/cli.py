@@ -21,22 +21,28 @@ app = typer.Typer(
          "rpgen generate run --num 10 --out gen; rpgen evaluate run --generated gen "
          "--evaluator rpgen.zoo.digits:evaluate. Or all of it at once: rpgen quickstart.",
 )
-console = Console()
-err_console = Console(stderr=True)
+# User-controlled text (paths, messages, verdicts) is printed as is: never parsed as Rich markup.
+console = Console(markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
 F = TypeVar("F", bound=Callable)
 ZOOS = ("digits", "digits-tasks", "minilm-sentiment")
 
 
 def _friendly(fn: F) -> F:
-    """Turn RpgenError into a one-line message and exit status 1."""
+    """Turn RpgenError, and OSError from the file system (disk full, permission denied...), into a
+    one-line message and exit status 1. Printed as plain text: a "[red]" in a file name stays as written."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except RpgenError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            message = str(e)
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename is not None else ""
+            message = f"{where}{e.strerror or e}"
+        typer.echo("error: " + " ".join(message.split("\n")), err=True)
+        raise typer.Exit(1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -140,8 +146,10 @@ def train(
     With CHECKPOINTS/conditions.json, e.g. {"a.safetensors": [0, 1, 1], "b.safetensors": [1, 0, 0]},
     the generator learns to produce a checkpoint from its condition vector (a task description)
     instead of its permutation state; generate with --condition."""
+    from rpgen.outputs import check_not_overlapping
     from rpgen.train import saved_config, train as train_run
 
+    check_not_overlapping(out, {"checkpoint folder": checkpoints})
     if resume:
         if config:
             raise RpgenError("--config cannot be combined with --resume (the run keeps its config.toml)")
@@ -184,7 +192,9 @@ def generate(
     adapter folders, adapter folders that PeftModel.from_pretrained(base, folder) loads)."""
     from rpgen.conditions import parse_condition
     from rpgen.generate import generate as generate_models
+    from rpgen.outputs import check_not_overlapping
 
+    check_not_overlapping(out, {"run directory": run})
     conditions = [parse_condition(c) for c in condition] or None
     start = time.perf_counter()
     paths = generate_models(run, out, num=num, seed=seed, sampler=sampler, steps=steps,  # type: ignore[arg-type]

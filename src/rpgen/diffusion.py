@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from rpgen.config import DiffusionConfig, Sampler
+from rpgen.errors import RpgenError
 from rpgen.models.generator import Generator
 
 
@@ -71,6 +72,9 @@ def denoising_loss(model: torch.nn.Module, x0: Tensor, rows: Tensor, states: Ten
 
 def make_scheduler(cfg: DiffusionConfig, sampler: Sampler, steps: int) -> Any:
     """A diffusers scheduler matching the training schedule, with ``steps`` set."""
+    if steps > cfg.num_train_timesteps:
+        raise RpgenError(f"--steps {steps}: at most {cfg.num_train_timesteps} sampling steps "
+                         "(diffusion.num_train_timesteps of the run)")
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     common = dict(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,

@@ -18,17 +18,18 @@ RUN_DIR/
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
+from rpgen.checkpoints import check_finite
 from rpgen.config import Config, load_toml
 from rpgen.errors import RpgenError
+from rpgen.files import read_json_object
 from rpgen.models.backbones import mamba_ssm_available
 from rpgen.models.generator import Generator
+from rpgen.safetensors_io import read_tensors
 from rpgen.tokenizer import Layout
 
 CONFIG = "config.toml"
@@ -85,20 +86,34 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
     if not (run_dir / GENERATOR).is_file():
         raise RpgenError(f"{run_dir}: training has not finished (no {GENERATOR}); "
                          f"continue it with `rpgen train ... --out {run_dir} --resume`")
-    for name in (TOKENIZER, RUN_INFO):
+    for name in (TOKENIZER, RUN_INFO, COPIED):
         if not (run_dir / name).is_file():
             raise RpgenError(f"{run_dir} is an incomplete run directory (no {name})")
+    # Every file is checked as it is read: one line naming the file, never a traceback or NaN models.
     config = load_toml(run_dir / CONFIG)
-    layout = Layout.from_json((run_dir / TOKENIZER).read_text(encoding="utf-8"))
-    info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
+    try:
+        layout = Layout.from_json((run_dir / TOKENIZER).read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError, RpgenError) as e:  # JSONDecodeError and UnicodeDecodeError included
+        raise RpgenError(f"{run_dir / TOKENIZER}: not a valid tokenizer file ({str(e).splitlines()[0]})") from None
+    info = read_json_object(run_dir / RUN_INFO)
+    num_states, cond_dim = info.get("num_checkpoints"), info.get("condition_dim")
+    if not (isinstance(num_states, int) and num_states >= 1) or not (cond_dim is None or isinstance(cond_dim, int)):
+        raise RpgenError(f"{run_dir / RUN_INFO}: num_checkpoints must be a positive integer and condition_dim "
+                         f"an integer or absent, got {num_states!r} and {cond_dim!r}")
     if config.model.mamba_impl == "cuda" and not (torch.device(device).type == "cuda" and mamba_ssm_available()):
         config = config.replace("model", mamba_impl="torch")  # same parameter names
-    cond_dim = info.get("condition_dim")
-    generator = build_generator(config, layout, num_states=int(info["num_checkpoints"]),
-                                cond_dim=None if cond_dim is None else int(cond_dim))
+    generator = build_generator(config, layout, num_states=num_states, cond_dim=cond_dim)
+    weights = read_tensors(run_dir / GENERATOR)
+    check_finite(weights, name=run_dir / GENERATOR)
     try:
-        generator.load_state_dict(load_file(run_dir / GENERATOR))
-    except (RuntimeError, OSError) as e:
+        generator.load_state_dict(weights)
+    except RuntimeError as e:
         raise RpgenError(f"{run_dir / GENERATOR}: cannot load generator ({str(e).splitlines()[0]})") from None
-    copied = load_file(run_dir / COPIED) if (run_dir / COPIED).is_file() else {}
+    copied = read_tensors(run_dir / COPIED)
+    want = {t.name: (t.shape, t.dtype) for t in layout.tensors if not t.generated}
+    have = {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in copied.items()}
+    for name in sorted(want.keys() | have.keys()):
+        if have.get(name) != want.get(name):
+            raise RpgenError(f"{run_dir / COPIED}: tensor {name!r} is {have.get(name) or 'missing'}; "
+                             f"{TOKENIZER} expects {want.get(name) or 'no such tensor'}")
     return Run(run_dir, config, layout, copied, generator.to(device).eval(), info)
