@@ -152,7 +152,8 @@ def test_overwrite_refuses_a_symlink_to_a_run(finished_run, tmp_path):
 def test_overwrite_replaces_a_previous_generation(finished_run, tmp_path):
     out = tmp_path / "gen"
     for num in (1, 2):
-        assert rpgen("generate", finished_run, "--num", num, "--out", out, "--overwrite", "--no-progress").exit_code == 0
+        result = rpgen("generate", finished_run, "--num", num, "--out", out, "--overwrite", "--no-progress")
+        assert result.exit_code == 0, result.output
     assert json.loads((out / "generation.json").read_text())["num"] == 2
 
 
@@ -381,12 +382,15 @@ def test_resume_records_train_changes(stopped_run, zoo, tmp_path):
 def test_first_loss_after_resume_is_averaged_over_its_steps(digits_zoo, tmp_path):
     every_step = train(digits_zoo, tmp_path / "a", apply_overrides(Config(), tiny("train.log_every=1")),
                        progress=False)
-    losses = {m["step"]: m["loss"] for m in map(json.loads, (every_step / "metrics.jsonl").read_text().splitlines())}
+    losses = _logged_losses(every_step)
     config = apply_overrides(Config(), list(TINY))  # logs every 5 steps; resumes at 7
     train(digits_zoo, tmp_path / "b", config, progress=False, stop_after=7)
     train(digits_zoo, tmp_path / "b", config, progress=False, resume=True)
-    logged = {m["step"]: m["loss"] for m in map(json.loads, (tmp_path / "b" / "metrics.jsonl").read_text().splitlines())}
-    assert logged[10] == pytest.approx(sum(losses[s] for s in (8, 9, 10)) / 3, rel=1e-5)
+    assert _logged_losses(tmp_path / "b")[10] == pytest.approx(sum(losses[s] for s in (8, 9, 10)) / 3, rel=1e-5)
+
+
+def _logged_losses(run: Path) -> dict[int, float]:
+    return {m["step"]: m["loss"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
 
 
 @phase2(strict=True, reason="phase 2: evaluate.py must handle or refuse generated models holding NaN/inf")
