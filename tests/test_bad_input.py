@@ -141,6 +141,14 @@ def test_overwrite_refuses_a_folder_rpgen_did_not_write(zoo, finished_run, tmp_p
     assert (mine / "thesis.tex").read_text() == "years of work"
 
 
+@pytest.mark.parametrize("out", ["file", "", "/"])
+def test_overwrite_refuses_a_file_the_current_folder_and_the_root(finished_run, tmp_path, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("keep")
+    check_one_line_error(rpgen("generate", finished_run, "--num", 1, "--out", out, "--overwrite"))
+    assert (tmp_path / "file").read_text() == "keep" and finished_run.is_dir()
+
+
 def test_overwrite_refuses_a_symlink_to_a_run(finished_run, tmp_path):
     link = tmp_path / "link"
     link.symlink_to(finished_run)
@@ -313,6 +321,12 @@ def test_generate_killed_leaves_nothing_the_next_run_keeps(finished_run, tmp_pat
 
 # ------------------------------------------------------------- phase 2: train.py / generate.py / evaluate.py
 
+@phase2(strict=True, reason="phase 2: train.py must hold rpgen.lock.run_lock(run_dir) while training or resuming")
+def test_resume_of_a_run_in_use_is_refused(stopped_run, zoo, tmp_path):
+    run = copy_run(stopped_run, tmp_path)
+    _refused_while_locked(run, "train", zoo, "--out", run, "--resume")
+
+
 @phase2(strict=True, reason="phase 2: train.py must stop at the first non-finite loss or gradient norm")
 @pytest.mark.parametrize("lr", ["inf", "1e30"])
 def test_non_finite_training_stops_with_one_line(zoo, tmp_path, lr):
@@ -339,19 +353,22 @@ def test_generate_never_writes_non_finite_models_silently(finished_run, tmp_path
         assert no_models(out)
 
 
-@phase2(strict=True, reason="phase 2: train.py must hold rpgen.lock.run_lock(run_dir) while training")
-@pytest.mark.parametrize("mode", [["--resume"], ["--overwrite", *set_args()]])
-def test_a_run_in_use_is_refused(stopped_run, zoo, tmp_path, mode):
-    run = copy_run(stopped_run, tmp_path)
+def _refused_while_locked(run: Path, *args) -> None:
+    """``rpgen ARGS`` fails naming the live process that holds ``run``'s lock, and leaves ``run`` as it was."""
     before = snapshot(run)
     holder, _ = start_python(HOLD_LOCK, run)  # stands for a `train` running on the same run
     try:
-        check_one_line_error(rpgen("train", zoo, "--out", run, *mode, "--no-progress"),
-                             f"in use by process {holder.pid}")
+        check_one_line_error(rpgen(*args, "--no-progress"), f"in use by process {holder.pid}")
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
     assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("command", [["train", "{zoo}", *set_args()], ["generate", "{run}", "--num", "1"]])
+def test_overwrite_of_a_run_in_use_is_refused(stopped_run, finished_run, zoo, tmp_path, command):
+    run = copy_run(stopped_run, tmp_path)
+    _refused_while_locked(run, *[a.format(zoo=zoo, run=finished_run) for a in command], "--out", run, "--overwrite")
 
 
 @phase2(strict=True, reason="phase 2: train.py must refuse --resume with changes outside [train]")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
 from conftest import start_python
 
 from rpgen.errors import RpgenError
-from rpgen.lock import lock_path, run_lock
+from rpgen.lock import lock_path, other_holder, run_lock
 
 HOLD = """
 import sys, time
@@ -65,3 +66,16 @@ def test_lock_in_an_impossible_place_is_one_line(tmp_path):
     with pytest.raises(RpgenError, match="cannot lock"):
         with run_lock(Path(blocker) / "run"):
             pass
+
+
+def test_other_holder_names_only_another_live_process(tmp_path):
+    run = tmp_path / "run"
+    assert other_holder(run) is None  # no lock file
+    with run_lock(run):
+        assert other_holder(run) is None  # ours
+    proc, _ = start_python(HOLD, run)
+    try:
+        assert other_holder(run) == f"process {proc.pid} on {socket.gethostname()}"
+    finally:
+        _kill(proc)
+    assert other_holder(run) is None  # stale

@@ -76,6 +76,27 @@ def describe_owner(path: Path) -> str:
         return "another process"
 
 
+def other_holder(path: str | os.PathLike) -> str | None:
+    """"process N on HOST" if another live process holds the lock of ``path``; None if free or ours."""
+    lock = lock_path(path)
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:  # no lock file: nobody holds it
+        return None
+    try:
+        if _try_lock(fd):
+            return None  # free (a stale file of a dead process); our lock, taken, drops at close
+        try:
+            owner = json.loads(lock.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            owner = {}
+        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            return None
+        return describe_owner(lock)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def run_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
     """Hold the lock of ``run_dir`` for the block; refuse in one line if a live process holds it.

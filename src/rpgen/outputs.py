@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rpgen.errors import RpgenError
+from rpgen.lock import other_holder
 
 MARKERS: tuple[tuple[str, ...], ...] = (
     ("config.toml", "run.json"),  # a run directory (rpgen.run: rpgen train)
@@ -43,6 +44,9 @@ def check_replaceable(path: str | os.PathLike) -> None:
     path = Path(path)
     if path.is_symlink():
         raise RpgenError(f"--overwrite: {path} is a symbolic link; name the folder itself")
+    holder = other_holder(path)
+    if holder is not None:
+        raise RpgenError(f"--overwrite: {path} is in use by {holder}; wait for it to finish or stop it")
     if not path.is_dir():
         raise RpgenError(f"output path {path} exists and is not a directory")
     if not is_rpgen_output(path):
