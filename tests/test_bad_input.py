@@ -200,6 +200,13 @@ def test_markup_in_a_config_section_is_printed_as_is(zoo, tmp_path):
     check_one_line_error(rpgen("train", zoo, "--out", tmp_path / "run", "--config", cfg), "[trian]", "[bold]c.toml")
 
 
+def test_markup_in_an_output_path_is_printed_as_is(finished_run, tmp_path):
+    out = tmp_path / "[bold]gen"
+    result = rpgen("generate", finished_run, "--num", 1, "--out", out, "--no-progress")
+    assert result.exit_code == 0 and "[bold]gen" in result.output.replace("\n", ""), result.output
+    assert (out / "0000.safetensors").is_file()
+
+
 # ------------------------------------------------------------- bad configs and checkpoints
 
 def test_config_that_is_not_utf8(zoo, tmp_path):
