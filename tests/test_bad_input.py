@@ -177,6 +177,19 @@ def test_out_under_a_regular_file(zoo, finished_run, tmp_path, command):
     assert blocker.read_text() == "x"
 
 
+def test_out_name_too_long_for_the_file_system(finished_run, tmp_path):
+    out = tmp_path / ("x" * 300)
+    check_one_line_error(rpgen("generate", finished_run, "--num", 1, "--out", out, "--no-progress"), "too long")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_too_big_for_the_disk(finished_run, tmp_path):
+    out = tmp_path / "gen"
+    check_one_line_error(rpgen("generate", finished_run, "--num", 10**9, "--out", out, "--no-progress"),
+                         "GB of disk", "free")
+    assert no_models(out)
+
+
 def test_out_in_an_unwritable_folder(finished_run):
     # Root ignores chmod; /sys/kernel refuses new entries even to root. Non-root runs see the same path.
     out = Path("/sys/kernel/rpgen-gen")
@@ -214,6 +227,17 @@ def test_config_that_is_not_utf8(zoo, tmp_path):
     cfg.write_bytes("[train]\nsteps = 3  # caf\u00e9\n".encode("latin-1"))
     check_one_line_error(rpgen("train", zoo, "--out", tmp_path / "run", "--config", cfg), "c.toml", "UTF-8")
     assert not (tmp_path / "run").exists()
+
+
+def test_config_that_is_a_folder(zoo, tmp_path):
+    (tmp_path / "cfg").mkdir()
+    check_one_line_error(rpgen("train", zoo, "--out", tmp_path / "run", "--config", tmp_path / "cfg"), "cfg")
+
+
+def test_conditions_file_that_is_not_utf8(zoo):
+    (zoo / "conditions.json").write_bytes(b"\xff\xfe{}")
+    check_one_line_error(rpgen("train", zoo, "--out", zoo.parent / "run", *set_args()), "conditions.json")
+    assert not (zoo.parent / "run").exists()
 
 
 def test_pt_checkpoint_with_non_string_keys(tmp_path):
