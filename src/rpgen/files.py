@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rpgen.errors import RpgenError
-from rpgen.lock import release, take, write_owner
+from rpgen.lock import create_owned, release, take
 from rpgen.outputs import check_replaceable
 
 OWNER = ".rpgen-owner"  # inside a ``.partial`` folder: the PID and host of the process building it
@@ -57,15 +57,12 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     except OSError as e:
         raise RpgenError(f"cannot write {path}: {e.strerror or e}") from None
-    owner = None
+    owner: int | None = None
     try:
-        owner = take(tmp / OWNER)
-        if owner is not None:
-            write_owner(owner)
+        owner = create_owned(tmp / OWNER)
         yield tmp
-        if owner is not None:
-            release(owner, tmp / OWNER)
-            owner = None
+        release(owner, tmp / OWNER)
+        owner = None
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

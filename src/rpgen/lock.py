@@ -50,6 +50,25 @@ def take(path: Path) -> int | None:
         os.close(fd)  # we locked a file that was unlinked meanwhile: lock the new one
 
 
+def create_owned(path: Path) -> int:
+    """Create the owner file ``path`` (it must not exist) already locked and filled; return its fd.
+
+    It is written under a staging name and renamed, so nobody ever sees it unlocked or empty.
+    """
+    staging = path.with_name(path.name + ".new")
+    fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        if not _try_lock(fd):  # pragma: no cover - a file nobody else has opened
+            raise OSError(f"cannot lock {staging}")
+        write_owner(fd)
+        os.replace(staging, path)
+    except BaseException:
+        os.close(fd)
+        staging.unlink(missing_ok=True)
+        raise
+    return fd
+
+
 def write_owner(fd: int) -> None:
     """Record this process (PID and host name) in the owner file open as ``fd``."""
     os.ftruncate(fd, 0)
