@@ -413,7 +413,9 @@ def test_resume_refuses_model_changes(stopped_run, zoo, tmp_path):
                             "the two renames of _save_state")
 def test_resume_after_a_crash_between_the_state_renames(stopped_run, zoo, tmp_path):
     run = copy_run(stopped_run, tmp_path)
-    (run / "state").rename(run / "state.tmp")  # the new state complete, `state` not yet renamed
+    # _save_state: write state.tmp, rename state -> state.old, rename state.tmp -> state; crash before the last
+    shutil.copytree(run / "state", run / "state.tmp")
+    (run / "state").rename(run / "state.old")
     result = rpgen("train", zoo, "--out", run, "--resume", "--no-progress")
     assert result.exit_code == 0, result.output
     assert (run / "generator.safetensors").is_file()
