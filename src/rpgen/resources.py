@@ -69,7 +69,7 @@ def check_resources(what: str, *, memory: int, disk: int = 0, disk_path: str | P
 def size_text(num_bytes: int) -> str:
     """Bytes for people: "3.2 GB", "12.5 MB", "800 kB", "512 bytes" (decimal units, as ``GB``)."""
     for unit, scale in (("GB", GB), ("MB", 1e6), ("kB", 1e3)):
-        if num_bytes >= scale:
+        if round(num_bytes / scale, 1) >= 1:  # 999,999,999 bytes is "1.0 GB", not "1000.0 MB"
             return f"{num_bytes / scale:.1f} {unit}"
     return f"{int(num_bytes)} bytes"
 
