@@ -9,12 +9,17 @@
 - ``TINY``, ``tiny(...)``, ``set_args(...)``, ``rpgen(...)``: a generator config small enough to train
   in seconds (``tiny("train.steps=6")`` replaces keys), ``--set`` arguments for it, and the CLI
   called in-process; test modules import them with ``from conftest import ...``.
+- ``child_env()``, ``start_python(code, *args)``: real child processes that import this rpgen
+  (for SIGKILL, lock and concurrency tests); ``start_python`` waits for the child's first line.
 - ``make_state_dict``: a factory for small synthetic state_dicts shaped like a conv + BatchNorm
   + linear model (float32 weights, BatchNorm buffers, an int64 ``num_batches_tracked``).
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +28,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from rpgen import cli as cli_module
 from rpgen.cli import app
 
 DIGITS_ZOO_SIZE = 5
@@ -120,3 +126,21 @@ def make_state_dict() -> Callable[..., dict[str, torch.Tensor]]:
 def one_line_error() -> Callable[..., None]:
     """:func:`check_one_line_error` as a fixture."""
     return check_one_line_error
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a child Python that imports the same rpgen as the tests (one thread)."""
+    src = str(Path(cli_module.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+
+
+def start_python(code: str, *args) -> tuple[subprocess.Popen, str]:
+    """Start ``python -c code args...``; return it and the first line it prints (it signals readiness)."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=child_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = proc.stdout.readline().strip()
+    if not line:
+        proc.wait(timeout=60)
+        raise AssertionError(f"child exited ({proc.returncode}) before it was ready: {proc.stderr.read()}")
+    return proc, line

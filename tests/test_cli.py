@@ -122,8 +122,13 @@ def test_existing_output_is_refused_unless_overwrite(trained, digits_zoo, tmp_pa
     (out / "keep.txt").write_text("mine")
     one_line_error(rpgen("generate", trained, "--num", 1, "--out", out), "already exists")
     assert (out / "keep.txt").read_text() == "mine"
-    assert rpgen("generate", trained, "--num", 1, "--out", out, "--overwrite", "--no-progress").exit_code == 0
-    assert not (out / "keep.txt").exists() and (out / "0000.safetensors").is_file()
+    # --overwrite replaces only what rpgen wrote: a folder of the user's is kept
+    one_line_error(rpgen("generate", trained, "--num", 1, "--out", out, "--overwrite"), out, "not written by rpgen")
+    assert (out / "keep.txt").read_text() == "mine"
+    g2 = tmp_path / "g2"
+    assert rpgen("generate", trained, "--num", 1, "--out", g2, "--no-progress").exit_code == 0
+    assert rpgen("generate", trained, "--num", 2, "--out", g2, "--overwrite", "--no-progress").exit_code == 0
+    assert (tmp_path / "g2" / "0001.safetensors").is_file()
 
 
 def test_generate_rejects_missing_run_and_bad_options(trained, tmp_path):

@@ -5,7 +5,7 @@ from conftest import TINY, rpgen, set_args
 from conftest import check_one_line_error as one_line_error
 
 from rpgen.errors import RpgenError
-from rpgen.resources import available_memory, check_resources, free_disk
+from rpgen.resources import available_memory, check_resources, free_disk, size_text
 
 
 def test_check_resources_names_what_and_numbers(tmp_path):
@@ -30,3 +30,10 @@ def test_generate_too_big_for_disk_fails_before_writing(digits_zoo, tmp_path):
     one_line_error(rpgen("generate", run, "--num", 10**9, "--out", tmp_path / "g"), "generating 1000000000 models",
                    "GB of disk")
     assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("num_bytes, text", [(0, "0 bytes"), (940, "940 bytes"), (999, "1.0 kB"), (1_000, "1.0 kB"),
+                                             (45_600_000, "45.6 MB"), (999_999_999, "1.0 GB"),
+                                             (1_000_000_000, "1.0 GB"), (32_224 * 10**9, "32224.0 GB")])
+def test_size_text_picks_a_unit_that_shows_the_size(num_bytes, text):
+    assert size_text(num_bytes) == text

@@ -98,7 +98,9 @@ def _checked_mapping(obj: object, path: Path) -> dict[str, torch.Tensor]:
     if not obj:
         raise RpgenError(f"{path}: not a readable checkpoint (no tensors)")
     for key, value in obj.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+        if not isinstance(key, str):
+            raise RpgenError(f"{path}: not a readable checkpoint (key {key!r} is not a string)")
+        if not isinstance(value, torch.Tensor):
             raise RpgenError(
                 f"{path}: not a readable checkpoint (entry {key!r} is a {type(value).__name__}, not a tensor)"
             )

@@ -24,8 +24,9 @@ app = typer.Typer(
          "rpgen generate run --num 10 --out gen; rpgen evaluate run --generated gen "
          "--evaluator rpgen.zoo.digits:evaluate. Or all of it at once: rpgen quickstart.",
 )
-console = Console()
-err_console = Console(stderr=True)
+# User-controlled text (paths, messages, verdicts) is printed as is: never parsed as Rich markup.
+console = Console(markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
 F = TypeVar("F", bound=Callable)
 
 
@@ -44,15 +45,20 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def _friendly(fn: F) -> F:
-    """Turn RpgenError into a one-line message and exit status 1."""
+    """Turn RpgenError, and OSError from the file system (disk full, permission denied...), into a
+    one-line message and exit status 1. Printed as plain text: a "[red]" in a file name stays as written."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except RpgenError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            message = str(e)
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename is not None else ""
+            message = f"{where}{e.strerror or e}"
+        typer.echo("error: " + " ".join(message.split("\n")), err=True)
+        raise typer.Exit(1)
 
     return wrapper  # type: ignore[return-value]
 

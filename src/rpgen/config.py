@@ -269,6 +269,8 @@ def load_toml(path: str | Path, *, base: Config | None = None) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise RpgenError(f"{path}: invalid TOML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise RpgenError(f"{path}: not a UTF-8 text file (byte {e.start}); save the config as UTF-8") from None
     return from_dict(data, base=base, source=str(path))
 
 

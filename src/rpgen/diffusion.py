@@ -59,6 +59,9 @@ def check_sampling(cfg: DiffusionConfig, sampler: str, steps: int) -> None:
 
 def make_scheduler(cfg: DiffusionConfig, sampler: Sampler, steps: int) -> Any:
     """A diffusers scheduler matching the training schedule, with ``steps`` set."""
+    if steps > cfg.num_train_timesteps:
+        raise RpgenError(f"--steps {steps}: at most {cfg.num_train_timesteps} sampling steps "
+                         "(diffusion.num_train_timesteps of the run)")
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     check_sampling(cfg, sampler, steps)

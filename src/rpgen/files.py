@@ -11,14 +11,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rpgen.errors import RpgenError
+from rpgen.lock import create_owned, release, take
+from rpgen.outputs import check_replaceable
+
+OWNER = ".rpgen-owner"  # inside a ``.partial`` folder: the PID and host of the process building it
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_folder(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise RpgenError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -37,27 +44,78 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name and move it to ``path`` when the block succeeds.
 
-    Refuses an existing ``path`` unless ``overwrite``; on failure nothing is left at ``path``.
+    Refuses an existing ``path`` unless ``overwrite``, and even then replaces only an rpgen output
+    (:func:`rpgen.outputs.check_replaceable`); on failure nothing is left at ``path``. The temporary
+    ``.NAME.XXXX.partial`` folder records its owner (``.rpgen-owner``: PID and host, held locked);
+    those of dead owners (a SIGKILL, a power cut) in the same parent are removed first.
     """
     path = Path(path)
     check_output_dir(path, overwrite=overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    make_folder(path.parent)
+    remove_stale_partials(path.parent)
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    except OSError as e:
+        raise RpgenError(f"cannot write {path}: {e.strerror or e}") from None
+    owner: int | None = None
+    try:
+        owner = create_owned(tmp / OWNER)
         yield tmp
+        release(owner, tmp / OWNER)
+        owner = None
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
+        if owner is not None:
+            release(owner, tmp / OWNER)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Remove the ``.*.partial`` folders in ``folder`` whose owner process is dead; return them.
+
+    Folders without an owner file (being created, or from an older rpgen) are left alone.
+    """
+    removed = []
+    for partial in folder.glob(".*.partial"):
+        owner_file = partial / OWNER
+        if not owner_file.is_file():
+            continue
+        try:
+            fd = take(owner_file)
+        except OSError:
+            continue
+        if fd is None:  # its owner is alive
+            continue
+        try:
+            shutil.rmtree(partial, ignore_errors=True)
+        finally:
+            os.close(fd)
+        removed.append(partial)
+    return removed
+
+
+def make_folder(path: Path) -> None:
+    """``mkdir -p path``, with a one-line error when a file is in the way or it cannot be created."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        raise RpgenError(f"cannot create folder {path}: {blocker} is a file, not a folder") from None
+    except OSError as e:
+        raise RpgenError(f"cannot create folder {path}: {e.strerror or e}") from None
+
+
 def check_output_dir(path: Path, *, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
+    """Refuse an existing ``path`` unless ``overwrite``; refuse to replace anything but an rpgen output."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not overwrite:
         raise RpgenError(f"output directory {path} already exists (pass --overwrite to replace it)")
-    if path.exists() and not path.is_dir():
-        raise RpgenError(f"output path {path} exists and is not a directory")
+    check_replaceable(path)
 
 
 def read_json_object(path: Path, *, expected: str = "a JSON object") -> dict[str, Any]:

@@ -19,6 +19,7 @@ from rpgen.config import Sampler
 from rpgen.diffusion import check_sampling, make_scheduler
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir
+from rpgen.outputs import check_not_overlapping
 from rpgen.progress import progress_bar
 from rpgen.run import Run, load_run
 from rpgen.safetensors_io import SafetensorsWriter
@@ -73,6 +74,7 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     """
     if num < 1:
         raise RpgenError(f"--num must be >= 1, got {num}")
+    check_not_overlapping(out_dir, {"run directory": run_dir})
     if device is None:
         from accelerate import PartialState
 

@@ -57,13 +57,21 @@ def check_resources(what: str, *, memory: int, disk: int = 0, disk_path: str | P
     """
     available = available_memory() if available is None else available
     if available is not None and memory > available:
-        raise RpgenError(f"{what}: needs about {memory / GB:.1f} GB of RAM, only {available / GB:.1f} GB "
+        raise RpgenError(f"{what}: needs about {size_text(memory)} of RAM, only {size_text(available)} "
                          "available; use a smaller model/batch (or sample.chunk_tokens), or a bigger machine")
     if disk and disk_path is not None:
         free = free_disk(disk_path) if free is None else free
         if free is not None and disk > free:
-            raise RpgenError(f"{what}: needs about {disk / GB:.1f} GB of disk at {disk_path}, only "
-                             f"{free / GB:.1f} GB free")
+            raise RpgenError(f"{what}: needs about {size_text(disk)} of disk at {disk_path}, only "
+                             f"{size_text(free)} free")
+
+
+def size_text(num_bytes: int) -> str:
+    """Bytes for people: "3.2 GB", "12.5 MB", "800 kB", "512 bytes" (decimal units, as ``GB``)."""
+    for unit, scale in (("GB", GB), ("MB", 1e6), ("kB", 1e3)):
+        if round(num_bytes / scale, 1) >= 1:  # 999,999,999 bytes is "1.0 GB", not "1000.0 MB"
+            return f"{num_bytes / scale:.1f} {unit}"
+    return f"{int(num_bytes)} bytes"
 
 
 def generator_params(config: Config, layout: Layout, *, num_states: int) -> int:

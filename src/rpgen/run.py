@@ -14,7 +14,9 @@ RUN_DIR/
   adapter_config.json    runs trained on peft adapter folders: their config, written beside each
                          generated adapter (rpgen.adapters)
   pdiff.safetensors      instead of generator.safetensors when model.method = "pdiff"
-  .lock                  while a process trains the run: its PID and host
+
+While a process trains a run, ``.NAME.lock`` beside the run directory holds its PID and host
+(:func:`rpgen.lock.run_lock`): a second training of the same run is refused.
 """
 
 from __future__ import annotations
@@ -31,15 +33,16 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from rpgen.adapters import copy_adapter_config
-from rpgen.checkpoints import LazyCheckpoint
+from rpgen.checkpoints import LazyCheckpoint, check_finite
 from rpgen.conditions import check_conditions, is_binary, write_conditions
 from rpgen.config import Config, Sampler, load_toml
 from rpgen.diffusion import check_sampling, make_scheduler
 from rpgen.errors import RpgenError
-from rpgen.files import atomic_dir
+from rpgen.files import atomic_dir, read_json_object
 from rpgen.methods import Method, get_method
 from rpgen.methods.base import Selector
 from rpgen.models.backbones import mamba_ssm_available
+from rpgen.safetensors_io import read_tensors
 from rpgen.tokenizer import Layout, copied_tensors
 
 CONFIG = "config.toml"
@@ -195,21 +198,35 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
         hint = (f"continue it with `rpgen train ... --out {run_dir} --resume`" if method.distributed
                 else "train it again")
         raise RpgenError(f"{run_dir}: training has not finished (no {method.weights_file}); {hint}")
-    for name in (TOKENIZER, RUN_INFO):
+    for name in (TOKENIZER, RUN_INFO, COPIED):
         if not (run_dir / name).is_file():
             raise RpgenError(f"{run_dir} is an incomplete run directory (no {name})")
-    layout = Layout.from_json((run_dir / TOKENIZER).read_text(encoding="utf-8"))
-    info = json.loads((run_dir / RUN_INFO).read_text(encoding="utf-8"))
+    # Every file is checked as it is read: one line naming the file, never a traceback or NaN models.
+    try:
+        layout = Layout.from_json((run_dir / TOKENIZER).read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError, RpgenError) as e:  # JSONDecodeError and UnicodeDecodeError included
+        raise RpgenError(f"{run_dir / TOKENIZER}: not a valid tokenizer file ({str(e).splitlines()[0]})") from None
+    info = read_json_object(run_dir / RUN_INFO)
+    num_states, cond_dim = info.get("num_checkpoints"), info.get("condition_dim")
+    if not (isinstance(num_states, int) and num_states >= 1) or not (cond_dim is None or isinstance(cond_dim, int)):
+        raise RpgenError(f"{run_dir / RUN_INFO}: num_checkpoints must be a positive integer and condition_dim "
+                         f"an integer or absent, got {num_states!r} and {cond_dim!r}")
     if config.model.mamba_impl == "cuda" and not (torch.device(device).type == "cuda" and mamba_ssm_available()):
         config = config.replace("model", mamba_impl="torch")  # same parameter names
-    cond_dim = info.get("condition_dim")
-    model = method.build(config, layout, num_states=int(info["num_checkpoints"]),
-                         cond_dim=None if cond_dim is None else int(cond_dim))
+    model = method.build(config, layout, num_states=num_states, cond_dim=cond_dim)
+    tensors = read_tensors(weights)
+    check_finite(tensors, name=weights)
     try:
-        model.load_state_dict(load_file(weights))
-    except (RuntimeError, OSError) as e:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
         raise RpgenError(f"{weights}: cannot load the trained model ({str(e).splitlines()[0]})") from None
-    copied = load_file(run_dir / COPIED) if (run_dir / COPIED).is_file() else {}
+    copied = read_tensors(run_dir / COPIED)
+    want = {t.name: (t.shape, t.dtype) for t in layout.tensors if not t.generated}
+    have = {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in copied.items()}
+    for name in sorted(want.keys() | have.keys()):
+        if have.get(name) != want.get(name):
+            raise RpgenError(f"{run_dir / COPIED}: tensor {name!r} is {have.get(name) or 'missing'}; "
+                             f"{TOKENIZER} expects {want.get(name) or 'no such tensor'}")
     return Run(run_dir, config, layout, copied, model.to(device).eval(), info, method)
 
 

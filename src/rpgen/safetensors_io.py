@@ -124,6 +124,20 @@ class SafetensorsReader:
         self.close()
 
 
+def read_tensors(path: str | Path) -> dict[str, Tensor]:
+    """Every tensor of a safetensors file, in file order; an :class:`RpgenError` naming the file if
+    the header is unreadable or does not account for the file's size exactly (truncated or extended)."""
+    reader = SafetensorsReader(path)
+    try:
+        size = reader.path.stat().st_size
+        end = max((e.offset + e.nbytes for e in reader.entries.values()), default=size)
+        if end != size:
+            raise RpgenError(f"{reader.path}: {size - end} bytes after the last tensor (a corrupted file?)")
+        return {name: reader.read(name) for name in reader.entries}
+    finally:
+        reader.close()
+
+
 class SafetensorsWriter:
     """Write a safetensors file tensor by tensor, in the order the entries were declared.
 

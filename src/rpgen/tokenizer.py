@@ -5,8 +5,8 @@ the checkpoint set and saved as JSON beside the generator.
 
 Glossary: ``L`` tokens in a model, ``S`` values per token (``token_size``).
 
-- Every floating-point tensor is generated; other tensors (``num_batches_tracked``...) are
-  copied from a reference checkpoint.
+- Every floating-point tensor is generated; other tensors (``num_batches_tracked``...) and
+  tensors with no elements (nothing to generate) are copied from a reference checkpoint.
 - Each generated tensor is normalised with one scalar mean/std over the whole checkpoint set
   (float64). BatchNorm ``running_var`` is log-transformed first.
 - A tensor is flattened and cut into tokens of ``S`` values; tokens never cross tensors; the
@@ -148,9 +148,9 @@ def fit_layout(state_dicts: Iterable[Mapping[str, Tensor]], *, token_size: int) 
         if infos is None:  # structure from the first; each tensor is still read only once
             infos, values = [], []
             for k, v in sd.items():
+                generated = v.is_floating_point() and v.numel() > 0
                 infos.append(TensorInfo(name=k, shape=tuple(v.shape), dtype=_dtype_name(v.dtype),
-                                        generated=v.is_floating_point(),
-                                        log=v.is_floating_point() and _is_log(k)))
+                                        generated=generated, log=generated and _is_log(k)))
                 values.append(_moments(v, infos[-1]))
             sums, sq_sums = [m[0] for m in values], [m[1] for m in values]
         else:

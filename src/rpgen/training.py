@@ -15,7 +15,7 @@ import math
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -29,7 +29,9 @@ from rpgen.conditions import CONDITIONS_FILE, read_conditions
 from rpgen.config import Config
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_path, check_output_dir, write_text_atomic
+from rpgen.lock import run_lock
 from rpgen.methods import Stage, TrainingSet, get_method
+from rpgen.outputs import check_not_overlapping
 from rpgen.plots import plot_loss
 from rpgen.progress import progress_bar
 from rpgen.tokenizer import Layout, fit_layout
@@ -85,10 +87,22 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
     :mod:`rpgen.conditions`), the generator is conditional: it learns to produce a checkpoint
     from its condition vector instead of its permutation state.
     """
-    from accelerate import Accelerator, PartialState
+    from accelerate import PartialState
 
-    run_dir = Path(run_dir)
-    checkpoint_dir = Path(checkpoint_dir)
+    run_dir, checkpoint_dir = Path(run_dir), Path(checkpoint_dir)
+    check_not_overlapping(run_dir, {"checkpoint folder": checkpoint_dir})
+    # Without an accelerator, several processes (torchrun / accelerate launch --multi_gpu) form a
+    # gloo group only when Accelerate is told to use the CPU; `accelerate launch --cpu` starts one process.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    with run_lock(run_dir) if state.is_main_process else nullcontext():  # one training process group per run
+        return _train(checkpoint_dir, run_dir, config, state=state, resume=resume, overwrite=overwrite,
+                      progress=progress, stop_after=stop_after)
+
+
+def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state, resume: bool, overwrite: bool,
+           progress: bool, stop_after: int | None) -> Path:
+    from accelerate import Accelerator
+
     if resume:
         saved = saved_config(run_dir)
         config = saved if config is None else _resumed_config(saved, config, run_dir=run_dir)
@@ -105,10 +119,7 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
     conditions = read_conditions(checkpoint_dir, [p.name for p in paths]) if method.takes_conditions else None
     if resume:
         _check_unchanged(run_dir, checkpoint_dir, layout, conditions, [p.name for p in paths])
-    # Without an accelerator, several processes (torchrun / accelerate launch --multi_gpu) form a
-    # gloo group only when Accelerate is told to use the CPU; `accelerate launch --cpu` starts one process.
     use_cpu = not torch.cuda.is_available()
-    state = PartialState(cpu=use_cpu)
     if state.num_processes > 1 and not method.distributed:
         raise RpgenError(f"config model.method = {method.name!r} trains in one process only "
                          f"(started with {state.num_processes})")

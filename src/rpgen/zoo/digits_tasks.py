@@ -63,6 +63,7 @@ from rpgen.checkpoints import load_state_dict, save_state_dict
 from rpgen.conditions import CONDITIONS_FILE, write_conditions
 from rpgen.errors import RpgenError
 from rpgen.files import write_text_atomic
+from rpgen.outputs import check_replaceable
 from rpgen.progress import progress_bar
 from rpgen.zoo.digits import (
     BATCH_SIZE,
@@ -335,6 +336,7 @@ def _prepare(out: Path, settings: dict, *, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise RpgenError(f"output path {out} exists and is not a directory")
     if out.exists() and overwrite:
+        check_replaceable(out)  # only an rpgen output may be deleted
         shutil.rmtree(out)
     if out.exists() and (out / MANIFEST).is_file():
         raise RpgenError(f"output directory {out} already holds a complete zoo (pass --overwrite to rebuild it)")
