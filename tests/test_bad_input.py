@@ -347,7 +347,7 @@ def test_generate_killed_leaves_nothing_the_next_run_keeps(finished_run, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen2"]
 
 
-# ------------------------------------------------------------- phase 2: train.py / generate.py / evaluate.py
+# ------------------------------------------------------------- training, generation, evaluation
 
 def test_resume_of_a_run_in_use_is_refused(stopped_run, zoo, tmp_path):
     run = copy_run(stopped_run, tmp_path)
