@@ -11,6 +11,7 @@ pure-PyTorch implementation and vice versa.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +28,17 @@ def mamba_ssm_available() -> bool:
     return True
 
 
-def selective_scan(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor) -> Tensor:
-    """Selective state-space scan (the reference recurrence, in PyTorch).
+SCAN_CHUNK: int = ModelConfig.scan_chunk
+"""Default tokens per chunk of :func:`selective_scan` (``model.scan_chunk``; bench/results/scan.md)."""
+
+
+def selective_scan_reference(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor) -> Tensor:
+    """Selective state-space scan, the reference recurrence (the test oracle, and ``scan = "loop"``).
 
     dt, x: (b, l, e); A: (e, n); B, C: (b, l, n) -> y: (b, l, e) with
     ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t`` and ``y_t = C_t . h_t``.
-    The per-step tensors come from ``unbind`` (one backward op for all steps, not one
+    Holds (b, l, e, n) tensors for the decay, the input and every state, and autograd records
+    every step. The per-step tensors come from ``unbind`` (one backward op for all steps, not one
     full-size scatter per step, which made backward 15x slower).
     """
     decay = torch.exp(dt.unsqueeze(-1) * A)  # (b, l, e, n)
@@ -45,11 +51,100 @@ def selective_scan(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor) -> Te
     return torch.einsum("bten,btn->bte", torch.stack(states, dim=1), C)
 
 
+def selective_scan(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor, *, chunk: int = SCAN_CHUNK) -> Tensor:
+    """The recurrence of :func:`selective_scan_reference`, chunk by chunk, in O(b l e + b chunk e n) memory.
+
+    dt, x: (b, l, e); A: (e, n); B, C: (b, l, n) -> y: (b, l, e). Only one chunk's (t, b, e, n)
+    tensors (t = ``chunk`` tokens) are alive at a time; the state entering each chunk, (b, e, n),
+    is kept for backward, which recomputes each chunk's states and runs the adjoint recurrence
+    backwards through it. Same operations in the same order as the reference, so the outputs agree
+    to round-off; all decays are exp(dt A) <= 1 (A < 0), so nothing can overflow.
+    """
+    if chunk < 1:
+        raise ValueError(f"selective_scan: chunk must be >= 1, got {chunk}")
+    return _ChunkedScan.apply(dt, A, B, C, x, chunk)
+
+
+def _chunk_terms(dt: Tensor, A: Tensor, B: Tensor, x: Tensor, s: slice) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Decay a and input u of the tokens ``s``, time-major: (t, b, e, n) each; dt and dt*x: (t, b, e)."""
+    dt_c = dt[:, s].transpose(0, 1).contiguous()  # (t, b, e)
+    dtx = dt_c * x[:, s].transpose(0, 1)  # (t, b, e)
+    a = torch.exp(dt_c.unsqueeze(-1) * A)  # (t, b, e, n)
+    u = dtx.unsqueeze(-1) * B[:, s].transpose(0, 1).unsqueeze(2)  # (t, b, e, n)
+    return a, u, dt_c, dtx
+
+
+def _states(a: Tensor, u: Tensor, h0: Tensor) -> Tensor:
+    """h0 and the states of ``h_t = a_t h_{t-1} + u_t`` after it: (t + 1, b, e, n), h0 first."""
+    H = a.new_empty((a.shape[0] + 1, *a.shape[1:]))  # (t + 1, b, e, n)
+    H[0] = h0
+    hs = H.unbind(0)
+    for a_t, u_t, prev, out in zip(a.unbind(0), u.unbind(0), hs, hs[1:]):
+        torch.addcmul(u_t, a_t, prev, out=out)
+    return H
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """Forward and backward of the selective scan, one chunk at a time (see :func:`selective_scan`).
+
+    Backward, with G_t = dL/dh_t: ``G_t = C_t gy_t + a_{t+1} G_{t+1}`` (run from the last token),
+    du_t = G_t and da_t = G_t h_{t-1}; the chain rule through a = exp(dt A) and u = dt x B gives
+    the gradients of dt, A, B and x; dC_t = h_t . gy_t.
+    """
+
+    @staticmethod
+    def forward(ctx, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor, chunk: int) -> Tensor:
+        b, l, e = dt.shape
+        y = torch.empty_like(x)  # (b, l, e)
+        h = x.new_zeros(b, e, A.shape[1])  # (b, e, n)
+        starts = []
+        for start in range(0, l, chunk):
+            s = slice(start, min(start + chunk, l))
+            a, u, _, _ = _chunk_terms(dt, A, B, x, s)
+            starts.append(h)
+            H = _states(a, u, h)  # (t + 1, b, e, n)
+            h = H[-1]
+            y[:, s] = torch.einsum("tben,btn->bte", H[1:], C[:, s])
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(dt, A, B, C, x, torch.stack(starts))  # starts: (chunks, b, e, n)
+            ctx.chunk = chunk
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: Tensor) -> tuple[Tensor | None, ...]:
+        dt, A, B, C, x, starts = ctx.saved_tensors
+        chunk, l = ctx.chunk, dt.shape[1]
+        d_dt, dx, dB, dC = torch.empty_like(dt), torch.empty_like(x), torch.empty_like(B), torch.empty_like(C)
+        dA = torch.zeros_like(A)  # (e, n)
+        carry = torch.zeros_like(starts[0])  # a_{t+1} G_{t+1} from the next chunk: (b, e, n)
+        for c in reversed(range(starts.shape[0])):
+            s = slice(c * chunk, min((c + 1) * chunk, l))
+            a, u, dt_c, dtx = _chunk_terms(dt, A, B, x, s)
+            H = _states(a, u, starts[c])  # (t + 1, b, e, n)
+            gy_c = gy[:, s].transpose(0, 1)  # (t, b, e)
+            dC[:, s] = torch.einsum("tben,tbe->btn", H[1:], gy_c)
+            G = gy_c.unsqueeze(-1) * C[:, s].transpose(0, 1).unsqueeze(2)  # (t, b, e, n)
+            G[-1] += carry
+            Gs, As = G.unbind(0), a.unbind(0)
+            for t in range(len(Gs) - 2, -1, -1):
+                Gs[t].addcmul_(As[t + 1], Gs[t + 1])
+            carry = a[0] * G[0]
+            GB = torch.einsum("tben,btn->tbe", G, B[:, s])  # (t, b, e)
+            dx[:, s] = (GB * dt_c).transpose(0, 1)
+            dB[:, s] = torch.einsum("tben,tbe->btn", G, dtx)
+            q = G.mul_(H[:-1]).mul_(a)  # dL/d(dt A): (t, b, e, n)
+            d_dt[:, s] = (GB * x[:, s].transpose(0, 1) + torch.einsum("tben,en->tbe", q, A)).transpose(0, 1)
+            dA += torch.einsum("tben,tbe->en", q, dt_c)
+        return d_dt, dA, dB, dC, dx, None
+
+
 class Mamba(nn.Module):
     """Pure-PyTorch Mamba mixer with mamba_ssm.Mamba's parameter names."""
 
-    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2) -> None:
+    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 scan: Literal["chunked", "loop"] = "chunked", scan_chunk: int = SCAN_CHUNK) -> None:
         super().__init__()
+        self.scan, self.scan_chunk = scan, scan_chunk
         self.d_inner = expand * d_model
         self.d_state = d_state
         self.dt_rank = math.ceil(d_model / 16)
@@ -74,7 +169,9 @@ class Mamba(nn.Module):
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(self.dt_proj(dt))  # (b, l, e)
         A = -torch.exp(self.A_log.float())  # (e, n)
-        y = selective_scan(dt.float(), A, B.float(), C.float(), x.float()).to(x.dtype)
+        args = (dt.float(), A, B.float(), C.float(), x.float())
+        y = selective_scan(*args, chunk=self.scan_chunk) if self.scan == "chunked" else selective_scan_reference(*args)
+        y = y.to(x.dtype)
         y = (y + x * self.D) * F.silu(z)
         return self.out_proj(y)
 
@@ -101,7 +198,8 @@ class MambaBackbone(nn.Module):
                 from mamba_ssm import Mamba as CudaMamba
 
                 return CudaMamba(cfg.d_model, d_state=d_state, d_conv=cfg.d_conv, expand=cfg.expand)
-            return Mamba(cfg.d_model, d_state=d_state, d_conv=cfg.d_conv, expand=cfg.expand)
+            return Mamba(cfg.d_model, d_state=d_state, d_conv=cfg.d_conv, expand=cfg.expand, scan=cfg.scan,
+                         scan_chunk=cfg.scan_chunk)
 
         self.layers = nn.ModuleList(Residual(cfg.d_model, mixer()) for _ in range(cfg.num_layers))
         self.norm_f = nn.LayerNorm(cfg.d_model)
