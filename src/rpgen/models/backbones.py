@@ -65,23 +65,28 @@ def selective_scan(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor, *, ch
     return _ChunkedScan.apply(dt, A, B, C, x, chunk)
 
 
-def _chunk_terms(dt: Tensor, A: Tensor, B: Tensor, x: Tensor, s: slice) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Decay a and input u of the tokens ``s``, time-major: (t, b, e, n) each; dt and dt*x: (t, b, e)."""
-    dt_c = dt[:, s].transpose(0, 1).contiguous()  # (t, b, e)
-    dtx = dt_c * x[:, s].transpose(0, 1)  # (t, b, e)
+def _time_major(t: Tensor, s: slice) -> Tensor:
+    """Tokens ``s`` of a (b, l, k) tensor as a contiguous (t, b, k) tensor."""
+    return t[:, s].transpose(0, 1).contiguous()  # (t, b, k)
+
+
+def _chunk_terms(dt: Tensor, A: Tensor, B: Tensor, x: Tensor, s: slice,
+                 h0: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Decays and states of the tokens ``s`` after state h0, time-major.
+
+    Returns a: (t, b, e, n); H: (t + 1, b, e, n) = h0 then ``h_t = a_t h_{t-1} + dt_t x_t B_t``;
+    dt and dt*x: (t, b, e).
+    """
+    dt_c = _time_major(dt, s)  # (t, b, e)
+    dtx = dt_c * _time_major(x, s)  # (t, b, e)
     a = torch.exp(dt_c.unsqueeze(-1) * A)  # (t, b, e, n)
-    u = dtx.unsqueeze(-1) * B[:, s].transpose(0, 1).unsqueeze(2)  # (t, b, e, n)
-    return a, u, dt_c, dtx
-
-
-def _states(a: Tensor, u: Tensor, h0: Tensor) -> Tensor:
-    """h0 and the states of ``h_t = a_t h_{t-1} + u_t`` after it: (t + 1, b, e, n), h0 first."""
     H = a.new_empty((a.shape[0] + 1, *a.shape[1:]))  # (t + 1, b, e, n)
     H[0] = h0
+    torch.mul(dtx.unsqueeze(-1), _time_major(B, s).unsqueeze(2), out=H[1:])  # inputs u_t: (t, b, e, n)
     hs = H.unbind(0)
-    for a_t, u_t, prev, out in zip(a.unbind(0), u.unbind(0), hs, hs[1:]):
-        torch.addcmul(u_t, a_t, prev, out=out)
-    return H
+    for a_t, prev, h in zip(a.unbind(0), hs, hs[1:]):
+        h.addcmul_(a_t, prev)  # in place: cheaper per call than out=
+    return a, H, dt_c, dtx
 
 
 class _ChunkedScan(torch.autograd.Function):
@@ -100,11 +105,10 @@ class _ChunkedScan(torch.autograd.Function):
         starts = []
         for start in range(0, l, chunk):
             s = slice(start, min(start + chunk, l))
-            a, u, _, _ = _chunk_terms(dt, A, B, x, s)
             starts.append(h)
-            H = _states(a, u, h)  # (t + 1, b, e, n)
+            _, H, _, _ = _chunk_terms(dt, A, B, x, s, h)  # (t + 1, b, e, n)
             h = H[-1]
-            y[:, s] = torch.einsum("tben,btn->bte", H[1:], C[:, s])
+            y[:, s] = torch.einsum("tben,tbn->tbe", H[1:], _time_major(C, s)).transpose(0, 1)
         if any(ctx.needs_input_grad):
             ctx.save_for_backward(dt, A, B, C, x, torch.stack(starts))  # starts: (chunks, b, e, n)
             ctx.chunk = chunk
@@ -119,22 +123,21 @@ class _ChunkedScan(torch.autograd.Function):
         carry = torch.zeros_like(starts[0])  # a_{t+1} G_{t+1} from the next chunk: (b, e, n)
         for c in reversed(range(starts.shape[0])):
             s = slice(c * chunk, min((c + 1) * chunk, l))
-            a, u, dt_c, dtx = _chunk_terms(dt, A, B, x, s)
-            H = _states(a, u, starts[c])  # (t + 1, b, e, n)
-            gy_c = gy[:, s].transpose(0, 1)  # (t, b, e)
-            dC[:, s] = torch.einsum("tben,tbe->btn", H[1:], gy_c)
-            G = gy_c.unsqueeze(-1) * C[:, s].transpose(0, 1).unsqueeze(2)  # (t, b, e, n)
+            a, H, dt_c, dtx = _chunk_terms(dt, A, B, x, s, starts[c])  # H: (t + 1, b, e, n)
+            gy_c = _time_major(gy, s)  # (t, b, e)
+            dC[:, s] = torch.einsum("tben,tbe->tbn", H[1:], gy_c).transpose(0, 1)
+            G = gy_c.unsqueeze(-1) * _time_major(C, s).unsqueeze(2)  # (t, b, e, n)
             G[-1] += carry
             Gs, As = G.unbind(0), a.unbind(0)
             for t in range(len(Gs) - 2, -1, -1):
                 Gs[t].addcmul_(As[t + 1], Gs[t + 1])
             carry = a[0] * G[0]
-            GB = torch.einsum("tben,btn->tbe", G, B[:, s])  # (t, b, e)
+            GB = torch.einsum("tben,tbn->tbe", G, _time_major(B, s))  # (t, b, e)
             dx[:, s] = (GB * dt_c).transpose(0, 1)
-            dB[:, s] = torch.einsum("tben,tbe->btn", G, dtx)
+            dB[:, s] = torch.einsum("tben,tbe->tbn", G, dtx).transpose(0, 1)
             q = G.mul_(H[:-1]).mul_(a)  # dL/d(dt A): (t, b, e, n)
-            d_dt[:, s] = (GB * x[:, s].transpose(0, 1) + torch.einsum("tben,en->tbe", q, A)).transpose(0, 1)
-            dA += torch.einsum("tben,tbe->en", q, dt_c)
+            d_dt[:, s] = (GB * _time_major(x, s) + torch.einsum("tben,en->tbe", q, A)).transpose(0, 1)
+            dA += q.mul_(dt_c.unsqueeze(-1)).sum((0, 1))  # faster than einsum's permuted copy
         return d_dt, dA, dB, dC, dx, None
 
 
