@@ -105,3 +105,24 @@ def test_scan_settings_are_checked_and_reach_the_backbone():
     cfg = apply_overrides(Config(), ["model.scan=loop", "model.scan_chunk=7", "model.mamba_impl=torch"]).model
     mixer = build_backbone(cfg, seq_len=10).layers[0].mixer
     assert (mixer.scan, mixer.scan_chunk) == ("loop", 7)
+
+
+def test_recomputed_layers_give_the_same_outputs_and_gradients_and_keep_less():
+    from rpgen.models.backbones import build_backbone, mamba_recomputes
+
+    hidden = torch.randn(2, 40, 16)
+    results = []
+    for recompute in ("off", "on"):
+        torch.manual_seed(0)
+        cfg = ModelConfig(d_model=16, d_state=4, mamba_impl="torch", recompute=recompute)
+        model = build_backbone(cfg, seq_len=40)
+        kept = saved_bytes(model, [hidden])
+        model(hidden).square().mean().backward()
+        results.append((model(hidden).detach(), {k: p.grad for k, p in model.named_parameters()}, kept))
+    (y_off, g_off, kept_off), (y_on, g_on, kept_on) = results
+    torch.testing.assert_close(y_on, y_off, rtol=0, atol=0)
+    for k in g_off:
+        torch.testing.assert_close(g_on[k], g_off[k], rtol=1e-6, atol=1e-7, msg=k)
+    assert kept_on < kept_off / 3
+    auto = ModelConfig(d_model=64)
+    assert not mamba_recomputes(auto, batch=8, length=1_000) and mamba_recomputes(auto, batch=8, length=50_000)

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from rpgen.config import ModelConfig
 
@@ -107,7 +108,7 @@ class _ChunkedScan(torch.autograd.Function):
             s = slice(start, min(start + chunk, l))
             starts.append(h)
             _, H, _, _ = _chunk_terms(dt, A, B, x, s, h)  # (t + 1, b, e, n)
-            h = H[-1]
+            h = H[-1].clone()  # a copy: a view would keep the whole chunk alive in ``starts``
             y[:, s] = torch.einsum("tben,tbn->tbe", H[1:], _time_major(C, s)).transpose(0, 1)
         if any(ctx.needs_input_grad):
             ctx.save_for_backward(dt, A, B, C, x, torch.stack(starts))  # starts: (chunks, b, e, n)
@@ -191,9 +192,25 @@ class Residual(nn.Module):
         return x + self.mixer(self.norm(x))
 
 
+MAMBA_ACTIVATIONS_PER_TOKEN = 12
+"""(b, l, e) float32 tensors one pure-PyTorch Mamba layer keeps for backward (counted from its ops)."""
+RECOMPUTE_ABOVE_BYTES = 2**30
+"""``model.recompute = "auto"`` recomputes layers when their kept activations would pass this."""
+
+
+def mamba_recomputes(cfg: ModelConfig, *, batch: int, length: int) -> bool:
+    """Whether a training step of the pure-PyTorch Mamba backbone recomputes its layers in backward."""
+    if cfg.recompute != "auto":
+        return cfg.recompute == "on"
+    kept = batch * length * cfg.expand * cfg.d_model * MAMBA_ACTIVATIONS_PER_TOKEN * 4 * cfg.num_layers
+    return kept > RECOMPUTE_ABOVE_BYTES
+
+
 class MambaBackbone(nn.Module):
     def __init__(self, cfg: ModelConfig, *, use_cuda_kernels: bool = False) -> None:
         super().__init__()
+        self.cfg = cfg
+        self.use_cuda_kernels = use_cuda_kernels
         d_state = cfg.d_state or 16
 
         def mixer() -> nn.Module:
@@ -208,8 +225,11 @@ class MambaBackbone(nn.Module):
         self.norm_f = nn.LayerNorm(cfg.d_model)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(b, l, d) -> (b, l, d)"""
+        recompute = (torch.is_grad_enabled() and not self.use_cuda_kernels
+                     and mamba_recomputes(self.cfg, batch=x.shape[0], length=x.shape[1]))
         for layer in self.layers:
-            x = layer(x)
+            x = checkpoint(layer, x, use_reentrant=False) if recompute else layer(x)
         return self.norm_f(x)
 
 
