@@ -1,13 +1,14 @@
 """Benchmark: peak RAM and time for training steps and generation at 0.1M-200M generated parameters.
 
     python bench/scale.py [--sizes 0.1M 1M 10M 100M] [--generate-only 200M] [--checkpoints 50]
-                          [--work /tmp/rpgen-scale] [--steps 4]
+                          [--work /tmp/rpgen-scale] [--steps 4] [--scans chunked loop]
 
 For each size: build a WideMLP zoo (``rpgen.zoo.wide_mlp``: random init + lightly perturbed copies,
 ``--checkpoints`` files), train with the ``cpu-large`` preset for ``--steps`` steps (fresh process;
 peak RSS from ``wait4``; step time = median of the logged per-step times after the first), then
 generate one model (fresh process, preset sampler). ``--generate-only`` sizes train a 1-step
 generator on a 2-checkpoint zoo only to measure generation. Zoos are deleted after each size.
+``--scans`` trains and generates with each ``model.scan`` on the same zoo (one row each).
 Writes bench/results/scale.{json,md,png}.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from quickstart import machine
 
 from rpgen.checkpoints import open_checkpoints
-from rpgen.config import preset
+from rpgen.config import apply_overrides, preset
 from rpgen.resources import generation_memory, training_memory
 from rpgen.tokenizer import fit_layout
 from rpgen.zoo.wide_mlp import collect_wide_mlp
@@ -57,8 +58,8 @@ def step_times(run: Path) -> list[float]:
     return [b - a for a, b in zip(elapsed, elapsed[1:])]
 
 
-def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_for_generation: bool) -> dict:
-    rpgen = [sys.executable, "-m", "rpgen.cli"]
+def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_for_generation: bool,
+            scans: list[str]) -> list[dict]:
     zoo, run, gen = work / "zoo", work / "run", work / "gen"
     for p in (zoo, run, gen):
         shutil.rmtree(p, ignore_errors=True)
@@ -67,7 +68,22 @@ def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_f
     zoo_s = time.perf_counter() - start
     config = preset("cpu-large")
     layout = fit_layout(open_checkpoints(zoo)[:1], token_size=config.data.token_size)
-    overrides = [f"train.steps={steps}", "train.log_every=1", "train.warmup_steps=1", f"train.save_every={steps}"]
+    rows = []
+    for scan in scans:
+        rows.append(measure_scan(scan, zoo=zoo, run=run, gen=gen, paths=paths, zoo_s=zoo_s, layout=layout,
+                                 config=config, checkpoints=checkpoints, steps=steps,
+                                 train_only_for_generation=train_only_for_generation))
+    for p in (zoo, run, gen):
+        shutil.rmtree(p, ignore_errors=True)
+    return rows
+
+
+def measure_scan(scan: str, *, zoo: Path, run: Path, gen: Path, paths: list, zoo_s: float, layout, config,
+                 checkpoints: int, steps: int, train_only_for_generation: bool) -> dict:
+    rpgen = [sys.executable, "-m", "rpgen.cli"]
+    config = apply_overrides(config, [f"model.scan={scan}"])
+    overrides = [f"train.steps={steps}", "train.log_every=1", "train.warmup_steps=1", f"train.save_every={steps}",
+                 f"model.scan={scan}"]
     sets = [x for o in overrides for x in ("--set", o)]
     train_s, train_rss, _ = timed([*rpgen, "train", str(zoo), "--out", str(run), "--config", "cpu-large",
                                    "--no-progress", *sets])
@@ -75,7 +91,7 @@ def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_f
     gen_s, gen_rss, _ = timed([*rpgen, "generate", str(run), "--num", "1", "--out", str(gen), "--no-progress"])
     in_memory = checkpoints * layout.num_tokens * layout.token_size * 4 <= config.data.tokens_in_memory_mb * 2**20
     row = {
-        "params": layout.num_params, "checkpoints": checkpoints, "zoo_gb": round(sum(p.stat().st_size for p in paths) / GB, 2),
+        "scan": scan, "params": layout.num_params, "checkpoints": checkpoints, "zoo_gb": round(sum(p.stat().st_size for p in paths) / GB, 2),
         "tokens": layout.num_tokens, "tokens_in_ram": in_memory,
         "train_step_peak_rss_gb": None if train_only_for_generation else round(train_rss, 2),
         "train_step_s": None if train_only_for_generation else round(statistics.median(per_step), 2),
@@ -85,7 +101,7 @@ def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_f
         "generate_estimate_gb": round(generation_memory(config, layout, num_states=checkpoints, models_at_once=1) / GB, 2),
         "model_gb": round(layout.num_params * 4 / GB, 2), "zoo_build_s": round(zoo_s, 1),
     }
-    for p in (zoo, run, gen):
+    for p in (run, gen):
         shutil.rmtree(p, ignore_errors=True)
     print(json.dumps(row), flush=True)
     return row
@@ -98,31 +114,34 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=50)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--work", type=Path, default=Path("/tmp/rpgen-scale"))
+    parser.add_argument("--scans", nargs="*", default=["chunked"], help="model.scan values, each on the same zoo")
+    parser.add_argument("--note", default="", help="a note on the machine's load, written into the results")
     args = parser.parse_args()
 
     rows: list[dict] = []
     for s in args.sizes:  # results are rewritten after every size, so a long run leaves what it measured
-        rows.append(measure(parse_size(s), work=args.work, checkpoints=args.checkpoints, steps=args.steps,
-                            train_only_for_generation=False))
-        write_results(rows)
+        rows += measure(parse_size(s), work=args.work, checkpoints=args.checkpoints, steps=args.steps,
+                        train_only_for_generation=False, scans=args.scans)
+        write_results(rows, note=args.note)
     for s in args.generate_only:
-        rows.append(measure(parse_size(s), work=args.work, checkpoints=2, steps=1, train_only_for_generation=True))
-        write_results(rows)
+        rows += measure(parse_size(s), work=args.work, checkpoints=2, steps=1, train_only_for_generation=True,
+                        scans=args.scans)
+        write_results(rows, note=args.note)
 
 
-def write_results(rows: list[dict]) -> None:
+def write_results(rows: list[dict], *, note: str = "") -> None:
     command = ("python bench/scale.py " + " ".join(sys.argv[1:])).strip()
     info = machine()
     cfg = preset("cpu-large")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "scale.json").write_text(json.dumps({"machine": info, "command": command, "preset": "cpu-large",
-                                                    "rows": rows}, indent=1) + "\n")
+                                                    "note": note, "rows": rows}, indent=1) + "\n")
     lines = [
         "# Scale benchmark (CPU)",
         "",
         f"Command: `{command}`  ",
         f"Machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch thread per process), "
-        f"Python {info['python']}, torch {info['torch']}",
+        f"Python {info['python']}, torch {info['torch']}. {note}",
         "",
         f"Preset `cpu-large`: token {cfg.data.token_size}, Mamba (pure PyTorch) d_model {cfg.model.d_model}, "
         f"{cfg.model.num_layers} layers, d_state {cfg.model.d_state}, denoiser {list(cfg.model.denoiser_channels)}, "
@@ -133,17 +152,25 @@ def write_results(rows: list[dict]) -> None:
         "the first. 'train process' includes start-up and the one-pass statistics over all checkpoints. "
         "Estimates are what rpgen checks against available RAM before starting.",
         "",
-        "| generated params | checkpoints (GB on disk) | tokens | train step s | train peak RSS GB (estimate) "
+        "| scan | generated params | checkpoints (GB on disk) | tokens | train step s | train peak RSS GB (estimate) "
         "| train process s | generate 1 model s | generate peak RSS GB (estimate) | model size GB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         step = "—" if r["train_step_s"] is None else f"{r['train_step_s']:.2f}"
         rss = "— (1-step run only for generation)" if r["train_step_peak_rss_gb"] is None else \
             f"{r['train_step_peak_rss_gb']:.2f} ({r['train_estimate_gb']:.2f})"
-        lines.append(f"| {r['params']:,} | {r['checkpoints']} ({r['zoo_gb']:.2f}) | {r['tokens']:,} | {step} | {rss} "
+        lines.append(f"| {r.get('scan', 'loop')} | {r['params']:,} | {r['checkpoints']} ({r['zoo_gb']:.2f}) | {r['tokens']:,} | {step} | {rss} "
                      f"| {r['train_process_s']:.0f} | {r['generate_s']:.1f} "
                      f"| {r['generate_peak_rss_gb']:.2f} ({r['generate_estimate_gb']:.2f}) | {r['model_gb']:.2f} |")
+    for new in (r for r in rows if r.get("scan") == "chunked" and r["train_step_s"] is not None):
+        old = next((r for r in rows if r.get("scan") == "loop" and r["params"] == new["params"]), None)
+        if old is not None:
+            lines.append(f"\n{new['params']:,} parameters: the chunked scan's training step is "
+                         f"{old['train_step_s'] / new['train_step_s']:.1f}x faster than the loop's in this run "
+                         f"({new['train_step_s']:.2f} s vs {old['train_step_s']:.2f} s); train peak RSS "
+                         f"{new['train_step_peak_rss_gb']:.2f} GB vs {old['train_step_peak_rss_gb']:.2f} GB; generation "
+                         f"{old['generate_s'] / new['generate_s']:.1f}x faster.")
     lines.append("")
     lines.append("![peak RSS and time against generated parameters](scale.png)")
     lines.append("")
@@ -158,6 +185,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r.get("scan") != "loop"]  # the default scan only
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     train = [r for r in rows if r["train_step_s"] is not None]
     ax1.plot([r["params"] for r in train], [r["train_step_peak_rss_gb"] for r in train], "o-", label="train")
