@@ -13,12 +13,12 @@ COMMANDS = ("python bench/peers.py rows (as three --only subsets in parallel; th
 # Mechanisms behind the measurements (read from the code; the numbers are in the tables above).
 WHY = [
     ("- **RPG memory with 64-value tokens (CPU).** The pure-PyTorch Mamba scan (`models/backbones.py`, "
-    "`selective_scan`) materialises tensors of shape (batch, tokens, d_inner, d_state) = 8 x P/64 x 128 x 16, "
-    "256 values per generated parameter per tensor, several of them per layer plus their gradients. That grows "
-    "as fast as p-diff's activations, so with the quickstart preset RPG does not beat p-diff on memory growth "
-    "on this machine. The mamba-ssm CUDA kernels do not materialise these tensors; they were not measured here "
-    "(no GPU). With 1,024-value tokens (as the paper uses for large models) the scan holds 16x fewer values per "
-    "parameter; what remains is mostly the denoiser's fixed cost (a token subset of constant size)."),
+    "`selective_scan`) is chunked (issue 14): training keeps about a dozen (batch, tokens, d_inner) tensors per "
+    "layer plus one chunk's (batch, chunk, d_inner, d_state) tensors, and Mamba layers are recomputed in backward "
+    "when their activations would pass 1 GiB (`model.recompute = \"auto\"`). The earlier loop materialised "
+    "(batch, tokens, d_inner, d_state) tensors, 256 values per generated parameter per tensor with the quickstart "
+    "preset, so RPG's memory grew as fast as p-diff's. The mamba-ssm CUDA kernels were not measured here (no GPU). "
+    "With 1,024-value tokens what remains is mostly the denoiser's fixed cost (a token subset of constant size)."),
     ("- **p-diff memory.** Its autoencoder convolves the whole flattened parameter vector, and its latent (4 "
     "channels x P/4) is as long as that vector, so both stages hold activations proportional to P for every "
     "checkpoint in the batch."),

@@ -119,8 +119,8 @@ def training_memory(config: Config, layout: Layout, *, num_checkpoints: int, in_
     weights = params * 4 * (4 + (tc.ema_decay > 0))  # weights, grads, Adam m and v, EMA
     activations = 2 * (_backbone_activations(config, layout, batch) + _denoiser_activations(config, layout, tokens))
     data = num_checkpoints * layout.num_tokens * layout.token_size * 4 if in_memory else 0
-    reading = 3 * 8 * _largest_tensor(layout)  # float64 copies in the statistics pass
-    return int(BASELINE + weights + activations + data + reading)
+    reading = 3 * 8 * _largest_tensor(layout)  # float64 copies in the statistics pass, done before training
+    return int(BASELINE + weights + data + max(activations, reading))
 
 
 def training_disk(config: Config, layout: Layout, *, num_checkpoints: int) -> int:
