@@ -15,7 +15,7 @@ WHY = [
     ("- **RPG memory with 64-value tokens (CPU).** The pure-PyTorch Mamba scan (`models/backbones.py`, "
     "`selective_scan`) is chunked (issue 14): training keeps about a dozen (batch, tokens, d_inner) tensors per "
     "layer plus one chunk's (batch, chunk, d_inner, d_state) tensors, and Mamba layers are recomputed in backward "
-    "when their activations would pass 1 GiB (`model.recompute = \"auto\"`). The earlier loop materialised "
+    "when their activations would pass 256 MiB (`model.recompute = \"auto\"`). The earlier loop materialised "
     "(batch, tokens, d_inner, d_state) tensors, 256 values per generated parameter per tensor with the quickstart "
     "preset, so RPG's memory grew as fast as p-diff's. The mamba-ssm CUDA kernels were not measured here (no GPU). "
     "With 1,024-value tokens what remains is mostly the denoiser's fixed cost (a token subset of constant size)."),

@@ -70,7 +70,7 @@ class ModelConfig:
     recompute: Literal["auto", "on", "off"] = "auto"
     """Mamba backbone on CPU: recompute each layer's activations in backward (torch.utils.checkpoint), so
     training keeps one (batch, tokens, d_model) tensor per layer instead of ~12 (batch, tokens, d_inner)
-    ones, for about one more forward pass. ``auto``: on when those activations would pass 1 GiB."""
+    ones, for about one more forward pass. ``auto``: on when those activations would pass 256 MiB."""
     num_heads: int = 4
     """Transformer backbone only."""
     causal: bool = True
