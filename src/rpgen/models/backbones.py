@@ -1,7 +1,8 @@
 """Sequence backbones: token embeddings -> one prototype per token.
 
 Glossary: ``b`` batch (checkpoints), ``l`` tokens, ``d`` d_model, ``e`` d_inner (expand * d),
-``n`` d_state, ``r`` dt_rank. Every backbone maps (b, l, d) -> (b, l, d).
+``n`` d_state, ``r`` dt_rank, ``t`` tokens in one chunk of the scan. Every backbone maps
+(b, l, d) -> (b, l, d).
 
 The Mamba block uses the parameter names of ``mamba_ssm.Mamba`` (in_proj, conv1d, x_proj,
 dt_proj, A_log, D, out_proj), so a generator trained with the CUDA kernels loads into the
