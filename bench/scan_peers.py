@@ -87,6 +87,7 @@ def main() -> None:
     table, _ = memory_table(points)
     plot(points, RESULTS / "peers_memory.png")
     bar_lines = bars(points)
+    notes = sorted({f"{p['method']} at {p['params']:,}: {p['note']}" for p in points if p.get("note")})
     section = ["## Training memory vs parameter count", "",
                (f"Re-run with the chunked Mamba scan (issue 14): `{args.command}`. {args.note} Machine: "
                 f"{new['machine'].get('cpu', '?')}, {new['machine'].get('cores', '?')} cores. A few training steps of "
@@ -94,9 +95,10 @@ def main() -> None:
                 "process; a method stops at the first size where it exceeds 8 GB (killed) or the step limit. `rpg` = "
                 "quickstart preset (token 64, batch 8); `rpg (token 1024)` = the same with 1,024-value tokens; "
                 "`pdiff` = the p-diff settings of the rows above (batch 8)."), "", table, "",
+               *(["Notes: " + "; ".join(notes) + "."] if notes else []), "",
                "![memory vs params](peers_memory.png)", "", "Issue 14's memory bars (computed from the table):", "",
-               *bar_lines, "", "Before and after (the points this run replaces were measured with the loop scan on "
-               "another machine of the same size):", "", *before_after(old, points), ""]
+               *bar_lines, "", "Before and after (the points this run replaces were measured with the loop scan in the "
+               "earlier run, on the machine named at the top of this file):", "", *before_after(old, points), ""]
     md = (RESULTS / "peers.md").read_text()
     start, end = md.index("## Training memory vs parameter count"), md.index("## The bar")
     md = md[:start] + "\n".join(section) + "\n" + md[end:]
