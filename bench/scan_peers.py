@@ -112,7 +112,7 @@ def main() -> None:
     data["memory_bars"] = bar_lines
     (RESULTS / "peers.json").write_text(json.dumps(data, indent=1) + "\n")
     readme = README.read_text()
-    pattern = re.compile(r"\| generated params \| rpg: peak RSS GB.*?\n\n", re.S)
+    pattern = re.compile(r"\| generated params \| rpg: peak RSS GB.*?\n\n", re.DOTALL)
     README.write_text(pattern.sub(lambda _: table + "\n\n", readme, count=1))
     print("\n".join(section))
 
