@@ -55,6 +55,7 @@ def settings() -> dict:
         "rpg": {"train_steps": cfg.train.steps, "batch_size": cfg.train.batch_size, "token_size": cfg.data.token_size,
                 "d_inner": cfg.model.expand * cfg.model.d_model,
                 "d_state": cfg.model.d_state or 16},  # 0 = auto: 16 for the pure-PyTorch scan on CPU
+        "scan": cfg.model.scan,
         "memory_token_sizes": {m: int(_option(o, "data.token_size") or cfg.data.token_size)
                                for m, o in MEMORY_METHODS.items() if _option(o, "model.method") != "pdiff"},
         "memory_checkpoints": MEMORY_CHECKPOINTS, "ablation_steps": ABLATION_STEPS,
@@ -212,12 +213,18 @@ def why(data: dict, by: dict) -> list[str]:
     tokens = "".join(f"With {t:,}-value tokens (`{m}`) the scan holds {t / rpg['token_size']:g}x fewer values per "
                      "parameter; what remains is mostly the denoiser's fixed cost (a token subset of constant size). "
                      for m, t in larger.items())
+    scan = s.get("scan", "chunked")  # runs before issue 14 recorded no scan: they used the loop
+    holds = ("materialises tensors of shape (batch, tokens, d_inner, d_state) "
+             f"= {rpg['batch_size']} x P/{rpg['token_size']} x {rpg['d_inner']} x {rpg['d_state']}, {per_param:g} "
+             "values per generated parameter per tensor, several of them per layer plus their gradients. "
+             if scan == "loop" else
+             "is chunked (`model.scan = \"chunked\"`): training keeps about a dozen (batch, tokens, d_inner) "
+             "tensors per layer plus one chunk's (batch, chunk, d_inner, d_state) tensors, and recomputes Mamba "
+             "layers in backward when their activations would be large (`model.recompute`). ")
     lines.append(
         f"- **RPG memory with {rpg['token_size']}-value tokens (CPU).** The pure-PyTorch Mamba scan "
-        "(`models/backbones.py`, `selective_scan`) materialises tensors of shape (batch, tokens, d_inner, d_state) "
-        f"= {rpg['batch_size']} x P/{rpg['token_size']} x {rpg['d_inner']} x {rpg['d_state']}, {per_param:g} values "
-        "per generated parameter per tensor, several of them per layer plus their gradients. " + measured +
-        "The mamba-ssm CUDA kernels do not materialise these tensors; "
+        "(`models/backbones.py`, `selective_scan`) " + holds + measured +
+        "The mamba-ssm CUDA kernels do not materialise (batch, tokens, d_inner, d_state) tensors either; "
         + (f"this machine has a GPU ({gpu}) but these rows ran the CPU path. " if gpu
            else "they were not measured here (no GPU). ") + tokens.rstrip())
     lines.append("- **p-diff memory.** Its autoencoder convolves the whole flattened parameter vector, and its "

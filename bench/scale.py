@@ -1,13 +1,14 @@
 """Benchmark: peak RAM and time for training steps and generation at 0.1M-200M generated parameters.
 
     python bench/scale.py [--sizes 0.1M 1M 10M 100M] [--generate-only 200M] [--checkpoints 50]
-                          [--work /tmp/rpgen-scale] [--steps 4]
+                          [--work /tmp/rpgen-scale] [--steps 4] [--scans chunked loop]
 
 For each size: build a WideMLP zoo (``bench/wide_mlp.py``: random init + lightly perturbed copies,
 ``--checkpoints`` files), train with the ``cpu-large`` preset for ``--steps`` steps (fresh process;
 peak RSS from ``wait4``; step time = median of the logged per-step times after the first), then
 generate one model (fresh process, preset sampler). ``--generate-only`` sizes train a 1-step
 generator on a 2-checkpoint zoo only to measure generation. Zoos are deleted after each size.
+``--scans`` trains and generates with each ``model.scan`` on the same zoo (one row each).
 Writes bench/results/scale.{json,md,png}.
 """
 
@@ -27,7 +28,7 @@ from common import RESULTS, Report, Table, write_results
 from wide_mlp import collect_wide_mlp
 
 from rpgen.checkpoints import open_checkpoints
-from rpgen.config import preset
+from rpgen.config import apply_overrides, preset
 from rpgen.resources import generation_memory, training_memory
 from rpgen.tokenizer import fit_layout
 
@@ -56,8 +57,8 @@ def step_times(run: Path) -> list[float]:
     return [b - a for a, b in zip(elapsed, elapsed[1:])]
 
 
-def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_for_generation: bool) -> dict:
-    rpgen = [sys.executable, "-m", "rpgen.cli"]
+def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_for_generation: bool,
+            scans: list[str]) -> list[dict]:
     zoo, run, gen = work / "zoo", work / "run", work / "gen"
     for p in (zoo, run, gen):
         shutil.rmtree(p, ignore_errors=True)
@@ -66,7 +67,22 @@ def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_f
     zoo_s = time.perf_counter() - start
     config = preset("cpu-large")
     layout = fit_layout(open_checkpoints(zoo)[:1], token_size=config.data.token_size)
-    overrides = [f"train.steps={steps}", "train.log_every=1", "train.warmup_steps=1", f"train.save_every={steps}"]
+    rows = []
+    for scan in scans:
+        rows.append(measure_scan(scan, zoo=zoo, run=run, gen=gen, paths=paths, zoo_s=zoo_s, layout=layout,
+                                 config=config, checkpoints=checkpoints, steps=steps,
+                                 train_only_for_generation=train_only_for_generation))
+    for p in (zoo, run, gen):
+        shutil.rmtree(p, ignore_errors=True)
+    return rows
+
+
+def measure_scan(scan: str, *, zoo: Path, run: Path, gen: Path, paths: list, zoo_s: float, layout, config,
+                 checkpoints: int, steps: int, train_only_for_generation: bool) -> dict:
+    rpgen = [sys.executable, "-m", "rpgen.cli"]
+    config = apply_overrides(config, [f"model.scan={scan}"])
+    overrides = [f"train.steps={steps}", "train.log_every=1", "train.warmup_steps=1", f"train.save_every={steps}",
+                 f"model.scan={scan}"]
     sets = [x for o in overrides for x in ("--set", o)]
     train_s, train_rss, _ = timed([*rpgen, "train", str(zoo), "--out", str(run), "--config", "cpu-large",
                                    "--no-progress", *sets])
@@ -74,7 +90,7 @@ def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_f
     gen_s, gen_rss, _ = timed([*rpgen, "generate", str(run), "--num", "1", "--out", str(gen), "--no-progress"])
     in_memory = checkpoints * layout.num_tokens * layout.token_size * 4 <= config.data.tokens_in_memory_mb * 2**20
     row = {
-        "params": layout.num_params, "checkpoints": checkpoints, "zoo_gb": round(sum(p.stat().st_size for p in paths) / GB, 2),
+        "scan": scan, "params": layout.num_params, "checkpoints": checkpoints, "zoo_gb": round(sum(p.stat().st_size for p in paths) / GB, 2),
         "tokens": layout.num_tokens, "tokens_in_ram": in_memory,
         "train_step_peak_rss_gb": None if train_only_for_generation else round(train_rss, 2),
         "train_step_s": None if train_only_for_generation else round(statistics.median(per_step), 2),
@@ -84,7 +100,7 @@ def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_f
         "generate_estimate_gb": round(generation_memory(config, layout, num_states=checkpoints, models_at_once=1) / GB, 2),
         "model_gb": round(layout.num_params * 4 / GB, 2), "zoo_build_s": round(zoo_s, 1),
     }
-    for p in (zoo, run, gen):
+    for p in (run, gen):
         shutil.rmtree(p, ignore_errors=True)
     print(json.dumps(row), flush=True)
     return row
@@ -97,21 +113,25 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=50)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--work", type=Path, default=Path("/tmp/rpgen-scale"))
+    parser.add_argument("--scans", nargs="*", default=["chunked"], help="model.scan values, each on the same zoo")
+    parser.add_argument("--note", default="", help="a note on the machine's load, written into the results")
+    parser.add_argument("--name", default="scale", help="results name: bench/results/NAME.{json,md,png}")
     args = parser.parse_args()
 
     rows: list[dict] = []
     for s in args.sizes:  # results are rewritten after every size, so a long run leaves what it measured
-        rows.append(measure(parse_size(s), work=args.work, checkpoints=args.checkpoints, steps=args.steps,
-                            train_only_for_generation=False))
-        write(rows)
+        rows += measure(parse_size(s), work=args.work, checkpoints=args.checkpoints, steps=args.steps,
+                        train_only_for_generation=False, scans=args.scans)
+        write(rows, name=args.name, note=args.note)
     for s in args.generate_only:
-        rows.append(measure(parse_size(s), work=args.work, checkpoints=2, steps=1, train_only_for_generation=True))
-        write(rows)
+        rows += measure(parse_size(s), work=args.work, checkpoints=2, steps=1, train_only_for_generation=True,
+                        scans=args.scans)
+        write(rows, name=args.name, note=args.note)
 
 
-def write(rows: list[dict]) -> None:
-    print(write_results("scale", {"preset": "cpu-large", "rows": rows}, render))
-    plot(rows, RESULTS / "scale.png")
+def write(rows: list[dict], *, name: str = "scale", note: str = "") -> None:
+    print(write_results(name, {"preset": "cpu-large", "note": note, "plot": f"{name}.png", "rows": rows}, render))
+    plot(rows, RESULTS / f"{name}.png")
 
 
 def render(data: dict) -> Report:
@@ -121,12 +141,22 @@ def render(data: dict) -> Report:
         step = "—" if r["train_step_s"] is None else f"{r['train_step_s']:.2f}"
         rss = "— (1-step run only for generation)" if r["train_step_peak_rss_gb"] is None else \
             f"{r['train_step_peak_rss_gb']:.2f} ({r['train_estimate_gb']:.2f})"
-        rows.append([f"{r['params']:,}", f"{r['checkpoints']} ({r['zoo_gb']:.2f})", f"{r['tokens']:,}", step, rss,
-                     f"{r['train_process_s']:.0f}", f"{r['generate_s']:.1f}",
+        rows.append([r.get("scan", "loop"), f"{r['params']:,}", f"{r['checkpoints']} ({r['zoo_gb']:.2f})",
+                     f"{r['tokens']:,}", step, rss, f"{r['train_process_s']:.0f}", f"{r['generate_s']:.1f}",
                      f"{r['generate_peak_rss_gb']:.2f} ({r['generate_estimate_gb']:.2f})", f"{r['model_gb']:.2f}"])
+    ratios = []
+    for new in (r for r in data["rows"] if r.get("scan") == "chunked" and r["train_step_s"] is not None):
+        old = next((r for r in data["rows"] if r.get("scan", "loop") == "loop" and r["params"] == new["params"]
+                    and r["train_step_s"] is not None), None)
+        if old is not None:
+            ratios.append(f"{new['params']:,} parameters: the chunked scan's training step is "
+                          f"{old['train_step_s'] / new['train_step_s']:.1f}x faster than the loop's in this run "
+                          f"({new['train_step_s']:.2f} s vs {old['train_step_s']:.2f} s); train peak RSS "
+                          f"{new['train_step_peak_rss_gb']:.2f} GB vs {old['train_step_peak_rss_gb']:.2f} GB; "
+                          f"generation {old['generate_s'] / new['generate_s']:.1f}x faster.")
     return Report(
         title="Scale benchmark (CPU)",
-        machine_note="torch threads per process",
+        machine_note="torch threads per process" + (f". {data['note']}" if data.get("note") else ""),
         intro=(f"Preset `{data['preset']}`: token {cfg.data.token_size}, Mamba (pure PyTorch) d_model "
                f"{cfg.model.d_model}, {cfg.model.num_layers} layers, d_state {cfg.model.d_state}, denoiser "
                f"{list(cfg.model.denoiser_channels)}, batch {cfg.train.batch_size} checkpoint x "
@@ -135,11 +165,11 @@ def render(data: dict) -> Report:
                "init + 1% perturbations. Peak RSS is the whole process (Python + torch included), from `wait4`; step "
                "time is the median logged step after the first. 'train process' includes start-up and the one-pass "
                "statistics over all checkpoints. Estimates are what rpgen checks against available RAM before "
-               "starting."),
-        table=Table(["generated params", "checkpoints (GB on disk)", "tokens", "train step s",
+               "starting. Scan: `model.scan` (rows without one ran before the chunked scan existed: the loop)."),
+        table=Table(["scan", "generated params", "checkpoints (GB on disk)", "tokens", "train step s",
                      "train peak RSS GB (estimate)", "train process s", "generate 1 model s",
-                     "generate peak RSS GB (estimate)", "model size GB"], rows, "rrrrrrrrr"),
-        sections=["![peak RSS and time against generated parameters](scale.png)"],
+                     "generate peak RSS GB (estimate)", "model size GB"], rows, "lrrrrrrrrr"),
+        sections=[*ratios, f"![peak RSS and time against generated parameters]({data.get('plot', 'scale.png')})"],
     )
 
 
@@ -149,6 +179,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r.get("scan") != "loop"]  # the default scan only
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     train = [r for r in rows if r["train_step_s"] is not None]
     ax1.plot([r["params"] for r in train], [r["train_step_peak_rss_gb"] for r in train], "o-", label="train")

@@ -63,6 +63,15 @@ class ModelConfig:
     expand: int = 2
     mamba_impl: Literal["auto", "torch", "cuda"] = "auto"
     """``cuda`` needs mamba-ssm; ``auto`` uses it when importable and training on CUDA."""
+    scan: Literal["chunked", "loop"] = "chunked"
+    """Pure-PyTorch Mamba scan: ``chunked`` (lean memory, fast) or ``loop``, the reference recurrence
+    (holds (batch, tokens, d_inner, d_state) tensors; kept for comparisons, bench/results/scan.md)."""
+    scan_chunk: int = 32
+    """Tokens per chunk of the chunked scan (measured in bench/results/scan.md)."""
+    recompute: Literal["auto", "on", "off"] = "auto"
+    """Mamba backbone on CPU: recompute each layer's activations in backward (torch.utils.checkpoint), so
+    training keeps one (batch, tokens, d_model) tensor per layer instead of ~12 (batch, tokens, d_inner)
+    ones, for about one more forward pass. ``auto``: on when those activations would pass 256 MiB."""
     num_heads: int = 4
     """Transformer backbone only."""
     causal: bool = True
@@ -75,6 +84,11 @@ class ModelConfig:
         _check(self.d_model >= 2 and self.d_model % 2 == 0, "model.d_model", self.d_model, "must be even and >= 2")
         _check(self.num_layers >= 1, "model.num_layers", self.num_layers, "must be >= 1")
         _check(self.d_state >= 0, "model.d_state", self.d_state, "must be >= 0 (0 = auto)")
+        _check(self.scan in ("chunked", "loop"), "model.scan", self.scan, "must be 'chunked' or 'loop'")
+        _check(self.recompute in ("auto", "on", "off"), "model.recompute", self.recompute,
+               "must be 'auto', 'on' or 'off'")
+        _check(isinstance(self.scan_chunk, int) and self.scan_chunk >= 1, "model.scan_chunk", self.scan_chunk,
+               "must be an integer >= 1")
         _check(self.kernel_size % 2 == 1, "model.kernel_size", self.kernel_size, "must be odd")
         ch = self.denoiser_channels
         _check(len(ch) >= 3 and len(ch) % 2 == 1 and ch[0] == 1 and ch[-1] == 1

@@ -17,6 +17,7 @@ import torch
 
 from rpgen.config import Config
 from rpgen.errors import RpgenError
+from rpgen.models.backbones import MAMBA_ACTIVATIONS_PER_TOKEN, mamba_recomputes
 from rpgen.tokenizer import Layout
 
 GB = 1e9
@@ -97,16 +98,24 @@ def _denoiser_activations(config: Config, layout: Layout, tokens: int) -> int:
 def _backbone_activations(config: Config, layout: Layout, batch: int) -> int:
     m = config.model
     length = layout.num_tokens
+    work = 0  # per-layer scratch that does not grow with the sequence
     if m.backbone == "mamba":
-        d_inner = m.expand * m.d_model
-        per_token = d_inner * (3 * (m.d_state or 16) + 12)
+        d_inner, d_state = m.expand * m.d_model, m.d_state or 16
+        if m.scan == "loop":  # (b, l, e, n) decays, inputs and states
+            per_token = d_inner * (3 * d_state + 12)
+        else:  # (b, l, e) tensors per layer, one (b, e, n) state per chunk, one chunk's (t, b, e, n) tensors
+            per_token = d_inner * (MAMBA_ACTIVATIONS_PER_TOKEN + d_state / m.scan_chunk)
+            work = 6 * batch * min(m.scan_chunk, length) * d_inner * d_state
+            if mamba_recomputes(m, batch=batch, length=length):  # layer inputs, and one layer at a time
+                work += batch * length * per_token
+                per_token = m.d_model
     elif m.backbone == "transformer":
         per_token = 16 * m.d_model + 2 * m.num_heads * length
     elif m.backbone == "gmlp":
         per_token = 16 * m.d_model + length
     else:
         per_token = 16 * m.d_model
-    return batch * length * per_token * 4 * m.num_layers
+    return int((batch * length * per_token * m.num_layers + work) * 4)
 
 
 def training_memory(config: Config, layout: Layout, *, num_checkpoints: int, in_memory: bool,
@@ -119,8 +128,8 @@ def training_memory(config: Config, layout: Layout, *, num_checkpoints: int, in_
     weights = params * 4 * (4 + (tc.ema_decay > 0))  # weights, grads, Adam m and v, EMA
     activations = 2 * (_backbone_activations(config, layout, batch) + _denoiser_activations(config, layout, tokens))
     data = num_checkpoints * layout.num_tokens * layout.token_size * 4 if in_memory else 0
-    reading = 3 * 8 * _largest_tensor(layout)  # float64 copies in the statistics pass
-    return int(BASELINE + weights + activations + data + reading)
+    reading = 3 * 8 * _largest_tensor(layout)  # float64 copies in the statistics pass, done before training
+    return int(BASELINE + weights + data + max(activations, reading))
 
 
 def training_disk(config: Config, layout: Layout, *, num_checkpoints: int) -> int:

@@ -1,7 +1,8 @@
 """Sequence backbones: token embeddings -> one prototype per token.
 
 Glossary: ``b`` batch (checkpoints), ``l`` tokens, ``d`` d_model, ``e`` d_inner (expand * d),
-``n`` d_state, ``r`` dt_rank. Every backbone maps (b, l, d) -> (b, l, d).
+``n`` d_state, ``r`` dt_rank, ``t`` tokens in one chunk of the scan. Every backbone maps
+(b, l, d) -> (b, l, d).
 
 The Mamba block uses the parameter names of ``mamba_ssm.Mamba`` (in_proj, conv1d, x_proj,
 dt_proj, A_log, D, out_proj), so a generator trained with the CUDA kernels loads into the
@@ -11,10 +12,12 @@ pure-PyTorch implementation and vice versa.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from rpgen.config import ModelConfig
 
@@ -27,12 +30,17 @@ def mamba_ssm_available() -> bool:
     return True
 
 
-def selective_scan(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor) -> Tensor:
-    """Selective state-space scan (the reference recurrence, in PyTorch).
+SCAN_CHUNK: int = ModelConfig.scan_chunk
+"""Default tokens per chunk of :func:`selective_scan` (``model.scan_chunk``; bench/results/scan.md)."""
+
+
+def selective_scan_reference(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor) -> Tensor:
+    """Selective state-space scan, the reference recurrence (the test oracle, and ``scan = "loop"``).
 
     dt, x: (b, l, e); A: (e, n); B, C: (b, l, n) -> y: (b, l, e) with
     ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t`` and ``y_t = C_t . h_t``.
-    The per-step tensors come from ``unbind`` (one backward op for all steps, not one
+    Holds (b, l, e, n) tensors for the decay, the input and every state, and autograd records
+    every step. The per-step tensors come from ``unbind`` (one backward op for all steps, not one
     full-size scatter per step, which made backward 15x slower).
     """
     decay = torch.exp(dt.unsqueeze(-1) * A)  # (b, l, e, n)
@@ -45,11 +53,103 @@ def selective_scan(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor) -> Te
     return torch.einsum("bten,btn->bte", torch.stack(states, dim=1), C)
 
 
+def selective_scan(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor, *, chunk: int = SCAN_CHUNK) -> Tensor:
+    """The recurrence of :func:`selective_scan_reference`, chunk by chunk, in O(b l e + b chunk e n) memory.
+
+    dt, x: (b, l, e); A: (e, n); B, C: (b, l, n) -> y: (b, l, e). Only one chunk's (t, b, e, n)
+    tensors (t = ``chunk`` tokens) are alive at a time; the state entering each chunk, (b, e, n),
+    is kept for backward, which recomputes each chunk's states and runs the adjoint recurrence
+    backwards through it. Same operations in the same order as the reference, so the outputs agree
+    to round-off; all decays are exp(dt A) <= 1 (A < 0), so nothing can overflow.
+    """
+    if chunk < 1:
+        raise ValueError(f"selective_scan: chunk must be >= 1, got {chunk}")
+    return _ChunkedScan.apply(dt, A, B, C, x, chunk)
+
+
+def _time_major(t: Tensor, s: slice) -> Tensor:
+    """Tokens ``s`` of a (b, l, k) tensor as a contiguous (t, b, k) tensor."""
+    return t[:, s].transpose(0, 1).contiguous()  # (t, b, k)
+
+
+def _chunk_terms(dt: Tensor, A: Tensor, B: Tensor, x: Tensor, s: slice,
+                 h0: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Decays and states of the tokens ``s`` after state h0, time-major.
+
+    Returns a: (t, b, e, n); H: (t + 1, b, e, n) = h0 then ``h_t = a_t h_{t-1} + dt_t x_t B_t``;
+    dt and dt*x: (t, b, e).
+    """
+    dt_c = _time_major(dt, s)  # (t, b, e)
+    dtx = dt_c * _time_major(x, s)  # (t, b, e)
+    a = torch.exp(dt_c.unsqueeze(-1) * A)  # (t, b, e, n)
+    H = a.new_empty((a.shape[0] + 1, *a.shape[1:]))  # (t + 1, b, e, n)
+    H[0] = h0
+    torch.mul(dtx.unsqueeze(-1), _time_major(B, s).unsqueeze(2), out=H[1:])  # inputs u_t: (t, b, e, n)
+    hs = H.unbind(0)
+    for a_t, prev, h in zip(a.unbind(0), hs, hs[1:]):
+        h.addcmul_(a_t, prev)  # in place: cheaper per call than out=
+    return a, H, dt_c, dtx
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """Forward and backward of the selective scan, one chunk at a time (see :func:`selective_scan`).
+
+    Backward, with G_t = dL/dh_t: ``G_t = C_t gy_t + a_{t+1} G_{t+1}`` (run from the last token),
+    du_t = G_t and da_t = G_t h_{t-1}; the chain rule through a = exp(dt A) and u = dt x B gives
+    the gradients of dt, A, B and x; dC_t = h_t . gy_t.
+    """
+
+    @staticmethod
+    def forward(ctx, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor, chunk: int) -> Tensor:
+        b, l, e = dt.shape
+        y = torch.empty_like(x)  # (b, l, e)
+        h = x.new_zeros(b, e, A.shape[1])  # (b, e, n)
+        starts = []
+        for start in range(0, l, chunk):
+            s = slice(start, min(start + chunk, l))
+            starts.append(h)
+            _, H, _, _ = _chunk_terms(dt, A, B, x, s, h)  # (t + 1, b, e, n)
+            h = H[-1].clone()  # a copy: a view would keep the whole chunk alive in ``starts``
+            y[:, s] = torch.einsum("tben,tbn->tbe", H[1:], _time_major(C, s)).transpose(0, 1)
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(dt, A, B, C, x, torch.stack(starts))  # starts: (chunks, b, e, n)
+            ctx.chunk = chunk
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: Tensor) -> tuple[Tensor | None, ...]:
+        dt, A, B, C, x, starts = ctx.saved_tensors
+        chunk, l = ctx.chunk, dt.shape[1]
+        d_dt, dx, dB, dC = torch.empty_like(dt), torch.empty_like(x), torch.empty_like(B), torch.empty_like(C)
+        dA = torch.zeros_like(A)  # (e, n)
+        carry = torch.zeros_like(starts[0])  # a_{t+1} G_{t+1} from the next chunk: (b, e, n)
+        for c in reversed(range(starts.shape[0])):
+            s = slice(c * chunk, min((c + 1) * chunk, l))
+            a, H, dt_c, dtx = _chunk_terms(dt, A, B, x, s, starts[c])  # H: (t + 1, b, e, n)
+            gy_c = _time_major(gy, s)  # (t, b, e)
+            dC[:, s] = torch.einsum("tben,tbe->tbn", H[1:], gy_c).transpose(0, 1)
+            G = gy_c.unsqueeze(-1) * _time_major(C, s).unsqueeze(2)  # (t, b, e, n)
+            G[-1] += carry
+            Gs, As = G.unbind(0), a.unbind(0)
+            for t in range(len(Gs) - 2, -1, -1):
+                Gs[t].addcmul_(As[t + 1], Gs[t + 1])
+            carry = a[0] * G[0]
+            GB = torch.einsum("tben,tbn->tbe", G, _time_major(B, s))  # (t, b, e)
+            dx[:, s] = (GB * dt_c).transpose(0, 1)
+            dB[:, s] = torch.einsum("tben,tbe->tbn", G, dtx).transpose(0, 1)
+            q = G.mul_(H[:-1]).mul_(a)  # dL/d(dt A): (t, b, e, n)
+            d_dt[:, s] = (GB * _time_major(x, s) + torch.einsum("tben,en->tbe", q, A)).transpose(0, 1)
+            dA += q.mul_(dt_c.unsqueeze(-1)).sum((0, 1))  # faster than einsum's permuted copy
+        return d_dt, dA, dB, dC, dx, None
+
+
 class Mamba(nn.Module):
     """Pure-PyTorch Mamba mixer with mamba_ssm.Mamba's parameter names."""
 
-    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2) -> None:
+    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 scan: Literal["chunked", "loop"] = "chunked", scan_chunk: int = SCAN_CHUNK) -> None:
         super().__init__()
+        self.scan, self.scan_chunk = scan, scan_chunk
         self.d_inner = expand * d_model
         self.d_state = d_state
         self.dt_rank = math.ceil(d_model / 16)
@@ -74,7 +174,9 @@ class Mamba(nn.Module):
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(self.dt_proj(dt))  # (b, l, e)
         A = -torch.exp(self.A_log.float())  # (e, n)
-        y = selective_scan(dt.float(), A, B.float(), C.float(), x.float()).to(x.dtype)
+        args = (dt.float(), A, B.float(), C.float(), x.float())
+        y = selective_scan(*args, chunk=self.scan_chunk) if self.scan == "chunked" else selective_scan_reference(*args)
+        y = y.to(x.dtype)
         y = (y + x * self.D) * F.silu(z)
         return self.out_proj(y)
 
@@ -91,9 +193,27 @@ class Residual(nn.Module):
         return x + self.mixer(self.norm(x))
 
 
+MAMBA_ACTIVATIONS_PER_TOKEN = 12
+"""(b, l, e) float32 tensors one pure-PyTorch Mamba layer keeps for backward (counted from its ops)."""
+RECOMPUTE_ABOVE_BYTES = 2**28
+"""``model.recompute = "auto"`` recomputes layers when their kept activations would pass this. Measured
+(bench/results/peers.md sizes, quickstart preset, 300K parameters, 4,689 tokens, batch 8, shared 2 cores):
+recomputing takes the training peak from 1.26 to 1.01 GB for a 19.2 s instead of 17.1 s step."""
+
+
+def mamba_recomputes(cfg: ModelConfig, *, batch: int, length: int) -> bool:
+    """Whether a training step of the pure-PyTorch Mamba backbone recomputes its layers in backward."""
+    if cfg.recompute != "auto":
+        return cfg.recompute == "on"
+    kept = batch * length * cfg.expand * cfg.d_model * MAMBA_ACTIVATIONS_PER_TOKEN * 4 * cfg.num_layers
+    return kept > RECOMPUTE_ABOVE_BYTES
+
+
 class MambaBackbone(nn.Module):
     def __init__(self, cfg: ModelConfig, *, use_cuda_kernels: bool = False) -> None:
         super().__init__()
+        self.cfg = cfg
+        self.use_cuda_kernels = use_cuda_kernels
         d_state = cfg.d_state or 16
 
         def mixer() -> nn.Module:
@@ -101,14 +221,18 @@ class MambaBackbone(nn.Module):
                 from mamba_ssm import Mamba as CudaMamba
 
                 return CudaMamba(cfg.d_model, d_state=d_state, d_conv=cfg.d_conv, expand=cfg.expand)
-            return Mamba(cfg.d_model, d_state=d_state, d_conv=cfg.d_conv, expand=cfg.expand)
+            return Mamba(cfg.d_model, d_state=d_state, d_conv=cfg.d_conv, expand=cfg.expand, scan=cfg.scan,
+                         scan_chunk=cfg.scan_chunk)
 
         self.layers = nn.ModuleList(Residual(cfg.d_model, mixer()) for _ in range(cfg.num_layers))
         self.norm_f = nn.LayerNorm(cfg.d_model)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(b, l, d) -> (b, l, d)"""
+        recompute = (torch.is_grad_enabled() and not self.use_cuda_kernels
+                     and mamba_recomputes(self.cfg, batch=x.shape[0], length=x.shape[1]))
         for layer in self.layers:
-            x = layer(x)
+            x = checkpoint(layer, x, use_reentrant=False) if recompute else layer(x)
         return self.norm_f(x)
 
 
