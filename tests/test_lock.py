@@ -63,7 +63,7 @@ def test_live_holder_refuses_and_dead_holder_is_taken_over(tmp_path):
 def test_lock_in_an_impossible_place_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(RpgenError, match="cannot lock"):
+    with pytest.raises(RpgenError, match="is a file, not a folder"):
         with run_lock(Path(blocker) / "run"):
             pass
 

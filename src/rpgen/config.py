@@ -281,7 +281,7 @@ def load_toml(path: str | Path, *, base: Config | None = None) -> Config:
         raise RpgenError(f"config file {path} not found")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    except tomllib.TOMLDecodeError as e:
         raise RpgenError(f"{path}: invalid TOML ({e})") from None
     except UnicodeDecodeError as e:
         raise RpgenError(f"{path}: not a UTF-8 text file (byte {e.start}); save the config as UTF-8") from None

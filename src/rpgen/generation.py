@@ -39,7 +39,7 @@ class ModelWriter:
 
     def put(self, info: TensorInfo, tensor: torch.Tensor) -> None:
         if not bool(torch.isfinite(tensor).all()):
-            raise RpgenError(f"generated tensor {info.name} holds NaN or inf values: the run's model is broken "
+            raise RpgenError(f"generated tensor {info.name} is non-finite (NaN or inf): the run's model is broken "
                              "(retrain it, e.g. with a lower train.lr); nothing was written")
         self._file.write(info.name, tensor)
         self._next += 1

@@ -128,6 +128,9 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = take(path)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), path.parent)
+        raise RpgenError(f"cannot create folder {run_dir}: {blocker} is a file, not a folder") from None
     except OSError as e:
         raise RpgenError(f"cannot lock {run_dir}: {e.strerror or e} ({path})") from None
     if fd is None:

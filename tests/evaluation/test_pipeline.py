@@ -134,7 +134,7 @@ def test_evaluate_run_reads_config(digits_zoo, generated_dir, tmp_path):
     # the run's config is read by the config loader: every key checked, errors name the file
     cases = [(b"[data]\ntoken_size = 8\n", "missing key data.checkpoint_dir"),
              (b"[data]\nother = 1\n", "unknown key data.other"), (b"[data\n", "invalid TOML"),
-             (b"[data]\ncheckpoint_dir = '\xff'\n", "invalid TOML")]
+             (b"[data]\ncheckpoint_dir = '\xff'\n", "not a UTF-8 text file")]
     for text, message in cases:
         (run_dir / "config.toml").write_bytes(text)
         with pytest.raises(RpgenError, match=message) as error:
