@@ -1,4 +1,4 @@
-"""State dict <-> tokens of parameters (DESIGN §1, "Tokenizer").
+"""State dict <-> tokens of parameters.
 
 Pure functions over ``dict[str, Tensor]``; the only state is a :class:`Layout`, fitted once on
 the checkpoint set and saved as JSON beside the generator.

@@ -1,6 +1,7 @@
 """The denoiser: a 1-D conv UNet over one token, conditioned on its prototype and timestep.
 
-Glossary: ``N`` tokens in the batch, ``S`` token size, ``C`` channels, ``D`` prototype width.
+Glossary: ``N`` tokens in the batch, ``S`` token size, ``H`` conv channels (``H_in``, ``H_out`` of
+one layer), ``D`` prototype width.
 The prototype and the time embedding are injected before every conv layer as
 ``conv((x + c) * (1 + t))`` (the paper's ``conv((x + c) * t)``, shifted so a zero time
 embedding is the identity). GroupNorm is used instead of BatchNorm: it normalises each token
@@ -39,8 +40,8 @@ class ConditionedConv(nn.Module):
         self.norm = None if last else nn.GroupNorm(math.gcd(8, c_out), c_out)
 
     def forward(self, x: Tensor, cond: Tensor, temb: Tensor) -> Tensor:
-        """x: (N, C_in, S), cond: (N, D), temb: (N, time_dim) -> (N, C_out, S)"""
-        c = self.cond_channel(cond).unsqueeze(-1) + self.cond_position(cond).unsqueeze(1)  # (N, C_in, S)
+        """x: (N, H_in, S), cond: (N, D), temb: (N, time_dim) -> (N, H_out, S)"""
+        c = self.cond_channel(cond).unsqueeze(-1) + self.cond_position(cond).unsqueeze(1)  # (N, H_in, S)
         x = self.conv((x + c) * (1 + self.time_scale(temb).unsqueeze(-1)))
         return x if self.norm is None else F.elu(self.norm(x))
 
