@@ -1,0 +1,92 @@
+"""The README's short results table, computed from ``bench/results/*.json`` (never typed by hand).
+
+    python bench/readme_results.py           # rewrite the block in README.md
+    python bench/readme_results.py --check   # exit 1 if README.md's block is out of date
+
+The block sits between ``<!-- results:begin -->`` and ``<!-- results:end -->``; every number in it
+comes from a results file named in its row, and bench/README.md has the full sections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def rows() -> list[tuple[str, str, str, str, str]]:
+    """(what, trained, generated, best model-free baseline, source) per row; accuracy in %."""
+    out = []
+    quick = _load("quickstart")["runs"]
+    out.append((f"quickstart, digits CNN, one training run ({len(quick)} seeds)",
+                f"{_mean([_mean(r['checkpoints']) for r in quick]):.2f}",
+                f"{_mean([_mean(r['generated']) for r in quick]):.2f}", "",
+                "quickstart"))
+    memo = _load("memorization")
+    for key, what in (("quickstart", "one training run"), ("diverse", "10 training runs")):
+        s = memo[key]["summary"]
+        noise = s["baselines"].get("noise_matched")
+        out.append((f"digits CNN, {what}: generated vs checkpoints + noise at the same distance",
+                    f"{s['checkpoints']['mean']:.2f}", f"{s['generated']['mean']:.2f}",
+                    f"{noise['mean']:.2f} (noise)" if noise else "", "memorization"))
+    peers = {r["name"]: r for r in _load("peers")["rows"]}
+    for zoo in ("quickstart", "diverse"):
+        rpg, pdiff = peers.get(f"rpg-{zoo}"), peers.get(f"pdiff-{zoo}")
+        if rpg and pdiff:
+            out.append((f"RPG vs p-diff, {zoo} digits zoo", "", f"{rpg['acc_mean']:.2f}",
+                        f"{pdiff['acc_mean']:.2f} (p-diff)", "peers"))
+    unseen = _load("unseen_tasks")["heldout"]
+    out.append((f"unseen digit tasks ({len(unseen['tasks'])} held out), conditional", f"{unseen['trained_mean']:.2f}",
+                f"{unseen['generated_mean']:.2f}", f"{unseen['linear_map_mean']:.2f} (linear map)", "unseen_tasks"))
+    adapters = _load("adapters")["rows"]
+    worst = min(adapters, key=lambda r: r["generated_mean"] - r["trained_mean"])
+    within = sum(abs(r["generated_mean"] - r["trained_mean"]) <= 0.5 for r in adapters)
+    out.append((f"MiniLM LoRA/DoRA adapters: {within} of {len(adapters)} configs within 0.5 pp; worst: "
+                f"{worst['kind']} rank {worst['rank']}", f"{worst['trained_mean']:.2f}",
+                f"{worst['generated_mean']:.2f}", f"{worst['base_acc']:.2f} (no adapter)", "adapters"))
+    return out
+
+
+def table() -> str:
+    lines = ["| result | trained | generated | baseline | source |", "|---|---:|---:|---:|---|"]
+    lines += [f"| {what} | {trained} | {generated} | {base} | [`{src}`](bench/results/{src}.md) |"
+              for what, trained, generated, base, src in rows()]
+    return "\n".join(lines) + "\n"
+
+
+def updated(readme: str) -> str:
+    start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
+    return readme[:start] + "\n" + table() + readme[end:]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    args = parser.parse_args()
+    path = ROOT / "README.md"
+    text = path.read_text(encoding="utf-8")
+    new = updated(text)
+    if args.check:
+        if new != text:
+            print("README.md's results table is out of date: run python bench/readme_results.py", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
