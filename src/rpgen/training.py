@@ -173,7 +173,8 @@ class _FitLoop:
         self.resume = resume
         self.stop_after = stop_after
         self.start = time.perf_counter()
-        self._ema: list[tuple[str, torch.Tensor]] = []  # (name in the model, EMA value) of resumable stages
+        self._ema: list[tuple[str, torch.Tensor]] = []  # (name in its stage's module, EMA value)
+        self._ema_module: torch.nn.Module | None = None  # the module of the stage that kept an EMA
 
     def fit(self, stage: Stage, *, rng: torch.Generator, bar, interrupted: Callable[[], bool]) -> bool:
         """Train ``stage``; False when it stopped early (interrupt aside, which raises) with a saved state."""
