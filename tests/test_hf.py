@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file, save_file
 
 from conftest import rpgen, set_args, tiny
@@ -20,8 +21,6 @@ from rpgen.checkpoints import LazyCheckpoint, list_checkpoints, load_state_dict,
 from rpgen.errors import RpgenError
 from rpgen.safetensors_io import SafetensorsReader
 from rpgen.tokenizer import fit_layout
-
-transformers = pytest.importorskip("transformers")
 
 TINY = tiny("model.denoiser_channels=[1, 8, 1]", "train.steps=6", "train.diffusion_batch=32", "sample.steps=3")
 SHARD = "3KB"  # forces several shards on these tiny models

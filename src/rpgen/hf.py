@@ -86,7 +86,7 @@ def read_index(folder: Path) -> dict[str, str]:
     path = folder / SAFE_INDEX
     weight_map = read_json_object(path).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map or not all(
-            isinstance(k, str) and isinstance(v, str) and "/" not in v and "\\" not in v for k, v in weight_map.items()):
+            isinstance(k, str) and isinstance(v, str) and Path(v).name == v for k, v in weight_map.items()):
         raise RpgenError(f"{path}: missing key weight_map (an object of tensor name -> shard file name)")
     return weight_map
 

@@ -6,18 +6,17 @@ import json
 
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file
 
-transformers = pytest.importorskip("transformers")
-
-from rpgen.checkpoints import list_checkpoints, load_state_dict  # noqa: E402
-from rpgen.errors import RpgenError  # noqa: E402
-from rpgen.zoo import tiny_gpt2  # noqa: E402
-from rpgen.zoo.tiny_gpt2 import (  # noqa: E402
+from rpgen.checkpoints import list_checkpoints, load_state_dict
+from rpgen.errors import RpgenError
+from rpgen.zoo import tiny_gpt2
+from rpgen.zoo.tiny_gpt2 import (
     LENGTH, SEP, SYMBOLS, TEST_SIZE, collect_tiny_gpt2, evaluate, make_sequences, test_sequences,
 )
 
-SMALL = dict(num_checkpoints=3, pretrain_steps=200, save_steps=4, progress=False)
+SMALL = {"num_checkpoints": 3, "pretrain_steps": 200, "save_steps": 4, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +69,7 @@ def test_evaluator_scores_training(small_zoo):
 
 
 def test_same_seed_same_weights(tmp_path):
-    tiny = dict(num_checkpoints=2, pretrain_steps=3, save_steps=2, n_embd=8, progress=False)
+    tiny = {"num_checkpoints": 2, "pretrain_steps": 3, "save_steps": 2, "n_embd": 8, "progress": False}
     a, b = (collect_tiny_gpt2(tmp_path / name, **tiny) for name in ("a", "b"))
     c = collect_tiny_gpt2(tmp_path / "c", seed=1, **tiny)
     for x, y, z in zip(a, b, c):

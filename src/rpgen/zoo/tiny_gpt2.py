@@ -9,9 +9,11 @@ input and output embeddings: 29K parameters) on a procedurally generated formal 
 answer tokens after SEP (the prefix is random, so it cannot be predicted). The later running sums
 are hard for a 2-layer model: the checkpoints score about 81%, not 100%, so a worse generated
 model shows. (Measured while choosing the recipe, 3 checkpoints each: 800 steps at 3e-3 -> 81%;
-1,500 at 1e-3 -> 75%; 1,500 at 3e-3 -> 56%, a run that stalled.) ``collect_tiny_gpt2`` follows the paper's recipe with a real
-``transformers.Trainer``: train from scratch (no saves), then keep training at a small constant
-learning rate with ``save_steps``, so the output folder holds what users' Trainer runs hold:
+1,500 at 1e-3 -> 75%; 1,500 at 3e-3 -> 56%, a run that stalled.)
+
+``collect_tiny_gpt2`` follows the paper's recipe with a real ``transformers.Trainer``: train from
+scratch (no saves), then keep training at a small constant learning rate with ``save_steps``, so
+the output folder holds what users' Trainer runs hold:
 ``checkpoint-50/``, ``checkpoint-100/``, ... each with ``config.json``, ``generation_config.json``,
 ``model.safetensors`` (the tied ``lm_head.weight`` is not in it), ``optimizer.pt``,
 ``scheduler.pt``, ``rng_state.pth``, ``trainer_state.json`` and ``training_args.bin``.
