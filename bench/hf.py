@@ -1,13 +1,15 @@
 """Benchmark: transformers zoos through the CLI, and the order of tensors in the token sequence.
 
     python bench/hf.py [--out runs/bench-hf] [--num 20] [--parts tiny-gpt2 deep deep-name digits-order]
+                       [--set key=value ...] [--results DIR]
+    python bench/hf.py --merge OTHER/hf.json ...   # add rows measured elsewhere, re-render hf.md
 
 Parts (each adds its rows to bench/results/hf.{md,json} as soon as it finishes):
 - ``tiny-gpt2``: the built-in zoo (``collect_tiny_gpt2``: 20 Trainer ``checkpoint-N/`` folders of a
   tied 2-layer GPT-2), then ``rpgen train`` with the default config, ``rpgen generate --num N``
   and ``rpgen evaluate`` with ``rpgen.zoo.tiny_gpt2:evaluate``.
 - ``deep``: a zoo that is not in the repo, built here with a plain PyTorch loop and
-  ``save_pretrained(max_shard_size=...)``: 10 sharded folders of a tied 12-layer GPT-2 (width 16)
+  ``save_pretrained(max_shard_size=...)``: 10 sharded folders of a tied 12-layer GPT-2 (width 8)
   on the same task; same CLI steps. Every generated folder is loaded with ``from_pretrained`` and
   checked to keep its tie and the zoo's shard files and keys.
 - ``deep-name``: the same zoo and settings with ``data.tensor_order=name`` (plain key sort, rpgen's
@@ -36,7 +38,7 @@ from common import machine
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 EVALUATOR = "rpgen.zoo.tiny_gpt2:evaluate"
-DEEP = {"n_layer": 12, "n_embd": 16, "checkpoints": 10, "pretrain_steps": 800, "save_every": 50, "shard": "40KB"}
+DEEP = {"n_layer": 12, "n_embd": 8, "checkpoints": 10, "pretrain_steps": 800, "save_every": 50, "shard": "8KB"}
 
 
 def cli(*args: object) -> float:
@@ -110,7 +112,7 @@ def run_zoo(name: str, zoo: Path, out: Path, *, num: int, collect_s: float, sett
     losses = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     novelty = [v for v in results["novelty"]["generated"] if v is not None]
     row = {
-        "part": name, "zoo": str(zoo), "settings": settings or ["(default config)"],
+        "part": name, "zoo": zoo.name, "settings": settings or ["(default config)"],
         "params": json.loads((run / "run.json").read_text())["generated_params"],
         "checkpoints": results["checkpoints"], "generated": results["generated"],
         "ckpt": results["summary"]["checkpoints"], "gen": results["summary"]["generated"],
@@ -139,13 +141,20 @@ def digits_order(out: Path) -> dict:
             "same_order": names["model"] == names["name"], "order": names["model"]}
 
 
-def write_results(rows: dict, command: str, results: Path) -> None:
-    info = machine()
+def write_results(rows: dict, command: str, results: Path, *, commands: list[str] | None = None) -> None:
+    """hf.json (rows, machine, commands) and hf.md rendered from it."""
+    data = {"machine": machine(), "commands": commands or [command], "shared_machine": True, "rows": rows}
     results.mkdir(parents=True, exist_ok=True)
-    (results / "hf.json").write_text(json.dumps({"machine": info, "command": command, "shared_machine": True,
-                                                 "rows": rows}, indent=1) + "\n")
+    (results / "hf.json").write_text(json.dumps(data, indent=1) + "\n")
+    (results / "hf.md").write_text(render(data))
+
+
+def render(data: dict) -> str:
+    """The markdown report, computed from hf.json's data alone."""
+    info, rows = data["machine"], data["rows"]
+    command = "`, `".join(data["commands"])
     lines = ["# Hugging Face zoos: Trainer / save_pretrained folders in, model folders out", "",
-             f"Command: `{command}`  ",
+             f"Commands: `{command}`  ",
              f"Machine: {info['cpu']}, {info['cores']} cores, one torch thread per step, torch {info['torch']}. "
              "The machine was shared with other jobs while this ran: times are inflated and only roughly "
              "comparable.", "",
@@ -185,7 +194,7 @@ def write_results(rows: dict, command: str, results: Path) -> None:
     for key in ("tiny-gpt2", "deep", "deep-name"):
         if key in rows and rows[key].get("verdict"):
             lines += ["", f"- **{key}** verdict: {rows[key]['verdict']}"]
-    (results / "hf.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -196,10 +205,23 @@ def main() -> None:
     parser.add_argument("--set", dest="extra", nargs="*", default=[],
                         help="key=value settings added to every training (e.g. a quick smoke run)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for hf.{md,json}")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[], help="hf.json files whose rows to add")
     args = parser.parse_args()
     command = "python bench/hf.py " + " ".join(sys.argv[1:])
     path = args.results / "hf.json"
-    rows = json.loads(path.read_text())["rows"] if path.is_file() else {}
+    old = json.loads(path.read_text()) if path.is_file() else {"rows": {}, "commands": []}
+    rows, commands = old["rows"], old.get("commands", [old["command"]] if "command" in old else [])
+    if args.merge:
+        for other in args.merge:
+            data = json.loads(other.read_text())
+            rows.update(data["rows"])
+            commands += [c for c in data.get("commands", [data.get("command")]) if c and c not in commands]
+        for row in rows.values():  # no machine paths in results
+            if "zoo" in row:
+                row["zoo"] = Path(row["zoo"]).name
+        write_results(rows, command, args.results, commands=commands)
+        return
+    commands = [c for c in commands if c != command] + [command]
     args.out.mkdir(parents=True, exist_ok=True)
     for part in args.parts:
         if part == "tiny-gpt2":
@@ -221,7 +243,7 @@ def main() -> None:
             rows[part] = digits_order(args.out)
         else:
             raise SystemExit(f"unknown part {part!r}")
-        write_results(rows, command, args.results)
+        write_results(rows, command, args.results, commands=commands)
         print(f"{part}: done", flush=True)
 
 

@@ -189,6 +189,13 @@ def test_model_at_the_top_of_a_trainer_dir_is_refused(zoo, one_line_error):
         list_checkpoints(zoo)
 
 
+def test_one_model_folder_is_not_a_zoo(zoo, one_line_error, tmp_path):
+    """Pointing at one checkpoint-N/ must not read its optimizer.pt / rng_state.pth as checkpoints."""
+    torch.save({"state": {}}, zoo / "model-0" / "optimizer.pt")
+    result = rpgen("train", zoo / "model-0", "--out", tmp_path / "run", "--no-progress", *set_args(TINY))
+    one_line_error(result, "model-0 is one model folder", "checkpoint-N")
+
+
 def test_missing_shard_and_missing_weights_name_the_folder(sharded_zoo, zoo):
     shard = next((sharded_zoo / "model-1").glob("model-*-of-*.safetensors"))
     shard.unlink()

@@ -81,6 +81,9 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     kinds = {"checkpoint files": [p for p in entries if _is_checkpoint_file(p)],
              "peft adapter folders": [p for p in entries if is_adapter_dir(p)],
              "model folders": [p for p in entries if hf.is_model_dir(p) and not is_adapter_dir(p)]}
+    if hf.is_single_model(folder) and not kinds["model folders"]:
+        raise RpgenError(f"{folder} is one model folder ({hf.MODEL_CONFIG} + weights); give rpgen the folder that "
+                         "holds several, e.g. a Trainer output_dir with its checkpoint-N/ folders")
     found = [(kind, paths) for kind, paths in kinds.items() if paths]
     if len(found) > 1:
         (kind_a, a), (kind_b, b) = found[:2]

@@ -53,6 +53,12 @@ def is_model_dir(path: Path) -> bool:
     return any(SHARD.fullmatch(p.name) or PICKLED_SHARD.fullmatch(p.name) for p in path.iterdir())
 
 
+def is_single_model(folder: Path) -> bool:
+    """True when ``folder`` is itself one model folder: config.json beside model weights."""
+    return (folder / MODEL_CONFIG).is_file() and any((folder / name).is_file()
+                                                     for name in (SAFE_WEIGHTS, SAFE_INDEX, *PICKLED))
+
+
 def weight_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
     """The safetensors files of a model folder, and its index's ``weight_map`` (key -> shard file
     name, in the index's order; None unless sharded).
