@@ -10,8 +10,8 @@ set and about one tensor, not the whole model. Models take the training checkpoi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
