@@ -141,9 +141,11 @@ def digits_order(out: Path) -> dict:
             "same_order": names["model"] == names["name"], "order": names["model"]}
 
 
-def write_results(rows: dict, command: str, results: Path, *, commands: list[str] | None = None) -> None:
+def write_results(rows: dict, command: str, results: Path, *, commands: list[str] | None = None,
+                  notes: list[str] | None = None) -> None:
     """hf.json (rows, machine, commands) and hf.md rendered from it."""
-    data = {"machine": machine(), "commands": commands or [command], "shared_machine": True, "rows": rows}
+    data = {"machine": machine(), "commands": commands or [command], "shared_machine": True, "rows": rows,
+            "notes": notes or []}
     results.mkdir(parents=True, exist_ok=True)
     (results / "hf.json").write_text(json.dumps(data, indent=1) + "\n")
     (results / "hf.md").write_text(render(data))
@@ -191,6 +193,8 @@ def render(data: dict) -> str:
                   "for bit while building this: a quickstart-preset run (8 checkpoints, 60 steps, d_model 32, "
                   "3 generated models) gave identical generator weights and generated tensors before and after "
                   "the change."]
+    if data.get("notes"):
+        lines += ["", "What this says:", ""] + [f"- {note}" for note in data["notes"]]
     for key in ("tiny-gpt2", "deep", "deep-name"):
         if key in rows and rows[key].get("verdict"):
             lines += ["", f"- **{key}** verdict: {rows[key]['verdict']}"]
@@ -219,7 +223,7 @@ def main() -> None:
         for row in rows.values():  # no machine paths in results
             if "zoo" in row:
                 row["zoo"] = Path(row["zoo"]).name
-        write_results(rows, command, args.results, commands=commands)
+        write_results(rows, command, args.results, commands=commands, notes=old.get("notes"))
         return
     commands = [c for c in commands if c != command] + [command]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +247,7 @@ def main() -> None:
             rows[part] = digits_order(args.out)
         else:
             raise SystemExit(f"unknown part {part!r}")
-        write_results(rows, command, args.results, commands=commands)
+        write_results(rows, command, args.results, commands=commands, notes=old.get("notes"))
         print(f"{part}: done", flush=True)
 
 
