@@ -17,7 +17,9 @@ import json
 import os
 import platform
 import re
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,39 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 # An absolute path of two or more components (/tmp/x, /home/me/runs/a), not a ratio like P/64 or "a / b".
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[\w.+-]+/)+[\w.+-]*")
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident set size so far (VmHWM), in GB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / 1e9
+    raise RuntimeError("no VmHWM in /proc/self/status")  # pragma: no cover
+
+
+def run_worker(script: str, spec: dict, *, max_rss_gb: float, timeout_s: float, poll_s: float = 0.2) -> dict:
+    """Run ``python SCRIPT worker SPEC`` in a fresh process and return the JSON of its last output line;
+    kill it above ``max_rss_gb`` of resident memory or after ``timeout_s``: then ``{"failed": why, ...}``."""
+    proc = subprocess.Popen([sys.executable, script, "worker", json.dumps(spec)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    start, peak = time.perf_counter(), 0.0
+    while proc.poll() is None:
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    peak = max(peak, int(line.split()[1]) * 1024 / 1e9)
+        except OSError:
+            pass
+        if peak > max_rss_gb or time.perf_counter() - start > timeout_s:
+            proc.kill()
+            proc.wait()
+            why = f"over {max_rss_gb} GB" if peak > max_rss_gb else f"over {timeout_s:.0f} s"
+            return {"failed": why, "seen_rss_gb": round(peak, 2)}
+        time.sleep(poll_s)
+    stdout, stderr = proc.communicate()
+    if proc.returncode != 0:
+        return {"failed": f"exit {proc.returncode}: {stderr.strip().splitlines()[-1] if stderr.strip() else ''}"}
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def machine() -> dict:

@@ -23,10 +23,10 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+import common
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -77,14 +77,6 @@ MEMORY_CHECKPOINTS = 8
 
 # ----------------------------------------------------------------------------- worker side
 
-def peak_rss_gb() -> float:
-    """This process's peak resident set size so far (VmHWM), in GB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / 1e9
-    raise RuntimeError("no VmHWM in /proc/self/status")  # pragma: no cover
-
-
 def worker(spec: dict) -> dict:
     """Train (or reuse) and optionally generate; return times and peak memory."""
     from rpgen.config import apply_overrides, preset
@@ -99,7 +91,7 @@ def worker(spec: dict) -> dict:
     else:
         train(spec["ckpts"], spec["run"], config, overwrite=True, progress=False)
     out["train_s"] = round(time.perf_counter() - start, 2)
-    out["train_peak_rss_gb"] = round(peak_rss_gb(), 3)
+    out["train_peak_rss_gb"] = round(common.peak_rss_gb(), 3)
     metrics = [json.loads(line) for line in (Path(spec["run"]) / "metrics.jsonl").read_text().splitlines()]
     metrics = [m for m in metrics if m.get("stage", "autoencoder") == "autoencoder"]  # p-diff: its first stage
     if len(metrics) >= 2:
@@ -116,26 +108,7 @@ def worker(spec: dict) -> dict:
 
 def run_worker(spec: dict, *, max_rss_gb: float, timeout_s: float) -> dict:
     """Run :func:`worker` in a fresh process; kill it above ``max_rss_gb`` or after ``timeout_s``."""
-    proc = subprocess.Popen([sys.executable, __file__, "worker", json.dumps(spec)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    start, peak = time.perf_counter(), 0.0
-    while proc.poll() is None:
-        try:
-            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    peak = max(peak, int(line.split()[1]) * 1024 / 1e9)
-        except OSError:
-            pass
-        if peak > max_rss_gb or time.perf_counter() - start > timeout_s:
-            proc.kill()
-            proc.wait()
-            why = f"over {max_rss_gb} GB" if peak > max_rss_gb else f"over {timeout_s:.0f} s"
-            return {"failed": why, "seen_rss_gb": round(peak, 2)}
-        time.sleep(0.2)
-    stdout, stderr = proc.communicate()
-    if proc.returncode != 0:
-        return {"failed": f"exit {proc.returncode}: {stderr.strip().splitlines()[-1] if stderr.strip() else ''}"}
-    return json.loads(stdout.strip().splitlines()[-1])
+    return common.run_worker(__file__, spec, max_rss_gb=max_rss_gb, timeout_s=timeout_s)
 
 
 def row(name: str, out: Path, *, reuse: bool, max_rss_gb: float, num: int = NUM_GENERATED) -> dict:
@@ -234,7 +207,6 @@ def main() -> None:
     if args.stage == "worker":
         print(json.dumps(worker(json.loads(args.spec))))
         return
-    from common import machine
 
     args.out.mkdir(parents=True, exist_ok=True)
     if args.stage == "rows":
@@ -243,7 +215,7 @@ def main() -> None:
             if path.is_file():
                 continue
             result = row(name, args.out, reuse=not args.no_reuse, max_rss_gb=args.max_rss_gb, num=args.num)
-            result["machine"] = machine()
+            result["machine"] = common.machine()
             path.write_text(json.dumps(result, indent=1))
             print(json.dumps({k: result.get(k) for k in ("name", "acc_mean", "novelty", "train_s",
                                                           "train_peak_rss_gb", "generate_s", "failed")}), flush=True)
@@ -255,7 +227,7 @@ def main() -> None:
             new = {(p["method"], p["params"]) for p in points}
             old = [p for p in json.loads(path.read_text())["points"] if (p["method"], p["params"]) not in new]
             points = sorted(old + points, key=lambda p: (p["params"], list(MEMORY_METHODS).index(p["method"])))
-        path.write_text(json.dumps({"points": points, "machine": machine()}, indent=1))
+        path.write_text(json.dumps({"points": points, "machine": common.machine()}, indent=1))
     else:
         from peers_report import report
 

@@ -51,6 +51,11 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     unseen = _load("unseen_tasks")["heldout"]
     out.append((f"unseen digit tasks ({len(unseen['tasks'])} held out), conditional", f"{unseen['trained_mean']:.2f}",
                 f"{unseen['generated_mean']:.2f}", f"{unseen['linear_map_mean']:.2f} (linear map)", "unseen_tasks"))
+    hf = _load("hf")["rows"]
+    for key, what in (("tiny-gpt2", "tiny-gpt2 Trainer zoo (transformers folders), 1,000 generator steps"),
+                      ("deep", "12-layer GPT-2 zoo, sharded save_pretrained folders, 1,000 generator steps")):
+        if key in hf:
+            out.append((what, f"{hf[key]['ckpt']['mean']:.2f}", f"{hf[key]['gen']['mean']:.2f}", "", "hf"))
     adapters = _load("adapters")["rows"]
     worst = min(adapters, key=lambda r: r["generated_mean"] - r["trained_mean"])
     within = sum(abs(r["generated_mean"] - r["trained_mean"]) <= 0.5 for r in adapters)

@@ -9,29 +9,22 @@ kills a row above ``--max-rss-gb`` and records it as skipped. A scan row times
 (e = 2 d_model, n = d_state): forward, then backward of ``(y * w).sum()`` for a fixed random
 ``w``; the best of ``--repeats`` after one warm-up on 256 tokens. ``--backbones`` adds a
 training step (forward + backward of the mean square of the output) of every backbone at a few
-token counts. Writes bench/results/scan.{json,md}.
+token counts. Writes bench/results/scan.{json,md} (through ``common.write_results``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import common
+from common import Report, Table, peak_rss_gb, write_results
+
 D_STATE = 16
 FULL_TENSORS = 6
 """(b, l, e, n) float32 tensors the loop holds at its peak (decay, input, states, their stack, grads)."""
-
-
-def peak_rss_gb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / 1e9
-    raise RuntimeError("no VmHWM in /proc/self/status")  # pragma: no cover
 
 
 def worker(spec: dict) -> dict:
@@ -86,26 +79,9 @@ def backbone_worker(spec: dict) -> dict:
 
 
 def run_worker(spec: dict, *, max_rss_gb: float, timeout_s: float) -> dict:
-    """Run :func:`worker` in a fresh process; kill it above ``max_rss_gb`` or after ``timeout_s``."""
-    proc = subprocess.Popen([sys.executable, __file__, "worker", json.dumps(spec)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    start, peak = time.perf_counter(), 0.0
-    while proc.poll() is None:
-        try:
-            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    peak = max(peak, int(line.split()[1]) * 1024 / 1e9)
-        except OSError:
-            pass
-        if peak > max_rss_gb or time.perf_counter() - start > timeout_s:
-            proc.kill()
-            proc.wait()
-            return {"skipped": f"over {max_rss_gb} GB" if peak > max_rss_gb else f"over {timeout_s:.0f} s"}
-        time.sleep(0.1)
-    stdout, stderr = proc.communicate()
-    if proc.returncode != 0:
-        return {"skipped": f"exit {proc.returncode}: {stderr.strip().splitlines()[-1] if stderr.strip() else ''}"}
-    return json.loads(stdout.strip().splitlines()[-1])
+    """Run :func:`worker` in a fresh process; a row it could not finish is ``{"skipped": why}``."""
+    out = common.run_worker(__file__, spec, max_rss_gb=max_rss_gb, timeout_s=timeout_s, poll_s=0.1)
+    return {"skipped": out["failed"]} if "failed" in out else out
 
 
 def scan_rows(args: argparse.Namespace) -> list[dict]:
@@ -142,13 +118,6 @@ def backbone_rows(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Local results writer (to be replaced by bench/common.py's shared one)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
-
-
 def total(row: dict) -> float | None:
     return None if "skipped" in row else row["fwd_s"] + row["bwd_s"]
 
@@ -182,51 +151,38 @@ def conclusions(rows: list[dict], default: int) -> list[str]:
     return lines
 
 
-def write_results(rows: list[dict], backbones: list[dict], *, command: str, info: dict, default: int,
-                  shared: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / "scan.json", {"command": command, "machine": info, "machine_shared": shared,
-                                       "d_state": D_STATE, "default_chunk": default, "rows": rows,
-                                       "backbones": backbones})
-    lines = [
-        "# Selective scan: chunked vs loop (CPU)",
-        "",
-        f"Command: `{command}`  ",
-        f"Machine: {info['cpu']}, {info['cores']} cores ({info['torch_threads']} torch thread per process), "
-        f"Python {info['python']}, torch {info['torch']}. {shared}",
-        "",
-        f"`selective_scan` alone (float32) on the shapes of one Mamba layer: e = 2 d_model, n = {D_STATE}; "
-        "forward, then backward; best of 3 repeats up to 10K tokens, 1 at 100K; each row in a fresh "
-        "process (peak RSS = that process, Python and torch included). `loop` = the reference recurrence "
-        "(`selective_scan_reference`, `model.scan = \"loop\"`); `chunked` = the default.",
-        "",
-        "| impl | tokens | batch | d_model | chunk | forward s | backward s | peak RSS GB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def render(data: dict) -> Report:
+    """The Markdown report, computed from scan.json's data alone."""
+    rows, backbones, default = data["rows"], data.get("backbones", []), data["default_chunk"]
+    table = []
     for r in rows:
         chunk = "—" if r["chunk"] is None else str(r["chunk"])
+        cells = [r["impl"], f"{r['tokens']:,}", r["batch"], r["d_model"], chunk]
         if "skipped" in r:
-            lines.append(f"| {r['impl']} | {r['tokens']:,} | {r['batch']} | {r['d_model']} | {chunk} "
-                         f"| skipped: {r['skipped']} | | |")
+            table.append([*cells, f"skipped: {r['skipped']}", "", ""])
         else:
-            lines.append(f"| {r['impl']} | {r['tokens']:,} | {r['batch']} | {r['d_model']} | {chunk} "
-                         f"| {r['fwd_s']:.3f} | {r['bwd_s']:.3f} | {r['peak_rss_gb']:.2f} |")
-    lines += ["", "## Conclusions (computed from the rows above)", "", *conclusions(rows, default), ""]
+            table.append([*cells, f"{r['fwd_s']:.3f}", f"{r['bwd_s']:.3f}", f"{r['peak_rss_gb']:.2f}"])
+    sections = ["## Conclusions (computed from the rows above)\n\n" + "\n".join(conclusions(rows, default))]
     if backbones:
-        lines += ["## Backbones side by side", "",
-                  "One training step of the backbone alone (forward + backward of the mean square of its "
-                  "output), batch 8, d_model as above, 2 layers, defaults otherwise; fresh process per row.", "",
-                  "| backbone | tokens | step s | peak RSS GB |", "|---|---:|---:|---:|"]
-        for r in backbones:
-            if "skipped" in r:
-                lines.append(f"| {r['backbone']} | {r['tokens']:,} | skipped: {r['skipped']} | |")
-            else:
-                lines.append(f"| {r['backbone']} | {r['tokens']:,} | {r['step_s']:.3f} | {r['peak_rss_gb']:.2f} |")
-        lines.append("")
-    tmp = RESULTS / "scan.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(RESULTS / "scan.md")
-    print("\n".join(lines))
+        sections.append(
+            "## Backbones side by side\n\nOne training step of the backbone alone (forward + backward of the mean "
+            "square of its output), batch 8, d_model as above, 2 layers, defaults otherwise; fresh process per "
+            "row.\n\n" + Table(["backbone", "tokens", "step s", "peak RSS GB"], [
+                [r["backbone"], f"{r['tokens']:,}", f"skipped: {r['skipped']}", ""] if "skipped" in r else
+                [r["backbone"], f"{r['tokens']:,}", f"{r['step_s']:.3f}", f"{r['peak_rss_gb']:.2f}"]
+                for r in backbones], "lrrr").markdown())
+    shared = data.get("machine_shared", "").strip()
+    return Report(
+        title="Selective scan: chunked vs loop (CPU)",
+        machine_note="torch threads per process" + (f". {shared.rstrip('.')}" if shared else ""),
+        intro=(f"`selective_scan` alone (float32) on the shapes of one Mamba layer: e = 2 d_model, "
+               f"n = {data['d_state']}; forward, then backward; best of 3 repeats up to 10K tokens, 1 at 100K; each "
+               "row in a fresh process (peak RSS = that process, Python and torch included). `loop` = the reference "
+               "recurrence (`selective_scan_reference`, `model.scan = \"loop\"`); `chunked` = the default."),
+        table=Table(["impl", "tokens", "batch", "d_model", "chunk", "forward s", "backward s", "peak RSS GB"],
+                    table, "lrrrrrrr"),
+        sections=[*sections, *data.get("notes", [])],
+    )
 
 
 def main() -> None:
@@ -247,15 +203,14 @@ def main() -> None:
     if args.stage == "worker":
         print(json.dumps(worker(json.loads(args.spec))))
         return
-    from common import machine
-
     from rpgen.models.backbones import SCAN_CHUNK
 
     args.default = SCAN_CHUNK
     command = ("python bench/scan.py " + " ".join(a if " " not in a else repr(a) for a in sys.argv[1:])).strip()
     rows = scan_rows(args)
     backbones = backbone_rows(args) if args.backbones else []
-    write_results(rows, backbones, command=command, info=machine(), default=SCAN_CHUNK, shared=args.shared)
+    print(write_results("scan", {"command": command, "machine_shared": args.shared, "d_state": D_STATE,
+                                 "default_chunk": SCAN_CHUNK, "rows": rows, "backbones": backbones}, render))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ A peft adapter folder holds ``adapter_config.json`` and ``adapter_model.safetens
 checkpoint files; each then counts as one checkpoint, named by its folder, whose state_dict is
 its ``adapter_model.safetensors``. Every adapter must share the settings that give its weights
 their meaning (:data:`MATCHING_FIELDS`: base model, method, rank, targets, ...). Generated
-models of an adapter run are written as adapter folders with the training adapters' config, so
-``PeftModel.from_pretrained(base, folder)`` loads them unchanged.
+models of an adapter run are written as adapter folders with the training adapters' config
+(:mod:`rpgen.forms`), so ``PeftModel.from_pretrained(base, folder)`` loads them unchanged.
 
 Nothing here imports peft: the folders are JSON + safetensors.
 """
@@ -86,19 +86,3 @@ def check_adapter_folders(folders: Sequence[Path]) -> dict[str, Any]:
 def copy_adapter_config(source_folder: Path, dest_folder: Path) -> None:
     """Copy ``adapter_config.json`` from one folder to another (the run keeps the zoo's config)."""
     shutil.copyfile(source_folder / ADAPTER_CONFIG, dest_folder / ADAPTER_CONFIG)
-
-
-def model_slot(folder: Path, index: int, *, run_dir: Path) -> tuple[Path, str]:
-    """Where generated model ``index`` goes in ``folder``: (file for its tensors, its name).
-
-    A plain run writes ``NNNN.safetensors``; a run trained on adapter folders (it keeps their
-    ``adapter_config.json``) writes the adapter folder ``NNNN/`` with that config beside the weights.
-    """
-    config = run_dir / ADAPTER_CONFIG
-    if not config.is_file():
-        name = f"{index:04d}.safetensors"
-        return folder / name, name
-    name = f"{index:04d}"
-    (folder / name).mkdir()
-    shutil.copyfile(config, folder / name / ADAPTER_CONFIG)
-    return folder / name / ADAPTER_WEIGHTS, name

@@ -1,12 +1,19 @@
 """Checkpoint folders: list, load, validate and save state_dicts.
 
 A checkpoint folder holds ``*.safetensors`` files (``*.pt``/``*.pth`` are read with
-``weights_only=True``), each a full state_dict with the same keys, shapes and dtypes, or peft
-adapter folders (:mod:`rpgen.adapters`), each counted as one checkpoint named by its folder.
-Every problem is raised as :class:`RpgenError` naming the file and the key at fault.
+``weights_only=True``), each a full state_dict with the same keys, shapes and dtypes; or peft
+adapter folders (:mod:`rpgen.adapters`); or transformers model folders as ``save_pretrained``
+and ``Trainer`` write them (:mod:`rpgen.hf`, single or sharded safetensors). A folder counts as
+one checkpoint named by the folder. Names sort naturally (``checkpoint-500`` before
+``checkpoint-1000``). Every problem is raised as :class:`RpgenError` naming the file and the key
+at fault.
 
-Key order: ``.pt``/``.pth`` files keep the order they were saved in; safetensors files
-store tensors by name, so ``.safetensors`` state_dicts come back sorted by key.
+Key order (:func:`tensor_order`, the order tokens follow): ``"model"`` (default) is the order
+the model defines as far as the files tell it: ``.pt``/``.pth`` files keep the order they were
+saved in (the modules' order); a sharded model folder keeps its index file's order when that is
+not just sorted; otherwise (safetensors store tensors by name) a numeric-aware natural sort of
+the key path, so ``h.2`` comes before ``h.10``. ``"name"`` is a plain sort by key name (what
+rpgen did for safetensors before, ``h.10`` before ``h.2``), kept for comparison and old runs.
 
 :func:`open_checkpoints` is the scalable path used by training: it reads only the headers
 (structure checks cost no tensor reads) and returns :class:`LazyCheckpoint` mappings that read a
@@ -16,47 +23,83 @@ checkpoints or their size.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from rpgen import hf
 from rpgen.adapters import check_adapter_folders, is_adapter_dir, weights_file
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_path
 from rpgen.safetensors_io import SafetensorsReader
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+TensorOrder = Literal["model", "name"]
 
 # key -> (shape, dtype): everything two compatible state_dicts must share.
 Structure = dict[str, tuple[tuple[int, ...], torch.dtype]]
 
 
-def list_checkpoints(folder: str | Path) -> list[Path]:
-    """Checkpoint files directly in ``folder``, or its peft adapter folders, sorted by name.
+def natural_key(name: str) -> tuple[str, str]:
+    """Sort key that compares digit runs by value (``h.2`` < ``h.10``, ``checkpoint-500`` <
+    ``checkpoint-1000``) and agrees with a plain string sort when no two numbers differ in width."""
+    return re.sub(r"\d+", lambda m: m.group().rjust(24, "0"), name), name
 
-    Adapter folders are checked to be complete and to share base model, rank and targets.
+
+def tensor_order(names: Iterable[str], *, order: TensorOrder = "model", recorded: Sequence[str] | None = None
+                 ) -> list[str]:
+    """The order of a checkpoint's tensors (see the module docstring).
+
+    ``recorded``: an order the files define (a ``.pt`` file's saved order, a model folder's index);
+    under ``"model"`` it is kept unless it is just a plain sort, which says nothing about the model.
+    """
+    names = list(names)
+    if order == "name":
+        return sorted(names)
+    if recorded is not None and list(recorded) != sorted(recorded):
+        return list(recorded)
+    return sorted(names, key=natural_key)
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """Checkpoint files directly in ``folder``, or its peft adapter folders, or its transformers
+    model folders, in natural order of their names.
+
+    Folders are checked to be complete and to share their config (adapters: base model, rank and
+    targets; model folders: config.json).
     """
     folder = Path(folder)
     if not folder.exists():
         raise RpgenError(f"checkpoint folder {folder} does not exist")
     if not folder.is_dir():
         raise RpgenError(f"checkpoint folder {folder} is not a directory")
-    entries = sorted(folder.iterdir(), key=lambda p: p.name)
-    paths = [p for p in entries if _is_checkpoint_file(p)]
-    adapters = [p for p in entries if is_adapter_dir(p)]
-    if paths and adapters:
-        raise RpgenError(f"{folder} mixes checkpoint files ({paths[0].name}, ...) and peft adapter folders "
-                         f"({adapters[0].name}, ...); keep one kind per folder")
-    if adapters:
-        check_adapter_folders(adapters)
-        return adapters
-    if not paths:
+    entries = sorted(folder.iterdir(), key=lambda p: natural_key(p.name))
+    kinds = {"checkpoint files": [p for p in entries if _is_checkpoint_file(p)],
+             "peft adapter folders": [p for p in entries if is_adapter_dir(p)],
+             "model folders": [p for p in entries if hf.is_model_dir(p) and not is_adapter_dir(p)]}
+    if hf.is_single_model(folder) and not kinds["model folders"]:
+        raise RpgenError(f"{folder} is one model folder ({hf.MODEL_CONFIG} + weights); give rpgen the folder that "
+                         "holds several, e.g. a Trainer output_dir with its checkpoint-N/ folders")
+    found = [(kind, paths) for kind, paths in kinds.items() if paths]
+    if len(found) > 1:
+        (kind_a, a), (kind_b, b) = found[:2]
+        raise RpgenError(f"{folder} mixes {kind_a} ({a[0].name}, ...) and {kind_b} ({b[0].name}, ...); "
+                         "keep one kind per folder (a model saved at the top of a Trainer output_dir belongs in its "
+                         "own folder)")
+    if not found:
         raise RpgenError(
             f"no checkpoint files in {folder} (expected {', '.join('*' + s for s in CHECKPOINT_SUFFIXES)}, "
-            "or peft adapter folders)"
+            "peft adapter folders, or model folders as save_pretrained writes them)"
         )
+    kind, paths = found[0]
+    if kind == "peft adapter folders":
+        check_adapter_folders(paths)
+    elif kind == "model folders":
+        hf.check_model_folders(paths)
     return paths
 
 
@@ -65,27 +108,62 @@ def _is_checkpoint_file(path: Path) -> bool:
 
 
 def is_checkpoint(path: Path) -> bool:
-    """True for what :func:`list_checkpoints` counts: a checkpoint file or a peft adapter folder."""
-    return _is_checkpoint_file(path) or is_adapter_dir(path)
+    """True for what :func:`list_checkpoints` counts: a checkpoint file, a peft adapter folder or a
+    model folder."""
+    return _is_checkpoint_file(path) or is_adapter_dir(path) or hf.is_model_dir(path)
 
 
-def _file_of(path: Path) -> Path:
-    """The file holding a checkpoint's tensors: the path itself, or an adapter folder's weights."""
-    return weights_file(path) if path.is_dir() else path
+def _files_of(path: Path) -> tuple[list[Path], dict[str, str] | None]:
+    """The files holding a checkpoint's tensors (the path itself, an adapter folder's weights, a
+    model folder's weights or shards), and a sharded folder's index (key -> shard file name)."""
+    if not path.is_dir():
+        return [path], None
+    if is_adapter_dir(path):
+        return [weights_file(path)], None
+    return hf.weight_files(path)
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load one checkpoint (file or adapter folder) onto the CPU without unpickling arbitrary objects."""
+def load_state_dict(path: str | Path, *, order: TensorOrder = "model") -> dict[str, torch.Tensor]:
+    """Load one checkpoint (file, adapter folder or model folder) onto the CPU without unpickling
+    arbitrary objects; keys in :func:`tensor_order`."""
     path = Path(path)
-    file = _file_of(path)
-    try:
-        if file.suffix.lower() == ".safetensors":
-            obj = load_file(file, device="cpu")
-        else:
-            obj = torch.load(file, weights_only=True, map_location="cpu")
-    except Exception as exc:  # any reader failure is the file's fault
-        raise RpgenError(f"{path}: not a readable checkpoint ({_short(exc)})") from None
-    return _checked_mapping(obj, path)
+    files, weight_map = _files_of(path)
+    tensors: dict[str, torch.Tensor] = {}
+    recorded = None if weight_map is None else list(weight_map)
+    for file in files:
+        where = path if file == path else file
+        try:
+            if file.suffix.lower() == ".safetensors":
+                part = load_file(file, device="cpu")
+            else:
+                part = torch.load(file, weights_only=True, map_location="cpu")
+                recorded = list(_checked_mapping(part, where))  # the order it was saved in
+        except RpgenError:
+            raise
+        except Exception as exc:  # any reader failure is the file's fault
+            raise RpgenError(f"{where}: not a readable checkpoint ({_short(exc)})") from None
+        part = _checked_mapping(part, where)
+        _check_shard(path, file, part, weight_map)
+        tensors.update(part)
+    if weight_map is not None:
+        _check_index_complete(path, weight_map, tensors)
+    return {k: tensors[k] for k in tensor_order(tensors, order=order, recorded=recorded)}
+
+
+def _check_shard(folder: Path, file: Path, names: Iterable[str], weight_map: Mapping[str, str] | None) -> None:
+    """Every tensor of a shard is one the index assigns to that shard."""
+    if weight_map is None:
+        return
+    for name in names:
+        if weight_map.get(name) != file.name:
+            where = "names no shard for it" if name not in weight_map else f"puts it in {weight_map[name]}"
+            raise RpgenError(f"{folder / hf.SAFE_INDEX}: {file.name} holds key {name!r}, but the index {where}")
+
+
+def _check_index_complete(folder: Path, weight_map: Mapping[str, str], tensors: Mapping[str, object]) -> None:
+    missing = next((k for k in weight_map if k not in tensors), None)
+    if missing is not None:
+        raise RpgenError(f"{folder / hf.SAFE_INDEX}: names key {missing!r}, which {weight_map[missing]} does not hold")
 
 
 def _checked_mapping(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -171,32 +249,42 @@ def load_checkpoints(folder: str | Path) -> tuple[list[Path], list[dict[str, tor
 
 
 class LazyCheckpoint(Mapping[str, torch.Tensor]):
-    """One checkpoint file whose tensors are read when asked, one at a time.
+    """One checkpoint (file, adapter folder or model folder) whose tensors are read when asked,
+    one at a time, in :func:`tensor_order`.
 
     ``safetensors`` files are read with plain file reads (never the whole file, never a memory
-    map); ``.pt``/``.pth`` files are memory-mapped by ``torch.load(mmap=True)`` when saved in
-    the zip format (else loaded whole). Indexing returns a fresh tensor and checks that float
-    tensors are finite (an :class:`RpgenError` naming the file and key otherwise).
+    map); a sharded model folder reads each tensor from the shard its index names. ``.pt``/``.pth``
+    files are memory-mapped by ``torch.load(mmap=True)`` when saved in the zip format (else loaded
+    whole). Indexing returns a fresh tensor and checks that float tensors are finite (an
+    :class:`RpgenError` naming the checkpoint and key otherwise).
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)  # a file, or a peft adapter folder
-        self._reader: SafetensorsReader | None = None
+    def __init__(self, path: str | Path, *, order: TensorOrder = "model") -> None:
+        self.path = Path(path)  # a file, a peft adapter folder or a model folder
+        self._readers: dict[str, SafetensorsReader] = {}  # tensor name -> reader of the file holding it
         self._tensors: dict[str, torch.Tensor] = {}
-        file = _file_of(self.path)
-        if file.suffix.lower() == ".safetensors":
-            self._reader = SafetensorsReader(file)
-            # File order, as safetensors.torch.load_file returns them.
-            self._meta = {e.name: torch.empty(e.shape, dtype=e.dtype, device="meta")
-                          for e in self._reader.entries.values()}
-            if not self._meta:
+        files, weight_map = _files_of(self.path)
+        if files[0].suffix.lower() == ".safetensors":
+            meta: dict[str, torch.Tensor] = {}
+            for file in files:
+                reader = SafetensorsReader(file)
+                _check_shard(self.path, file, reader.entries, weight_map)
+                for e in reader.entries.values():
+                    self._readers[e.name] = reader
+                    meta[e.name] = torch.empty(e.shape, dtype=e.dtype, device="meta")
+            if weight_map is not None:
+                _check_index_complete(self.path, weight_map, meta)
+            if not meta:
                 raise RpgenError(f"{self.path}: not a readable checkpoint (no tensors)")
+            recorded = None if weight_map is None else list(weight_map)
+            self._meta = {k: meta[k] for k in tensor_order(meta, order=order, recorded=recorded)}
         else:
             try:
-                obj = torch.load(file, weights_only=True, map_location="cpu", mmap=True)
+                obj = torch.load(files[0], weights_only=True, map_location="cpu", mmap=True)
             except Exception:  # not in the zip format: cannot be mapped, load it whole
                 obj = None
-            self._tensors = _checked_mapping(obj, self.path) if obj is not None else load_state_dict(self.path)
+            tensors = _checked_mapping(obj, self.path) if obj is not None else load_state_dict(self.path)
+            self._tensors = {k: tensors[k] for k in tensor_order(tensors, order=order, recorded=list(tensors))}
             self._meta = {k: v.to("meta") for k, v in self._tensors.items()}
 
     def structure(self) -> Structure:
@@ -209,8 +297,8 @@ class LazyCheckpoint(Mapping[str, torch.Tensor]):
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self._meta:
             raise KeyError(name)
-        if self._reader is not None:
-            tensor = self._reader.read(name)
+        if self._readers:
+            tensor = self._readers[name].read(name)
         else:
             tensor = self._tensors[name].clone()
         check_finite({name: tensor}, name=self.path)
@@ -218,8 +306,8 @@ class LazyCheckpoint(Mapping[str, torch.Tensor]):
 
     def read_flat(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Elements ``start:stop`` of tensor ``name`` flattened (1-D), read without the rest."""
-        if self._reader is not None:
-            return self._reader.read_flat(name, start, stop)
+        if self._readers:
+            return self._readers[name].read_flat(name, start, stop)
         return self._tensors[name].reshape(-1)[start:stop].clone()
 
     def __iter__(self) -> Iterator[str]:
@@ -232,22 +320,21 @@ class LazyCheckpoint(Mapping[str, torch.Tensor]):
         return f"LazyCheckpoint({str(self.path)!r})"
 
 
-def open_checkpoints(folder: str | Path) -> list[LazyCheckpoint]:
+def open_checkpoints(folder: str | Path, *, order: TensorOrder = "model") -> list[LazyCheckpoint]:
     """List and open every checkpoint in ``folder``; check the structures from the headers.
 
     Values are not read here; a NaN or Inf is reported when the tensor holding it is first
-    read (training's statistics pass reads every float tensor once).
+    read (training's statistics pass reads every float tensor once). ``order``: see
+    :func:`tensor_order`.
     """
     paths = list_checkpoints(folder)
     if len(paths) < 2:
         raise RpgenError(f"need at least 2 checkpoints in {Path(folder)}, found {len(paths)}")
-    checkpoints = [LazyCheckpoint(p) for p in paths]
+    checkpoints = [LazyCheckpoint(p, order=order) for p in paths]
     reference = structure(checkpoints[0].meta())
     for ckpt in checkpoints:
         check_structure(reference, ckpt.meta(), name=ckpt.path, reference_name=paths[0])
     return checkpoints
-
-
 def save_state_dict(
     state_dict: Mapping[str, torch.Tensor],
     path: str | Path,

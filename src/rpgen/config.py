@@ -41,6 +41,11 @@ class DataConfig:
     tokens_in_memory_mb: int = 1024
     """Checkpoint sets whose tokens fit in this many MB are held in RAM during training; larger
     ones are read from the files token by token as steps need them (0 = always). Same results."""
+    tensor_order: Literal["model", "name"] = "model"
+    """Order of the tensors in the token sequence. model: as the model defines it (a .pt file's
+    saved order, a shard index's order, else a numeric-aware sort of the key: ``h.2`` before
+    ``h.10``); name: a plain sort of the key names (``h.10`` before ``h.2``; rpgen's order for
+    safetensors before this setting existed). See rpgen.checkpoints.tensor_order."""
 
     def __post_init__(self) -> None:
         _check(self.token_size >= 1, "data.token_size", self.token_size, "must be >= 1")

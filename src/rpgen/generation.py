@@ -1,24 +1,26 @@
 """Sampling new parameter sets from a trained run (any method) and writing them as safetensors.
 
 The method yields each model's generated tensors in layout order (:meth:`rpgen.methods.Method.sample`);
-:class:`ModelWriter` appends each to its file as it comes, with the copied tensors in between,
-so peak memory is the method's working set and about one tensor, not the whole model.
+:class:`ModelWriter` appends each to its file as it comes (a model folder's shards: the file the
+zoo's index names), with the copied tensors in between, so peak memory is the method's working
+set and about one tensor, not the whole model. Models take the training checkpoints' form
+(:mod:`rpgen.forms`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from rpgen import resources
-from rpgen.adapters import model_slot
 from rpgen.config import Sampler
 from rpgen.diffusion import check_sampling, make_scheduler
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir
+from rpgen.forms import output_form
 from rpgen.outputs import check_not_overlapping
 from rpgen.progress import progress_bar
 from rpgen.run import Run, load_run
@@ -27,13 +29,21 @@ from rpgen.tokenizer import Layout, TensorInfo
 
 
 class ModelWriter:
-    """Writes one generated model to safetensors as its tensors come, in the layout's key order."""
+    """Writes one generated model as its tensors come, in the layout's key order.
 
-    def __init__(self, path: Path, layout: Layout, copied: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    ``files`` maps each tensor name to its file; each file gets one streaming writer whose
+    entries are that file's tensors in layout order (one file, or the shards of a model folder).
+    """
+
+    def __init__(self, files: dict[str, Path], layout: Layout, copied: dict[str, torch.Tensor],
+                 metadata: dict[str, str]) -> None:
         self._order = list(layout.tensors)
         self._copied = copied
-        self._file = SafetensorsWriter(path, [(t.name, getattr(torch, t.dtype), t.shape) for t in self._order],
-                                       metadata=metadata)
+        self._files = files
+        entries: dict[Path, list] = {}
+        for t in self._order:
+            entries.setdefault(files[t.name], []).append((t.name, getattr(torch, t.dtype), t.shape))
+        self._writers = {path: SafetensorsWriter(path, items, metadata=metadata) for path, items in entries.items()}
         self._next = 0
         self._write_copied()
 
@@ -41,18 +51,19 @@ class ModelWriter:
         if not bool(torch.isfinite(tensor).all()):
             raise RpgenError(f"generated tensor {info.name} is non-finite (NaN or inf): the run's model is broken "
                              "(retrain it, e.g. with a lower train.lr); nothing was written")
-        self._file.write(info.name, tensor)
+        self._writers[self._files[info.name]].write(info.name, tensor)
         self._next += 1
         self._write_copied()
 
     def _write_copied(self) -> None:
         while self._next < len(self._order) and not self._order[self._next].generated:
             name = self._order[self._next].name
-            self._file.write(name, self._copied[name])
+            self._writers[self._files[name]].write(name, self._copied[name])
             self._next += 1
 
     def close(self) -> None:
-        self._file.close()
+        for writer in self._writers.values():
+            writer.close()
 
 
 def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 0,
@@ -62,7 +73,9 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     """Write generated models to ``out_dir/NNNN.safetensors``; return their paths.
 
     A run trained on peft adapter folders writes adapter folders ``out_dir/NNNN/`` instead
-    (``adapter_config.json`` + ``adapter_model.safetensors``), which peft loads unchanged.
+    (``adapter_config.json`` + ``adapter_model.safetensors``), which peft loads unchanged; a run
+    trained on transformers model folders writes model folders ``out_dir/NNNN/`` (``config.json``,
+    weights sharded like the zoo's), which ``from_pretrained`` loads unchanged (:mod:`rpgen.forms`).
 
     ``states`` picks the permutation state of each of the ``num`` models (default: drawn at random
     with ``seed``). A conditional run (trained with a ``conditions.json``) takes ``conditions``
@@ -96,21 +109,24 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     selectors = run.draw_states(selectors, rng=rng)  # after the checks: a huge --num allocates nothing before
     metadata, record = _records(run, selectors)
     scheduler = make_scheduler(run.config.diffusion, sampler, steps)
+    form = output_form(run.path)
+    names = [t.name for t in run.layout.tensors]
     paths = []
     with atomic_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(enabled=progress, show_loss=False) as bar:
         task = bar.add_task(f"generating ({run.method.name})", total=len(selectors))
         for first in range(0, len(selectors), per_group):
             group = selectors[first:first + per_group]
-            slots = [model_slot(tmp, i, run_dir=run.path) for i in range(first, first + len(group))]
-            writers = [ModelWriter(file, run.layout, run.copied,
-                                   {"rpgen_run": str(run.path.resolve()), "method": run.method.name, **meta})
-                       for (file, _), meta in zip(slots, metadata[first:first + per_group])]
+            slots = [form.open(tmp, i, names) for i in range(first, first + len(group))]
+            writers = [ModelWriter(slot.files, run.layout, run.copied,
+                                   {**slot.metadata, "rpgen_run": str(run.path.resolve()), "method": run.method.name,
+                                    **meta})
+                       for slot, meta in zip(slots, metadata[first:first + per_group])]
             for m, info, tensor in run.method.sample(run.model, run.layout, run.config, group, copied=run.copied,
                                                      scheduler=scheduler, rng=rng):
                 writers[m].put(info, tensor)
             for w in writers:
                 w.close()
-            paths += [out_dir / name for _, name in slots]
+            paths += [out_dir / slot.name for slot in slots]
             bar.update(task, advance=len(group))
         (tmp / "generation.json").write_text(json.dumps({
             "run_dir": str(run.path.resolve()), "method": run.method.name, "num": num, "seed": seed,

@@ -12,7 +12,10 @@ RUN_DIR/
                          ``condition_dim`` and ``binary_conditions``
   conditions.json        conditional runs only: the training conditions (checkpoint file -> vector)
   adapter_config.json    runs trained on peft adapter folders: their config, written beside each
-                         generated adapter (rpgen.adapters)
+                         generated adapter (rpgen.forms)
+  config.json            runs trained on transformers model folders: the first folder's config.json,
+                         generation_config.json (if any) and model.safetensors.index.json (if sharded),
+                         written into each generated model folder (rpgen.forms)
   pdiff.safetensors      instead of generator.safetensors when model.method = "pdiff"
 
 While a process trains a run, ``.NAME.lock`` beside the run directory holds its PID and host
@@ -32,13 +35,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from rpgen.adapters import copy_adapter_config
 from rpgen.checkpoints import LazyCheckpoint, check_finite
 from rpgen.conditions import check_conditions, is_binary, write_conditions
 from rpgen.config import Config, Sampler, load_toml
 from rpgen.diffusion import check_sampling, make_scheduler
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir, read_json_object
+from rpgen.forms import keep_form
 from rpgen.methods import Method, get_method
 from rpgen.methods.base import Selector
 from rpgen.models.backbones import mamba_ssm_available
@@ -174,8 +177,7 @@ def start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: Lazy
         (tmp / TOKENIZER).write_text(layout.to_json(), encoding="utf-8")
         save_file(copied_tensors(reference, layout), str(tmp / COPIED))
         (tmp / RUN_INFO).write_text(json.dumps(info, indent=1), encoding="utf-8")
-        if paths[0].is_dir():  # peft adapter folders: generated models reuse their config
-            copy_adapter_config(paths[0], tmp)
+        keep_form(paths[0], tmp)  # generated models take the checkpoints' form
         if conditions is not None:
             write_conditions(tmp / CONDITIONS, {p.name: c.tolist() for p, c in zip(paths, conditions)})
 

@@ -113,7 +113,7 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
     if not method.distributed and (resume or stop_after is not None):
         raise RpgenError(f"config model.method = {method.name!r} cannot --resume or stop early; train it again")
 
-    checkpoints = open_checkpoints(checkpoint_dir)
+    checkpoints = open_checkpoints(checkpoint_dir, order=config.data.tensor_order)
     paths = [c.path for c in checkpoints]
     layout = fit_layout(checkpoints, token_size=config.data.token_size)
     conditions = read_conditions(checkpoint_dir, [p.name for p in paths]) if method.takes_conditions else None

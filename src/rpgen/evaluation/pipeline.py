@@ -169,7 +169,7 @@ def evaluate_run(
     if not generated_dir.is_dir():
         raise RpgenError(f"generated folder {generated_dir} does not exist")
     if not any(is_checkpoint(p) for p in generated_dir.iterdir()):
-        raise RpgenError(f"no generated models (*.safetensors files or peft adapter folders) in {generated_dir}")
+        raise RpgenError(f"no generated models (*.safetensors files, peft adapter folders or model folders) in {generated_dir}")
     generated_paths = list_checkpoints(generated_dir)
     return evaluate_models(
         checkpoint_paths, generated_paths, evaluator_spec, out_dir=generated_dir, with_baselines=with_baselines,

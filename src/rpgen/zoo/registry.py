@@ -63,6 +63,12 @@ def _minilm_message(out: Path, paths: list[Path], options: Mapping[str, Any]) ->
             f"to {out}: train with {zoo.train_hint(out)}; evaluate with --evaluator {zoo.evaluator}")
 
 
+def _gpt2_message(out: Path, paths: list[Path], options: Mapping[str, Any]) -> str:
+    zoo = ZOOS["tiny-gpt2"]
+    return (f"wrote {len(paths)} Trainer checkpoint folders to {out}: train with {zoo.train_hint(out)}; evaluate "
+            f"with --evaluator {zoo.evaluator}")
+
+
 ZOOS: Mapping[str, Zoo] = MappingProxyType({zoo.name: zoo for zoo in (
     Zoo("digits", "a small BatchNorm CNN on scikit-learn's 8x8 digits, one checkpoint per epoch (--runs R: "
         "R independent training runs, a diverse zoo)",
@@ -77,6 +83,10 @@ ZOOS: Mapping[str, Zoo] = MappingProxyType({zoo.name: zoo for zoo in (
         "rpgen.zoo.minilm_sentiment:collect_minilm_sentiment", default_num=10,
         evaluator="rpgen.zoo.minilm_sentiment:evaluate", preset="adapters",
         options={"rank": 4, "dora": False, "base": None}, message=_minilm_message),
+    Zoo("tiny-gpt2", "a random-init GPT-2 (2 layers, tied embeddings) trained with transformers.Trainer on "
+        "running sums mod 8, its checkpoint-N/ folders as they are (needs the adapters extra)",
+        "rpgen.zoo.tiny_gpt2:collect_tiny_gpt2", default_num=20, evaluator="rpgen.zoo.tiny_gpt2:evaluate",
+        message=_gpt2_message),
 )})  # read-only: a new zoo is a new entry here
 
 
