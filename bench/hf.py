@@ -37,6 +37,7 @@ from common import RESULTS, Report, Table, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 EVALUATOR = "rpgen.zoo.tiny_gpt2:evaluate"
+PARTS_SHOWN = ("tiny-gpt2", "deep", "deep-name", "deep-default")  # rows of the table, in this order
 DEEP = {"n_layer": 12, "n_embd": 8, "checkpoints": 10, "pretrain_steps": 800, "save_every": 50, "shard": "8KB"}
 
 
@@ -150,7 +151,7 @@ def write(rows: dict, command: str, results: Path, *, commands: list[str] | None
 def render(data: dict) -> Report:
     """The Markdown report, computed from hf.json's data alone."""
     rows, table = data["rows"], []
-    for key in ("tiny-gpt2", "deep", "deep-name"):
+    for key in PARTS_SHOWN:
         r = rows.get(key)
         if r is None:
             continue
@@ -168,7 +169,8 @@ def render(data: dict) -> Report:
          f"tied {DEEP['n_layer']}-layer GPT-2 of width {DEEP['n_embd']}, sharded at {DEEP['shard']}, plain "
          "PyTorch training loop; tensor order = the model's (natural: h.2 before h.10)."),
         ("- deep-name: the same zoo with `data.tensor_order=name` (plain key sort: h.10, h.11 between h.1 "
-         "and h.2), the order rpgen used for safetensors before.")])]
+         "and h.2), the order rpgen used for safetensors before."),
+        "- deep-default: the deep zoo again, trained with the default config (no `--set`; 2,000 steps)."])]
     d = rows.get("digits-order")
     if d is not None:
         sections.append(
@@ -180,7 +182,7 @@ def render(data: dict) -> Report:
             "the change.")
     if data.get("notes"):
         sections += ["What this says:", "\n".join(f"- {note}" for note in data["notes"])]
-    for key in ("tiny-gpt2", "deep", "deep-name"):
+    for key in PARTS_SHOWN:
         if key in rows and rows[key].get("verdict"):
             sections.append(f"- **{key}** verdict: {rows[key]['verdict']}")
     return Report(

@@ -53,7 +53,7 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                 f"{unseen['generated_mean']:.2f}", f"{unseen['linear_map_mean']:.2f} (linear map)", "unseen_tasks"))
     hf = _load("hf")["rows"]
     for key, what in (("tiny-gpt2", "tiny-gpt2 Trainer zoo (transformers folders), 1,000 generator steps"),
-                      ("deep", "12-layer GPT-2 zoo, sharded save_pretrained folders, 1,000 generator steps")):
+                      ("deep-default", "12-layer GPT-2 zoo, sharded save_pretrained folders, default config")):
         if key in hf:
             out.append((what, f"{hf[key]['ckpt']['mean']:.2f}", f"{hf[key]['gen']['mean']:.2f}", "", "hf"))
     adapters = _load("adapters")["rows"]

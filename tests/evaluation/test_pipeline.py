@@ -144,7 +144,7 @@ def test_evaluate_run_reads_config(digits_zoo, generated_dir, tmp_path):
     (run_dir / "config.toml").write_text(f"[data]\ncheckpoint_dir = {json.dumps(str(digits_zoo))}\n")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(RpgenError, match=r"no generated models \(\*\.safetensors files or peft adapter folders\) in"):
+    with pytest.raises(RpgenError, match=r"no generated models \(\*\.safetensors files, peft adapter folders or model folders\) in"):
         evaluate_run(run_dir, empty, "rpgen.zoo.digits:evaluate", progress=False)
 
     results = evaluate_run(run_dir, generated_dir, "rpgen.zoo.digits:evaluate", progress=True)
