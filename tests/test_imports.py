@@ -28,9 +28,8 @@ def import_graph() -> dict[str, set[str]]:
         targets = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                # ``from pkg import mod`` imports the submodule; ``from mod import name`` the module
-                candidates = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
-                              for a in node.names]
+                # ``from pkg import mod`` runs pkg (its __init__) and then mod: both count
+                candidates = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
                 candidates = [a.name for a in node.names]
             else:

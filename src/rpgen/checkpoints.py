@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 from safetensors.torch import load_file, save_file
 
-from rpgen import hf
+import rpgen.hf as hf
 from rpgen.adapters import check_adapter_folders, is_adapter_dir, weights_file
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_path

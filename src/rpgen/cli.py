@@ -121,7 +121,7 @@ def train(
     With CHECKPOINTS/conditions.json, e.g. {"a.safetensors": [0, 1, 1], "b.safetensors": [1, 0, 0]},
     the generator learns to produce a checkpoint from its condition vector (a task description)
     instead of its permutation state; generate with --condition."""
-    from rpgen import api
+    import rpgen.api as api
 
     if resume and config:
         raise RpgenError("--config cannot be combined with --resume (the run keeps its config.toml)")
@@ -158,7 +158,7 @@ def generate(
 ) -> None:
     """Generate new complete parameter sets (state dicts as safetensors; for a run trained on peft
     adapter folders, adapter folders that PeftModel.from_pretrained(base, folder) loads)."""
-    from rpgen import api
+    import rpgen.api as api
     from rpgen.conditions import parse_condition
 
     conditions = [parse_condition(c) for c in condition] or None

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from rpgen import hf
+import rpgen.hf as hf
 from rpgen.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, copy_adapter_config, is_adapter_dir
 
 

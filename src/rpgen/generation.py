@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from rpgen import resources
+import rpgen.resources as resources
 from rpgen.config import Sampler
 from rpgen.diffusion import check_sampling, make_scheduler
 from rpgen.errors import RpgenError

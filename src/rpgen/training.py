@@ -22,8 +22,8 @@ from typing import Callable, Iterator
 import torch
 from safetensors.torch import save_file
 
-from rpgen import resources
-from rpgen import run as runfiles
+import rpgen.resources as resources
+import rpgen.run as runfiles
 from rpgen.checkpoints import open_checkpoints
 from rpgen.conditions import CONDITIONS_FILE, read_conditions
 from rpgen.config import Config

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rpgen import resources
+import rpgen.resources as resources
 from rpgen.config import Config
 from rpgen.methods.base import Method, Selector, Stage, TrainingSet
 from rpgen.models.generator import PrototypeNet
