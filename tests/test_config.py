@@ -27,7 +27,9 @@ def test_overrides_are_typed():
     ("train.lr=fast", "train.lr = 'fast' must be a number"),
     ("model.backbone=rnn", "model.backbone = 'rnn' is not one of"),
     ("model.causal=1", "model.causal = 1 must be true or false"),
-    ("train.steps=0", "train.steps = 0 must be >= 1"),
+    ("train.steps=-1", "train.steps = -1 must be >= 1, or 0 \\(auto\\)"),
+    ("train.lr=-0.1", "train.lr = -0.1 must be > 0, or 0 \\(auto\\)"),
+    ("model.d_model=3", "model.d_model = 3 must be even and >= 2, or 0 \\(auto\\)"),
     ("model.denoiser_channels=[1, 8, 2]", "model.denoiser_channels"),
     ("steps=5", "expected section.key=value"),
 ])

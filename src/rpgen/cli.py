@@ -153,6 +153,9 @@ def generate(
     condition: List[str] = typer.Option([], "--condition", help="Conditional runs only: the condition vector, "
                                         "as a bit string (0101000011) or comma-separated numbers (0.1,0.5,2); "
                                         "repeatable, --num models each."),
+    mix: Optional[float] = typer.Option(None, "--mix", help="Make each model from a mixture of two permutation "
+                                        "states of different training runs, weights 1-MIX and MIX (0 < MIX < 1): "
+                                        "new models between the runs rather than near one checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -164,7 +167,8 @@ def generate(
     conditions = [parse_condition(c) for c in condition] or None
     start = time.perf_counter()
     paths = api.generate(run, out, num=num, seed=seed, sampler=sampler, steps=steps,  # type: ignore[arg-type]
-                         states=state or None, overwrite=overwrite, progress=progress, conditions=conditions)
+                         states=state or None, overwrite=overwrite, progress=progress, conditions=conditions,
+                         mix=mix)
     console.print(f"wrote {len(paths)} models to {out} in {time.perf_counter() - start:.1f} s")
 
 

@@ -41,6 +41,9 @@ class DataConfig:
     tokens_in_memory_mb: int = 1024
     """Checkpoint sets whose tokens fit in this many MB are held in RAM during training; larger
     ones are read from the files token by token as steps need them (0 = always). Same results."""
+    states: Literal["auto", "checkpoint", "run"] = "auto"
+    """Permutation states: one per checkpoint, or one per training run (runs from runs.json, rNN_
+    file prefixes, or estimated: rpgen.lineage). auto = checkpoint."""
     tensor_order: Literal["model", "name"] = "model"
     """Order of the tensors in the token sequence. model: as the model defines it (a .pt file's
     saved order, a shard index's order, else a numeric-aware sort of the key: ``h.2`` before
@@ -59,8 +62,12 @@ class ModelConfig:
     regressing the tokens (the paper's no-diffusion ablation); pdiff = parameter autoencoder +
     latent DDPM (arXiv 2402.13144), configured in ``[pdiff]``."""
     backbone: Backbone = "mamba"
-    d_model: int = 64
-    """Width of the recurrent backbone and of the prototypes (independent of token_size)."""
+    d_model: int = 0
+    """Width of the recurrent backbone and of the prototypes (independent of token_size); 0 = auto:
+    sized from the zoo's distinct values (training runs x parameters, rpgen.sizing)."""
+    film: bool = True
+    """The permutation state (or condition) also scales and shifts the backbone's input (FiLM), not
+    only adds to it: a multiplicative path lets a small backbone tell many runs apart (DESIGN.md §6)."""
     num_layers: int = 2
     d_state: int = 0
     """Mamba state size; 0 = auto (128 with CUDA kernels, 16 on CPU)."""
@@ -86,7 +93,8 @@ class ModelConfig:
     kernel_size: int = 7
 
     def __post_init__(self) -> None:
-        _check(self.d_model >= 2 and self.d_model % 2 == 0, "model.d_model", self.d_model, "must be even and >= 2")
+        _check(self.d_model == 0 or (self.d_model >= 2 and self.d_model % 2 == 0), "model.d_model", self.d_model,
+               "must be even and >= 2, or 0 (auto)")
         _check(self.num_layers >= 1, "model.num_layers", self.num_layers, "must be >= 1")
         _check(self.d_state >= 0, "model.d_state", self.d_state, "must be >= 0 (0 = auto)")
         _check(self.scan in ("chunked", "loop"), "model.scan", self.scan, "must be 'chunked' or 'loop'")
@@ -119,12 +127,15 @@ class DiffusionConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000
+    steps: int = 0
+    """Optimisation steps; 0 = auto: 2,000 for a zoo of one training run, 3,000 for several (rpgen.sizing)."""
     batch_size: int = 8
     """Checkpoints (sequences) per step run through the backbone."""
     diffusion_batch: int = 256
     """Tokens per step sent through the denoiser (random subset of the batch's tokens)."""
-    lr: float = 2e-2
+    lr: float = 0.0
+    """Peak AdamW learning rate; 0 = auto: 2e-2 for a zoo of one training run, 3e-3 for several
+    (2e-2 stalls on multi-run zoos, rpgen.sizing)."""
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0
@@ -137,9 +148,10 @@ class TrainConfig:
     """auto = bf16 autocast on CUDA, full precision elsewhere."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "diffusion_batch", "save_every", "log_every"):
+        for name in ("batch_size", "diffusion_batch", "save_every", "log_every"):
             _check(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "must be >= 1")
-        _check(self.lr > 0, "train.lr", self.lr, "must be > 0")
+        _check(self.steps >= 0, "train.steps", self.steps, "must be >= 1, or 0 (auto)")
+        _check(self.lr >= 0, "train.lr", self.lr, "must be > 0, or 0 (auto)")
         _check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "must be >= 0")
         _check(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "must be in [0, 1)")
 

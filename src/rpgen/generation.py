@@ -69,7 +69,8 @@ class ModelWriter:
 def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 0,
              sampler: Sampler | None = None, steps: int | None = None, states: Sequence[int] | None = None,
              overwrite: bool = False, device: str | torch.device | None = None,
-             progress: bool = True, conditions: Sequence[Sequence[float]] | None = None) -> list[Path]:
+             progress: bool = True, conditions: Sequence[Sequence[float]] | None = None,
+             mix: float | None = None) -> list[Path]:
     """Write generated models to ``out_dir/NNNN.safetensors``; return their paths.
 
     A run trained on peft adapter folders writes adapter folders ``out_dir/NNNN/`` instead
@@ -78,7 +79,9 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     weights sharded like the zoo's), which ``from_pretrained`` loads unchanged (:mod:`rpgen.forms`).
 
     ``states`` picks the permutation state of each of the ``num`` models (default: drawn at random
-    with ``seed``). A conditional run (trained with a ``conditions.json``) takes ``conditions``
+    with ``seed``); ``mix`` instead makes each model from a mixture of two states of different
+    training runs, weights ``1 - mix`` and ``mix`` (:meth:`rpgen.run.Run.draw_states`): models
+    between the runs. A conditional run (trained with a ``conditions.json``) takes ``conditions``
     instead: ``num`` models per condition vector, condition after condition; each file's metadata
     and ``generation.json`` record what it was made for. Methods without states (p-diff) take
     neither. ``device`` defaults to the accelerator Accelerate finds (else the CPU). The same run,
@@ -96,7 +99,7 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     sampler = sampler or run.config.sample.sampler
     steps = steps or run.config.sample.steps
     check_sampling(run.config.diffusion, sampler, steps)
-    selectors = run.selectors(num=num, states=states, conditions=conditions)
+    selectors = run.selectors(num=num, states=states, conditions=conditions, mix=mix)
     out_dir = Path(out_dir)
     per_group = run.method.models_per_group(run.config, run.layout)
     memory = run.method.generation_memory(run.config, run.layout, num_states=run.num_states,
@@ -106,7 +109,7 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
             f"generating {len(selectors)} models of {run.layout.num_params:,} parameters from {run.path}",
             memory=memory, disk=len(selectors) * resources.model_bytes(run.layout), disk_path=out_dir.parent)
     rng = torch.Generator().manual_seed(seed)
-    selectors = run.draw_states(selectors, rng=rng)  # after the checks: a huge --num allocates nothing before
+    selectors = run.draw_states(selectors, rng=rng, mix=mix)  # after the checks: a huge --num allocates nothing before
     metadata, record = _records(run, selectors)
     scheduler = make_scheduler(run.config.diffusion, sampler, steps)
     form = output_form(run.path)
@@ -141,4 +144,7 @@ def _records(run: Run, selectors: list) -> tuple[list[dict[str, str]], dict]:
         return [{} for _ in selectors], {}
     if run.condition_dim is not None:
         return [{"condition": json.dumps(c)} for c in selectors], {"conditions": selectors}
+    if any(isinstance(s, dict) for s in selectors):
+        selectors = [{str(state): w for state, w in s.items()} for s in selectors]
+        return [{"permutation_state": json.dumps(s)} for s in selectors], {"permutation_states": selectors}
     return [{"permutation_state": str(s)} for s in selectors], {"permutation_states": selectors}

@@ -42,6 +42,7 @@ from rpgen.diffusion import check_sampling, make_scheduler
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir, read_json_object
 from rpgen.forms import keep_form
+from rpgen.lineage import Runs
 from rpgen.methods import Method, get_method
 from rpgen.methods.base import Selector
 from rpgen.models.backbones import mamba_ssm_available
@@ -74,8 +75,8 @@ class Run:
 
     @property
     def num_states(self) -> int:
-        """Permutation states the model knows (one per training checkpoint)."""
-        return int(self.info["num_checkpoints"])
+        """Permutation states the model knows (one per training checkpoint, or per training run)."""
+        return int(self.info.get("num_states", self.info["num_checkpoints"]))
 
     @property
     def condition_dim(self) -> int | None:
@@ -90,7 +91,7 @@ class Run:
 
     def sample(self, num: int = 1, *, seed: int = 0, states: Sequence[int] | None = None,
                conditions: Sequence[Sequence[float]] | None = None, sampler: Sampler | None = None,
-               steps: int | None = None) -> list[dict[str, torch.Tensor]]:
+               steps: int | None = None, mix: float | None = None) -> list[dict[str, torch.Tensor]]:
         """``num`` new state dicts (``num`` per condition for a conditional run), in memory.
 
         The same models :func:`rpgen.generation.generate` writes for the same arguments; for large
@@ -103,7 +104,8 @@ class Run:
         steps = steps or self.config.sample.steps
         check_sampling(self.config.diffusion, sampler, steps)
         rng = torch.Generator().manual_seed(seed)
-        selectors = self.draw_states(self.selectors(num=num, states=states, conditions=conditions), rng=rng)
+        selectors = self.draw_states(self.selectors(num=num, states=states, conditions=conditions, mix=mix), rng=rng,
+                                     mix=mix)
         scheduler = make_scheduler(self.config.diffusion, sampler, steps)
         group = self.method.models_per_group(self.config, self.layout)  # as generate() groups them
         return [model for first in range(0, len(selectors), group)
@@ -121,14 +123,22 @@ class Run:
                 for d in out]
 
     def selectors(self, *, num: int, states: Sequence[int] | None = None,
-                  conditions: Sequence[Sequence[float]] | None = None) -> list:
+                  conditions: Sequence[Sequence[float]] | None = None, mix: float | None = None) -> list:
         """What each of the models asked for is made for, checked against the run: permutation
         states, condition vectors (``num`` per condition), or None (a state to draw, or a method
         without states)."""
         if not self.method.takes_selectors:
-            if states is not None or conditions is not None:
-                raise RpgenError(f"{self.path} is a {self.method.name} run: it takes no --state or --condition")
+            if states is not None or conditions is not None or mix is not None:
+                raise RpgenError(f"{self.path} is a {self.method.name} run: it takes no --state, --condition or --mix")
             return [None] * num
+        if mix is not None:
+            if not 0 < mix < 1:
+                raise RpgenError(f"--mix {mix}: must be between 0 and 1 (the weight of the second state)")
+            if self.condition_dim is not None or states is not None:
+                raise RpgenError(f"--mix draws the states it mixes: {self.path} takes it without --state or "
+                                 "--condition, and only when unconditional")
+            if self.num_states < 2:
+                raise RpgenError(f"--mix needs two permutation states; {self.path} has one")
         if self.condition_dim is not None:
             if states is not None:
                 raise RpgenError(f"{self.path} is a conditional run (no permutation states); use --condition, "
@@ -152,19 +162,51 @@ class Run:
                 raise RpgenError(f"permutation state {s} out of range: this run has states 0..{self.num_states - 1}")
         return states
 
-    def draw_states(self, selectors: list, *, rng: torch.Generator) -> list:
-        """``selectors`` with states left to draw (None) drawn at random from ``rng``."""
+    def draw_states(self, selectors: list, *, rng: torch.Generator, mix: float | None = None) -> list:
+        """``selectors`` with states left to draw (None) drawn at random from ``rng``.
+
+        With ``mix``, each model gets a mixture ``{i: 1 - mix, j: mix}`` of two states drawn at
+        random from different training runs (when the run knows more than one; else any two
+        distinct states): a selector between the states it was trained on.
+        """
         if not self.method.takes_selectors or self.condition_dim is not None or selectors[0] is not None:
             return selectors
-        return torch.randint(0, self.num_states, (len(selectors),), generator=rng).tolist()
+        if mix is None:
+            return torch.randint(0, self.num_states, (len(selectors),), generator=rng).tolist()
+        run_of_state = self.run_of_state()
+        mixed = []
+        for _ in selectors:
+            i, j = torch.randperm(self.num_states, generator=rng)[:2].tolist()
+            if len(set(run_of_state)) > 1:
+                others = [s for s in range(self.num_states) if run_of_state[s] != run_of_state[i]]
+                j = others[int(torch.randint(0, len(others), (1,), generator=rng))]
+            mixed.append({i: 1 - mix, j: mix})
+        return mixed
+
+    def run_of_state(self) -> list[int]:
+        """The training run of each permutation state (all 0 when the run did not record runs)."""
+        state_of, run_of = self.info.get("state_of_checkpoint"), self.info.get("run_of_checkpoint")
+        if not state_of or not run_of:
+            return [0] * self.num_states
+        out = [0] * self.num_states
+        for state, run in zip(state_of, run_of):
+            out[state] = run
+        return out
 
 
 def start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: LazyCheckpoint, paths: Sequence[Path], *,
-                  overwrite: bool, conditions: torch.Tensor | None = None, num_processes: int = 1) -> None:
+                  overwrite: bool, conditions: torch.Tensor | None = None, num_processes: int = 1,
+                  runs: Runs | None = None, state_of: Sequence[int] | None = None,
+                  sizing: dict | None = None) -> None:
     """Write a new run's static files, all at once (the directory appears complete or not at all)."""
+    state_of = list(range(len(paths))) if state_of is None else list(state_of)
     info = {
         "num_checkpoints": len(paths),
+        "num_states": max(state_of) + 1,
         "checkpoint_files": [p.name for p in paths],
+        "state_of_checkpoint": state_of,
+        "run_of_checkpoint": list(runs.index) if runs is not None else None,
+        "sizing": sizing,
         "num_tokens": layout.num_tokens,
         "generated_params": layout.num_params,
         "num_processes": num_processes,
@@ -209,10 +251,10 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
     except (ValueError, KeyError, TypeError, RpgenError) as e:  # JSONDecodeError and UnicodeDecodeError included
         raise RpgenError(f"{run_dir / TOKENIZER}: not a valid tokenizer file ({str(e).splitlines()[0]})") from None
     info = read_json_object(run_dir / RUN_INFO)
-    num_states, cond_dim = info.get("num_checkpoints"), info.get("condition_dim")
+    num_states, cond_dim = info.get("num_states", info.get("num_checkpoints")), info.get("condition_dim")
     if not (isinstance(num_states, int) and num_states >= 1) or not (cond_dim is None or isinstance(cond_dim, int)):
-        raise RpgenError(f"{run_dir / RUN_INFO}: num_checkpoints must be a positive integer and condition_dim "
-                         f"an integer or absent, got {num_states!r} and {cond_dim!r}")
+        raise RpgenError(f"{run_dir / RUN_INFO}: num_states (or num_checkpoints) must be a positive integer and "
+                         f"condition_dim an integer or absent, got {num_states!r} and {cond_dim!r}")
     if config.model.mamba_impl == "cuda" and not (torch.device(device).type == "cuda" and mamba_ssm_available()):
         config = config.replace("model", mamba_impl="torch")  # same parameter names
     model = method.build(config, layout, num_states=num_states, cond_dim=cond_dim)

@@ -29,11 +29,13 @@ from rpgen.conditions import CONDITIONS_FILE, read_conditions
 from rpgen.config import Config
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_path, check_output_dir, write_text_atomic
+from rpgen.lineage import find_runs
 from rpgen.lock import run_lock
 from rpgen.methods import Stage, TrainingSet, get_method
 from rpgen.outputs import check_not_overlapping
 from rpgen.plots import plot_loss
 from rpgen.progress import progress_bar
+from rpgen.sizing import resolve_sizing
 from rpgen.tokenizer import Layout, fit_layout
 
 
@@ -119,6 +121,11 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
     conditions = read_conditions(checkpoint_dir, [p.name for p in paths]) if method.takes_conditions else None
     if resume:
         _check_unchanged(run_dir, checkpoint_dir, layout, conditions, [p.name for p in paths])
+    runs = find_runs(checkpoint_dir, [p.name for p in paths], checkpoints, layout)
+    config, sizing = resolve_sizing(config, layout, runs)
+    if config.data.states == "auto":
+        config = config.replace("data", states="checkpoint")
+    state_of = torch.tensor(runs.index) if config.data.states == "run" else torch.arange(len(paths))  # (K,)
     use_cpu = not torch.cuda.is_available()
     if state.num_processes > 1 and not method.distributed:
         raise RpgenError(f"config model.method = {method.name!r} trains in one process only "
@@ -137,15 +144,17 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=use_cpu)
     if not resume and accelerator.is_main_process:
         runfiles.start_run_dir(run_dir, config, layout, checkpoints[0], paths, overwrite=overwrite,
-                               conditions=conditions, num_processes=accelerator.num_processes)
+                               conditions=conditions, num_processes=accelerator.num_processes,
+                               runs=runs, state_of=state_of.tolist(), sizing=sizing)
     accelerator.wait_for_everyone()
 
     tc = config.train
     torch.manual_seed(tc.seed)
-    model = method.build(config, layout, num_states=len(paths),
+    model = method.build(config, layout, num_states=int(state_of.max()) + 1,
                          cond_dim=None if conditions is None else conditions.shape[1])
     rng = torch.Generator().manual_seed(tc.seed * 1000 + accelerator.process_index)
-    data = TrainingSet(checkpoints, layout, conditions, config, accelerator.device, accelerator.num_processes)
+    data = TrainingSet(checkpoints, layout, conditions, config, accelerator.device, accelerator.num_processes,
+                       state_of=state_of)
     loop = _FitLoop(accelerator, run_dir, tc, resume=resume, stop_after=stop_after)
     with progress_bar(enabled=progress and accelerator.is_main_process) as bar, \
             _deferred_interrupt() as interrupted:
@@ -300,7 +309,8 @@ def saved_config(run_dir: Path) -> Config:
 
 # Settings that ``rpgen train`` fills in when a run starts: a config that leaves them at their
 # default does not ask to change them.
-_FILLED_ON_START = {("data", "checkpoint_dir"), ("model", "mamba_impl"), ("model", "d_state")}
+_FILLED_ON_START = {("data", "checkpoint_dir"), ("data", "states"), ("model", "mamba_impl"), ("model", "d_state"),
+                    ("model", "d_model")}
 
 
 def _resumed_config(saved: Config, config: Config, *, run_dir: Path) -> Config:

@@ -55,7 +55,11 @@ def test_evaluate_models_writes_results_and_report(digits_zoo, generated_dir, ev
     assert list(on_disk) == ["metric", "higher_is_better", "evaluator", "checkpoints", "generated", "baselines",
                              "checkpoint_files", "generated_files", "checkpoint_metrics", "generated_metrics",
                              "novelty", "novelty_unit", "nearest_checkpoint", "iou", "pca", "diversity", "summary",
-                             "verdict", "plots"]
+                             "against_noise", "verdict", "plots"]
+    against = on_disk["against_noise"]  # generated vs checkpoints moved as far by noise
+    assert against["generated_mean"] == pytest.approx(np.mean(results.generated))
+    assert against["noise_mean"] == pytest.approx(np.mean(results.baselines["noise_matched"]))
+    assert against["beats_noise"] == (against["margin"] > 2 * against["standard_error"])
     assert results.metric == "accuracy" and results.higher_is_better is True
     expected = [digits_evaluate(load_state_dict(p))["accuracy"] for p in checkpoints]
     assert results.checkpoints == expected

@@ -107,9 +107,17 @@ def test_scan_settings_are_checked_and_reach_the_backbone():
         apply_overrides(Config(), ["model.scan=fast"])
     from rpgen.models.backbones import build_backbone
 
-    cfg = apply_overrides(Config(), ["model.scan=loop", "model.scan_chunk=7", "model.mamba_impl=torch"]).model
+    cfg = apply_overrides(Config(), ["model.scan=loop", "model.scan_chunk=7", "model.mamba_impl=torch",
+                                     "model.d_model=16"]).model
     mixer = build_backbone(cfg, seq_len=10).layers[0].mixer
     assert (mixer.scan, mixer.scan_chunk) == ("loop", 7)
+
+
+def test_an_auto_width_must_be_sized_before_a_backbone_is_built():
+    from rpgen.models.backbones import build_backbone
+
+    with pytest.raises(RpgenError, match="model.d_model = 0 .auto. is sized from a zoo"):
+        build_backbone(ModelConfig(mamba_impl="torch"), seq_len=10)
 
 
 def test_recomputed_layers_give_the_same_outputs_and_gradients_and_keep_less():

@@ -22,7 +22,7 @@ from rpgen.evaluation.evaluator import Evaluation, check_per_example, higher_is_
 from rpgen.evaluation.plots import plot_evaluation
 from rpgen.evaluation.report import format_report
 from rpgen.evaluation.result import EvaluationResult
-from rpgen.evaluation.verdict import summarize, verdict
+from rpgen.evaluation.verdict import against_noise, summarize, verdict
 from rpgen.files import write_text_atomic
 from rpgen.progress import progress_bar
 from rpgen.tokenizer import fit_layout, flatten, unflatten
@@ -140,7 +140,7 @@ def evaluate_models(
         summary={group: summarize(group_values) for group, group_values in values.items()},
         nonfinite_generated=[str(p) for p, ok in zip(generated_paths, finite.tolist()) if not ok],
     )
-    result = dataclasses.replace(result, verdict=verdict(result))
+    result = dataclasses.replace(result, verdict=verdict(result), against_noise=against_noise(result))
     out_dir.mkdir(parents=True, exist_ok=True)
     result = dataclasses.replace(result, plots=plot_evaluation(result, out_dir))
     write_text_atomic(out_dir / "results.json", result.to_json())

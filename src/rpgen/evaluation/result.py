@@ -49,6 +49,7 @@ class EvaluationResult:
     diversity: dict[str, Any]  # see rpgen.evaluation.memorization.diversity
     summary: dict[str, Summary]  # by group
     nonfinite_generated: list[str] = field(default_factory=list)  # generated files with NaN/inf weights
+    against_noise: dict[str, Any] | None = None  # see rpgen.evaluation.verdict.against_noise; None without baselines
     verdict: str = ""
     plots: list[str] = field(default_factory=list)  # PNG file names written beside results.json
 
@@ -77,6 +78,8 @@ class EvaluationResult:
         if self.nonfinite_generated:
             data["nonfinite_generated"] = self.nonfinite_generated
         data["summary"] = {group: dataclasses.asdict(summary) for group, summary in self.summary.items()}
+        if self.against_noise is not None:
+            data["against_noise"] = self.against_noise
         data["verdict"] = self.verdict
         data["plots"] = self.plots
         return _json_safe(data)

@@ -81,6 +81,24 @@ def verdict(result: EvaluationResult) -> str:
     return prefix + text + "."
 
 
+def against_noise(result: EvaluationResult) -> dict | None:
+    """Generated models against checkpoints moved as far by noise: the point of the accuracy-vs-novelty
+    frontier a generator must beat. None without a ``noise_matched`` baseline.
+
+    ``margin`` = generated mean - noise mean (sign: positive is better), ``standard_error`` of that
+    difference, ``beats_noise`` when the margin is above 2 standard errors.
+    """
+    gen, noise = result.summary["generated"], result.summary.get("noise_matched")
+    if noise is None or gen.mean is None or noise.mean is None:
+        return None
+    n_gen, n_noise = gen.n - gen.n_nonfinite, noise.n - noise.n_nonfinite
+    standard_error = math.sqrt(gen.std ** 2 / n_gen + noise.std ** 2 / n_noise)
+    margin = (gen.mean - noise.mean) * (1 if result.higher_is_better else -1)
+    return {"novelty": median(result.novelty["generated"]), "generated_mean": gen.mean,
+            "noise_novelty": median(result.novelty["noise_matched"]), "noise_mean": noise.mean,
+            "margin": margin, "standard_error": standard_error, "beats_noise": margin > 2 * standard_error}
+
+
 def compare(a: Summary, b: Summary, *, higher_is_better: bool) -> str:
     """"better than", "worse than" or "about as well as": means more than 2 standard errors apart or not."""
     n_a, n_b = a.n - a.n_nonfinite, b.n - b.n_nonfinite

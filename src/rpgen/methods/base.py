@@ -26,7 +26,7 @@ from rpgen.checkpoints import LazyCheckpoint
 from rpgen.config import Config
 from rpgen.tokenizer import Layout, TensorInfo
 
-Selector = Any  # a permutation-state index, a condition vector (list of floats), or None
+Selector = Any  # a permutation-state index, a {state: weight} mixture, a condition vector (list of floats), or None
 
 
 @dataclass
@@ -39,6 +39,12 @@ class TrainingSet:
     config: Config
     device: torch.device
     num_processes: int = 1
+    state_of: Tensor | None = None  # (K,) permutation state of each checkpoint; None: one per checkpoint
+
+    @property
+    def states(self) -> Tensor:
+        """(K,) the permutation state of each checkpoint."""
+        return torch.arange(len(self.checkpoints)) if self.state_of is None else self.state_of
 
 
 @dataclass

@@ -50,16 +50,17 @@ class TokenMethod(Method):
         config, layout, device = data.config, data.layout, data.device
         tc = config.train
         source = token_source(data.checkpoints, layout, in_memory_limit_mb=config.data.tokens_in_memory_mb)
-        num_states = len(data.checkpoints)
-        batch = math.ceil(min(tc.batch_size, num_states) / data.num_processes)  # per process
+        num_checkpoints = len(data.checkpoints)
+        batch = math.ceil(min(tc.batch_size, num_checkpoints) / data.num_processes)  # per process
         conditions = None if data.conditions is None else data.conditions.to(device)  # (K, C)
+        state_of = data.states.to(device)  # (K,)
 
         def loss(module: nn.Module) -> Tensor:
-            states = torch.randint(0, num_states, (batch,), generator=rng)  # (B,)
+            drawn = torch.randint(0, num_checkpoints, (batch,), generator=rng)  # (B,) checkpoint indices
             rows = self.draw_rows(batch * layout.num_tokens, data, rng=rng)  # (N,)
-            x0 = source.gather(states, rows).to(device)  # (N, S)
-            states = states.to(device)
-            selectors = states if conditions is None else conditions[states]  # (B,) or (B, C)
+            x0 = source.gather(drawn, rows).to(device)  # (N, S)
+            drawn = drawn.to(device)
+            selectors = state_of[drawn] if conditions is None else conditions[drawn]  # (B,) or (B, C)
             return self.token_loss(module, x0, rows.to(device), selectors, data=data, batch=batch, rng=rng)
 
         yield Stage("generator", "training", model, tc.steps, tc.lr, loss, resumable=True, ema_decay=tc.ema_decay)
@@ -77,7 +78,7 @@ class TokenMethod(Method):
         """Tokens in sequence order: (model index, (n, S) tokens of that model), chunk after chunk."""
         device = model.pos_emb.device
         with torch.no_grad():
-            protos = model.prototypes(torch.tensor(list(selectors), device=device))  # (M, L, D)
+            protos = model.prototypes(selector_tensor(selectors, model).to(device))  # (M, L, D)
         m, l, d = protos.shape
         protos = protos.reshape(m * l, d)  # (M * L, D)
         chunk = config.sample.chunk_tokens
@@ -123,6 +124,17 @@ class TensorAssembler:
             self._pending = [pending[n:]] if pending.shape[0] > n else []
             self._have -= n
         return done
+
+
+def selector_tensor(selectors: Sequence[Selector], model: PrototypeNet) -> Tensor:
+    """(M,) state indices, (M, K) state mixtures (any selector a ``{state: weight}`` dict), or (M, C) conditions."""
+    if any(isinstance(s, dict) for s in selectors):
+        weights = torch.zeros(len(selectors), model.num_states)  # (M, K)
+        for m, s in enumerate(selectors):
+            for state, w in (s.items() if isinstance(s, dict) else [(s, 1.0)]):
+                weights[m, int(state)] = w
+        return weights
+    return torch.tensor(list(selectors))
 
 
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:

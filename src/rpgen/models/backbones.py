@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from rpgen.config import ModelConfig
+from rpgen.errors import RpgenError
 
 
 def mamba_ssm_available() -> bool:
@@ -305,7 +306,11 @@ class TokenMLP(nn.Module):
 
 
 def build_backbone(cfg: ModelConfig, *, seq_len: int) -> nn.Module:
-    """The backbone named by ``cfg.backbone``; ``cfg.mamba_impl`` must already be resolved."""
+    """The backbone named by ``cfg.backbone``; ``cfg.mamba_impl`` and ``cfg.d_model`` must already be
+    resolved."""
+    if cfg.d_model == 0:
+        raise RpgenError("config model.d_model = 0 (auto) is sized from a zoo when training starts "
+                         "(rpgen.sizing.resolve_sizing); give a width to build a model without one")
     if cfg.backbone == "mamba":
         return MambaBackbone(cfg, use_cuda_kernels=cfg.mamba_impl == "cuda")
     if cfg.backbone == "lstm":

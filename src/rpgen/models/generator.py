@@ -5,7 +5,13 @@ denoiser, ``D`` d_model, ``S`` token size, ``C`` condition length.
 
 A *conditional* generator (built with ``cond_dim``) replaces the permutation-state embedding by a
 condition encoder (an MLP ``C -> D -> D``): wherever an unconditional generator takes ``(B,)``
-permutation-state indices, a conditional one takes ``(B, C)`` condition vectors.
+permutation-state indices, a conditional one takes ``(B, C)`` condition vectors. An
+unconditional generator also takes ``(B, K)`` float *mixtures* of its ``K`` states (rows of
+weights): the selector is then that weighted sum of state embeddings, a state between runs.
+
+The selector (state embedding or encoded condition) is added to the projected position
+embedding and, with ``model.film``, also scales and shifts it (FiLM: ``x * (1 + scale) + shift``,
+zero-initialised so training starts from the additive model).
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ class PrototypeNet(nn.Module):
         else:
             self.condition_encoder = nn.Sequential(nn.Linear(cond_dim, cfg.d_model), nn.SiLU(),
                                                    nn.Linear(cfg.d_model, cfg.d_model))
+        self.film = nn.Linear(cfg.d_model, 2 * cfg.d_model) if cfg.film else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
         self.backbone = build_backbone(cfg, seq_len=positions.shape[0])
 
     @property
@@ -68,13 +78,19 @@ class PrototypeNet(nn.Module):
         return self.cond_dim is not None
 
     def prototypes(self, states: Tensor) -> Tensor:
-        """(B,) permutation-state indices, or (B, C) conditions if conditional -> (B, L, D) prototypes."""
-        if self.cond_dim is None:
-            selector = self.permutation_state(states)  # (B, D)
-        else:
+        """(B,) permutation-state indices or (B, K) state mixtures, or (B, C) conditions if
+        conditional -> (B, L, D) prototypes."""
+        if self.cond_dim is not None:
             selector = self.condition_encoder(states.to(self.pos_emb.dtype))  # (B, D)
-        x = self.input_proj(self.pos_emb).unsqueeze(0) + selector.unsqueeze(1)  # (B, L, D)
-        return self.backbone(x)
+        elif states.is_floating_point():
+            selector = states.to(self.pos_emb.dtype) @ self.permutation_state.weight  # (B, K) @ (K, D) -> (B, D)
+        else:
+            selector = self.permutation_state(states)  # (B, D)
+        x = self.input_proj(self.pos_emb).unsqueeze(0)  # (1, L, D)
+        if self.film is not None:
+            scale, shift = self.film(selector).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, D) each
+            x = x * (1 + scale) + shift  # (B, L, D)
+        return self.backbone(x + selector.unsqueeze(1))  # (B, L, D)
 
 
 class Generator(PrototypeNet):

@@ -1,0 +1,60 @@
+"""The "auto" settings that follow the zoo: backbone width, learning rate, steps.
+
+A generator that reproduces R training runs of a P-parameter model stores about R x P distinct
+values in its own weights. Measured on the digits zoos (DESIGN.md §6; bench/results/diverse.md):
+
+- one run (6.3K parameters): d_model 64 at lr 2e-2 for 2,000 steps reaches the checkpoints;
+- ten runs (63K distinct values): d_model 64 fails at any learning rate (loss 0.036, 42%
+  accuracy); d_model 128 at lr 3e-3 for 3,000 steps works; lr 2e-2 stalls at the "state
+  ignored" loss whatever the width.
+
+So ``model.d_model = 0`` becomes 64 x sqrt(R x P / 16,384), rounded to a power of two and
+clamped to [64, 256] (one run of the digits CNN: 64; ten runs: 128; fifty: 256), and
+``train.lr = 0`` / ``train.steps = 0`` become 2e-2 / 2,000 for one run, 3e-3 / 3,000 for more.
+What was chosen and why is written to ``run.json`` (``sizing``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rpgen.config import Config
+from rpgen.lineage import Runs
+from rpgen.tokenizer import Layout
+
+BASE_WIDTH = 64
+MAX_WIDTH = 256
+VALUES_PER_BASE_WIDTH = 16_384
+"""Distinct values (runs x parameters) a width-64 backbone is sized for."""
+ONE_RUN = {"lr": 2e-2, "steps": 2000}
+MANY_RUNS = {"lr": 3e-3, "steps": 3000}
+
+
+def auto_width(distinct_values: int) -> int:
+    """Backbone width for a zoo of ``distinct_values`` = runs x parameters."""
+    ratio = math.sqrt(max(distinct_values, 1) / VALUES_PER_BASE_WIDTH)
+    width = BASE_WIDTH * 2 ** round(math.log2(max(ratio, 1.0)))
+    return int(min(max(width, BASE_WIDTH), MAX_WIDTH))
+
+
+def resolve_sizing(config: Config, layout: Layout, runs: Runs) -> tuple[Config, dict[str, Any]]:
+    """``config`` with its auto (0) d_model, lr and steps filled from the zoo, and a record of the
+    choice for run.json."""
+    distinct = runs.num_runs * layout.num_params
+    regime = ONE_RUN if runs.num_runs == 1 else MANY_RUNS
+    record: dict[str, Any] = {"runs": runs.num_runs, "runs_from": runs.source, "distinct_values": distinct}
+    kind = "one training run" if runs.num_runs == 1 else "several training runs"
+    chosen = []
+    if config.model.d_model == 0:
+        config = config.replace("model", d_model=auto_width(distinct))
+        chosen.append(f"model.d_model = {config.model.d_model} for {distinct:,} distinct values "
+                      f"({runs.num_runs} run(s) x {layout.num_params:,} parameters)")
+    if config.train.lr == 0:
+        config = config.replace("train", lr=regime["lr"])
+        chosen.append(f"train.lr = {config.train.lr:g} for a zoo of {kind}")
+    if config.train.steps == 0:
+        config = config.replace("train", steps=regime["steps"])
+        chosen.append(f"train.steps = {config.train.steps} for a zoo of {kind}")
+    record["chosen"] = chosen
+    return config, record

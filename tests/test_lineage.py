@@ -1,0 +1,99 @@
+"""Which training run each checkpoint comes from: runs.json, rNN_ prefixes, or the distance estimate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import check_one_line_error, rpgen, set_args, tiny
+from rpgen.checkpoints import open_checkpoints
+from rpgen.errors import RpgenError
+from rpgen.lineage import find_runs
+from rpgen.sizing import auto_width, resolve_sizing
+from rpgen.config import Config
+from rpgen.tokenizer import fit_layout
+from rpgen.zoo.digits import collect_digits
+
+
+@pytest.fixture(scope="module")
+def two_run_zoo(tmp_path_factory):
+    """4 checkpoints from 2 independent digits runs, named r00_/r01_, and the same files renamed
+    without prefixes (a folder that says nothing about its runs)."""
+    root = tmp_path_factory.mktemp("runs")
+    collect_digits(root / "named", num_checkpoints=4, runs=2, seed=0, progress=False)
+    plain = root / "plain"
+    plain.mkdir()
+    for i, path in enumerate(sorted((root / "named").glob("*.safetensors"))):
+        shutil.copy(path, plain / f"{'abcd'[i]}.safetensors")
+    return root / "named", plain
+
+
+def runs_of(folder):
+    checkpoints = open_checkpoints(folder)
+    layout = fit_layout(checkpoints, token_size=16)
+    return find_runs(folder, [c.path.name for c in checkpoints], checkpoints, layout), layout
+
+
+def test_runs_from_file_prefixes(two_run_zoo):
+    runs, _ = runs_of(two_run_zoo[0])
+    assert runs.index == (0, 0, 1, 1) and runs.source.startswith("file names")
+
+
+def test_runs_estimated_from_distances(two_run_zoo, digits_zoo):
+    runs, _ = runs_of(two_run_zoo[1])
+    assert runs.index == (0, 0, 1, 1) and runs.source.startswith("estimated")
+    one, _ = runs_of(digits_zoo)  # five epochs of one run
+    assert one.num_runs == 1
+
+
+def test_runs_json_wins_and_is_checked(two_run_zoo, tmp_path):
+    folder = tmp_path / "zoo"
+    shutil.copytree(two_run_zoo[1], folder)
+    (folder / "runs.json").write_text(json.dumps({"x": ["a.safetensors", "c.safetensors"],
+                                                  "y": ["b.safetensors", "d.safetensors"]}))
+    runs, _ = runs_of(folder)
+    assert runs.index == (0, 1, 0, 1) and runs.source == "runs.json"
+    for content, needle in (({"x": ["a.safetensors", "b.safetensors", "c.safetensors"]}, "'d.safetensors' is in no run"),
+                            ({"x": ["a.safetensors", "zz.safetensors"]}, "'zz.safetensors'"),
+                            ({"x": ["a.safetensors"], "y": ["a.safetensors", "b.safetensors"]}, "listed in runs"),
+                            ({"x": "a.safetensors"}, "non-empty list")):
+        (folder / "runs.json").write_text(json.dumps(content))
+        with pytest.raises(RpgenError, match="runs.json") as e:
+            runs_of(folder)
+        assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_auto_width_follows_distinct_values():
+    assert auto_width(6_386) == 64  # one run of the digits CNN
+    assert auto_width(63_860) == 128  # ten runs
+    assert auto_width(319_300) == 256  # fifty runs
+    assert auto_width(10**9) == 256  # clamped
+
+
+def test_sizing_fills_only_auto_settings(two_run_zoo):
+    runs, layout = runs_of(two_run_zoo[0])
+    config, record = resolve_sizing(Config(), layout, runs)
+    assert (config.model.d_model, config.train.lr, config.train.steps) == (64, 3e-3, 3000)
+    assert record["runs"] == 2 and len(record["chosen"]) == 3
+    fixed = Config().replace("model", d_model=32).replace("train", lr=1e-3, steps=7)
+    config, record = resolve_sizing(fixed, layout, runs)
+    assert (config.model.d_model, config.train.lr, config.train.steps) == (32, 1e-3, 7) and record["chosen"] == []
+
+
+def test_per_run_states_train_and_mix(two_run_zoo, tmp_path):
+    run, gen = tmp_path / "run", tmp_path / "gen"
+    result = rpgen("train", two_run_zoo[0], "--out", run, "--no-progress",
+                   *set_args(tiny("data.states=run", "train.steps=4")))
+    assert result.exit_code == 0, result.output
+    info = json.loads((run / "run.json").read_text())
+    assert info["num_states"] == 2 and info["state_of_checkpoint"] == [0, 0, 1, 1]
+    assert info["sizing"]["runs"] == 2 and info["sizing"]["runs_from"].startswith("file names")
+    result = rpgen("generate", run, "--num", 3, "--out", gen, "--mix", 0.5, "--no-progress")
+    assert result.exit_code == 0, result.output
+    states = json.loads((gen / "generation.json").read_text())["permutation_states"]
+    assert all(sorted(s.values()) == [0.5, 0.5] and set(s) == {"0", "1"} for s in states)
+    check_one_line_error(rpgen("generate", run, "--num", 1, "--out", tmp_path / "g2", "--mix", 1.5), "--mix 1.5")
+    check_one_line_error(rpgen("generate", run, "--num", 1, "--out", tmp_path / "g3", "--mix", 0.5, "--state", 0),
+                         "--mix")
