@@ -25,6 +25,7 @@ from rpgen.align import (
     weight_distance,
     weight_matching,
 )
+from rpgen.checkpoints import save_state_dict
 from rpgen.errors import RpgenError
 from rpgen.zoo.digits import DigitsCNN, collect_digits, load_split
 
@@ -310,6 +311,17 @@ def test_align_checkpoints_with_a_spec_file_and_a_named_reference(two_runs, tmp_
     align_checkpoints(two_runs, tmp_path / "aligned", tmp_path / "spec.json", overwrite=True, progress=False)
     with pytest.raises(RpgenError, match="reference 'nope.safetensors' is not a checkpoint"):
         align_checkpoints(two_runs, tmp_path / "other", tmp_path / "spec.json", reference="nope.safetensors")
+
+
+def test_align_checkpoints_refuses_adapter_folders(tmp_path):
+    for i in range(2):
+        folder = tmp_path / "adapters" / f"a{i}"
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+        save_state_dict({"lora_A.weight": torch.zeros(2, 4)}, folder / "adapter_model.safetensors")
+    with pytest.raises(RpgenError, match="a0: align_checkpoints reads checkpoint files") as exc:
+        align_checkpoints(tmp_path / "adapters", tmp_path / "out", spec_from_model(DigitsCNN()), progress=False)
+    assert "\n" not in str(exc.value) and not (tmp_path / "out").exists()
 
 
 def test_interpolate_blends_floats_and_keeps_counters(make_state_dict):

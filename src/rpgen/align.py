@@ -39,7 +39,7 @@ from rpgen.align_spec import (
     spec_from_model,
 )
 from rpgen.callables import first_line, resolve_callable
-from rpgen.checkpoints import load_state_dict, open_checkpoints, save_state_dict
+from rpgen.checkpoints import list_checkpoints, load_state_dict, open_checkpoints, save_state_dict
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir
 from rpgen.outputs import check_not_overlapping
@@ -158,19 +158,25 @@ def align_checkpoints(checkpoint_dir: str | Path, out_dir: str | Path, spec: Per
     """Write every checkpoint of ``checkpoint_dir`` into ``out_dir`` aligned to one of them.
 
     ``spec``: a :class:`PermutationSpec` or a spec file; ``reference``: the reference checkpoint's
-    index or file name (written unchanged). Files keep their names (as ``.safetensors``, with their
+    index or file name (written unchanged); ``overwrite`` replaces an earlier aligned folder (never
+    anything rpgen did not write). Files keep their names (as ``.safetensors``, with their
     metadata plus ``aligned_to``); ``out_dir`` appears complete or not at all and also holds
     ``align.json``, the summary returned: the reference, each checkpoint's weight distance
     (:func:`weight_distance`) to the reference before and after alignment, and the seconds taken.
     Only checkpoint files (state_dicts) are supported, not peft adapter or model folders.
     """
     start = time.perf_counter()
-    checkpoints = open_checkpoints(checkpoint_dir)
-    paths = [c.path for c in checkpoints]
-    folder = next((p for p in paths if p.is_dir()), None)
+    folder = next((p for p in list_checkpoints(checkpoint_dir) if p.is_dir()), None)
     if folder is not None:
         raise RpgenError(f"{folder}: align_checkpoints reads checkpoint files (state_dicts), not adapter or model "
                          "folders")
+    checkpoints = open_checkpoints(checkpoint_dir)
+    paths = [c.path for c in checkpoints]
+    stems = [p.stem for p in paths]
+    twin = next((p for p in paths if stems.count(p.stem) > 1), None)
+    if twin is not None:
+        raise RpgenError(f"{twin}: another checkpoint of {checkpoint_dir} has the name {twin.stem!r}, and both would "
+                         f"be written as {twin.stem}.safetensors")
     names = [p.name for p in paths]
     if isinstance(reference, str):
         if reference not in names:

@@ -22,8 +22,8 @@ Supported:
 Refused, in one :class:`RpgenError` line naming the node: anything else touching hidden units
 (matmul between activations, attention, other views and reshapes, cat, indexing, transpose,
 softmax, grouped convolutions, an unknown module or function). Operations on tensors without
-hidden units (the input, sizes) are free. Without ``example_input``, inputs are assumed batched
-and a BatchNorm1d/GroupNorm is assumed to see its units on axis 1.
+hidden units (the input, sizes) are free. Without ``example_input``, conv inputs are assumed batched
+and a BatchNorm1d/GroupNorm of unknown input rank is assumed to see its units on axis 1.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ class _Tracer:
                 raise _Refused(node, "is a grouped convolution")
             k = _spatial(module)
             return self._weighted(node, module, x, read=(1, -1 - k, module.in_channels), out_size=module.out_channels,
-                                  out_dim=-1 - k, out_ndim=k + 2)  # batched unless the shapes say otherwise
+                                  out_dim=-1 - k, out_ndim=k + 2 if x is None or x.ndim is None else x.ndim)
         if isinstance(module, nn.Embedding):
             if self.hidden(x):
                 raise _Refused(node, "reads hidden units as indices")
@@ -237,7 +237,8 @@ class _Tracer:
         if isinstance(module, nn.LayerNorm):
             if len(module.normalized_shape) != 1 or x.dim != -1:
                 raise _Refused(node, "normalises over more than the hidden units' axis")
-            return self._join(node, module, x, ("weight", "bias"), block=self._block(node, x, module.normalized_shape[0]))
+            block = self._block(node, x, module.normalized_shape[0])
+            return self._join(node, module, x, ("weight", "bias"), block=block)
         if isinstance(module, POOL_MODULES) or target in POOL_FUNCTIONS:
             self._channels(node, x, _spatial(module) if module is not None else POOL_FUNCTIONS[target], None)
             return x
