@@ -20,6 +20,7 @@ MARKERS: tuple[tuple[str, ...], ...] = (
     ("generation.json",),  # generated models (rpgen generate)
     ("zoo.json",),  # a finished zoo of rpgen collect (digits-tasks, minilm-sentiment)
     ("collect.json",),  # an interrupted digits-tasks collect
+    ("align.json",),  # aligned checkpoints (rpgen.align.align_checkpoints)
 )
 QUICKSTART_ENTRIES = frozenset({"checkpoints", "run", "generated", "report.md"})
 

@@ -17,8 +17,6 @@ Evaluator contract: a spec ``path/to/file.py:function`` or ``module:function`` n
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rpgen.callables import resolve_callable
 from rpgen.errors import RpgenError
 
 Evaluator = Callable[..., Mapping[str, Any]]
@@ -38,46 +37,7 @@ PER_EXAMPLE = "per_example"
 
 def load_evaluator(spec: str) -> Evaluator:
     """Resolve ``path/to/file.py:function`` or ``module:function`` to the callable it names."""
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise RpgenError(f"evaluator spec {spec!r} must look like path/to/file.py:function or module:function")
-    if target.endswith(".py") or "/" in target or "\\" in target:
-        module = _import_file(Path(target), spec=spec)
-    else:
-        module = _import_module(target, spec=spec)
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise RpgenError(f"evaluator {spec!r}: {target} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise RpgenError(f"evaluator {spec!r}: {attr!r} is a {type(obj).__name__}, not a function")
-    return obj
-
-
-def _import_file(path: Path, *, spec: str) -> Any:
-    if not path.is_file():
-        raise RpgenError(f"evaluator {spec!r}: file {path} not found")
-    module_spec = importlib.util.spec_from_file_location(f"rpgen_evaluator_{path.stem}", path)
-    if module_spec is None or module_spec.loader is None:
-        raise RpgenError(f"evaluator {spec!r}: cannot load {path} as a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise RpgenError(f"evaluator {spec!r}: importing {path} raised {type(exc).__name__}: {exc}") from None
-    return module
-
-
-def _import_module(name: str, *, spec: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        raise RpgenError(f"evaluator {spec!r}: module {name!r} is not importable ({exc})") from None
-    except Exception as exc:
-        raise RpgenError(
-            f"evaluator {spec!r}: importing module {name!r} raised {type(exc).__name__}: {exc}"
-        ) from None
+    return resolve_callable(spec, what="evaluator")
 
 
 def takes_path(fn: Evaluator) -> bool:
