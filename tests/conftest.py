@@ -2,6 +2,8 @@
 
 - ``digits_zoo``: a folder of 5 real DigitsCNN checkpoints (seed 0) from ``collect_digits``;
   session-scoped, so treat it as read-only (copy files elsewhere before changing anything).
+- ``two_run_zoo``: (named, plain): 4 DigitsCNN checkpoints of 2 independent runs, ``r00_``/``r01_``
+  named, and the same files as ``a``..``d`` (a folder that says nothing of its runs); read-only.
 - ``tasks_zoo``: a digits-tasks zoo restricted to ``TASKS_ZOO_CODES`` (6 seen tasks, 2 held-out
   ones), 2 checkpoints per task; session-scoped and read-only like ``digits_zoo``.
 - ``one_line_error``: ``one_line_error(cli_result, *needles)`` asserts a CLI run failed with one
@@ -18,6 +20,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -90,6 +93,21 @@ def digits_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("zoo") / "digits"
     collect_digits(out, num_checkpoints=DIGITS_ZOO_SIZE, seed=0, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def two_run_zoo(tmp_path_factory):
+    """4 checkpoints from 2 independent digits runs, named r00_/r01_, and the same files renamed
+    without prefixes (a folder that says nothing about its runs)."""
+    root = tmp_path_factory.mktemp("runs")
+    from rpgen.zoo.digits import collect_digits
+
+    collect_digits(root / "named", num_checkpoints=4, runs=2, seed=0, progress=False)
+    plain = root / "plain"
+    plain.mkdir()
+    for i, path in enumerate(sorted((root / "named").glob("*.safetensors"))):
+        shutil.copy(path, plain / f"{'abcd'[i]}.safetensors")
+    return root / "named", plain
 
 
 @pytest.fixture(scope="session")

@@ -330,3 +330,36 @@ def test_interpolate_blends_floats_and_keeps_counters(make_state_dict):
     assert torch.allclose(mid["bn.running_var"], (a["bn.running_var"] + b["bn.running_var"]) / 2)
     assert torch.equal(mid["bn.num_batches_tracked"], a["bn.num_batches_tracked"])
     assert all(torch.equal(interpolate(a, b, 1.0)[k], b[k]) for k in a if a[k].is_floating_point())
+
+
+def test_train_aligns_the_zoo_into_the_run_and_evaluates_against_it(two_run_zoo, tmp_path):
+    from conftest import check_one_line_error, rpgen, set_args, tiny
+    from rpgen.zoo.digits import evaluate as digits_evaluate
+
+    zoo, run = two_run_zoo[0], tmp_path / "run"
+    result = rpgen("train", zoo, "--out", run, "--no-progress", "--align", "weight-matching",
+                   "--model", "rpgen.zoo.digits:DigitsCNN", *set_args(tiny("train.steps=3")))
+    assert result.exit_code == 0, result.output
+    aligned = sorted((run / "aligned").glob("*.safetensors"))
+    originals = sorted(zoo.glob("*.safetensors"))
+    assert [p.name for p in aligned] == [p.name for p in originals]
+    for a, o in zip(aligned, originals):  # same functions, and the second run moved
+        assert digits_evaluate(load_file(a))["accuracy"] == digits_evaluate(load_file(o))["accuracy"]
+    assert not torch.equal(load_file(aligned[-1])["conv1.weight"], load_file(originals[-1])["conv1.weight"])
+    assert torch.equal(load_file(aligned[0])["conv1.weight"], load_file(originals[0])["conv1.weight"])
+    assert f'checkpoint_dir = "{(run / "aligned").resolve()}"' in (run / "config.toml").read_text()
+    result = rpgen("generate", run, "--num", 2, "--out", tmp_path / "gen", "--no-progress")
+    assert result.exit_code == 0, result.output
+    result = rpgen("evaluate", run, "--generated", tmp_path / "gen", "--evaluator", "rpgen.zoo.digits:evaluate",
+                   "--no-baselines", "--no-progress")
+    assert result.exit_code == 0, result.output
+    files = json.loads((tmp_path / "gen" / "results.json").read_text())["checkpoint_files"]
+    assert all(str(run / "aligned") in f for f in files)
+
+    for args, needle in ((["--align", "weight-matching"], "needs one of data.align_model"),
+                         (["--align", "weight-matching", "--model", "rpgen.zoo.digits:load_split"],
+                          "model factory 'rpgen.zoo.digits:load_split' returned a tuple"),
+                         (["--align", "weight-matching", "--model", "torch.nn:Identity"], "the checkpoint has key")):
+        out = tmp_path / f"bad{len(args)}{needle[:3]}"
+        check_one_line_error(rpgen("train", zoo, "--out", out, "--no-progress", *args, *set_args(tiny())), needle)
+        assert not out.exists()

@@ -9,25 +9,11 @@ import pytest
 
 from conftest import check_one_line_error, rpgen, set_args, tiny
 from rpgen.checkpoints import open_checkpoints
+from rpgen.config import Config
 from rpgen.errors import RpgenError
 from rpgen.lineage import find_runs
 from rpgen.sizing import auto_width, resolve_sizing
-from rpgen.config import Config
 from rpgen.tokenizer import fit_layout
-from rpgen.zoo.digits import collect_digits
-
-
-@pytest.fixture(scope="module")
-def two_run_zoo(tmp_path_factory):
-    """4 checkpoints from 2 independent digits runs, named r00_/r01_, and the same files renamed
-    without prefixes (a folder that says nothing about its runs)."""
-    root = tmp_path_factory.mktemp("runs")
-    collect_digits(root / "named", num_checkpoints=4, runs=2, seed=0, progress=False)
-    plain = root / "plain"
-    plain.mkdir()
-    for i, path in enumerate(sorted((root / "named").glob("*.safetensors"))):
-        shutil.copy(path, plain / f"{'abcd'[i]}.safetensors")
-    return root / "named", plain
 
 
 def runs_of(folder):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import time
 from pathlib import Path
 from typing import Callable, List, Optional, TypeVar
@@ -113,6 +114,15 @@ def train(
                                    "(repeatable; checked against the config fields)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT from its last saved "
                                 "state (only [train] settings may change)."),
+    align: Optional[str] = typer.Option(None, "--align", help="weight-matching: permute every checkpoint's hidden "
+                                        "units to match the first one (Git Re-Basin) before training, without "
+                                        "changing what it computes; needs --model or --align-spec. Same as --set "
+                                        "data.align=..."),
+    model: Optional[str] = typer.Option(None, "--model", help="With --align: module:factory or path/file.py:factory "
+                                        "that builds the checkpoints' model (called with no arguments), traced "
+                                        "with torch.fx to find the hidden units."),
+    align_spec: Optional[Path] = typer.Option(None, "--align-spec", help="With --align: a JSON permutation spec "
+                                              "instead of --model (format: rpgen.align_spec)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -125,9 +135,12 @@ def train(
 
     if resume and config:
         raise RpgenError("--config cannot be combined with --resume (the run keeps its config.toml)")
+    aligning = [f"data.align={align}"] if align else []
+    aligning += [f"data.align_model={json.dumps(model)}"] if model else []
+    aligning += [f"data.align_spec={json.dumps(str(align_spec))}"] if align_spec else []
     start = time.perf_counter()
     try:
-        api.train(checkpoints, out, config=config, overrides=set_, resume=resume, overwrite=overwrite,
+        api.train(checkpoints, out, config=config, overrides=[*set_, *aligning], resume=resume, overwrite=overwrite,
                   progress=progress)
     except KeyboardInterrupt:
         err_console.print(f"interrupted; the last saved state is in {out}. Continue with: "

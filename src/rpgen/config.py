@@ -44,6 +44,16 @@ class DataConfig:
     states: Literal["auto", "checkpoint", "run"] = "auto"
     """Permutation states: one per checkpoint, or one per training run (runs from runs.json, rNN_
     file prefixes, or estimated: rpgen.lineage). auto = checkpoint."""
+    align: Literal["none", "weight-matching"] = "none"
+    """weight-matching: before training, permute every checkpoint's hidden units to match the first
+    checkpoint (Git Re-Basin), without changing what it computes; the run trains on, and
+    evaluates against, the aligned copies in RUN_DIR/aligned/ (rpgen.align). Needs
+    ``data.align_model`` or ``data.align_spec``."""
+    align_model: str = ""
+    """``module:factory`` or ``path/file.py:factory`` building the checkpoints' model, traced with
+    torch.fx to find which hidden units may be permuted together."""
+    align_spec: str = ""
+    """A permutation spec file (JSON, rpgen.align_spec) instead of tracing a model."""
     tensor_order: Literal["model", "name"] = "model"
     """Order of the tensors in the token sequence. model: as the model defines it (a .pt file's
     saved order, a shard index's order, else a numeric-aware sort of the key: ``h.2`` before

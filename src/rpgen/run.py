@@ -17,6 +17,9 @@ RUN_DIR/
                          generation_config.json (if any) and model.safetensors.index.json (if sharded),
                          written into each generated model folder (rpgen.forms)
   pdiff.safetensors      instead of generator.safetensors when model.method = "pdiff"
+  aligned/               with data.align: the checkpoints permuted to match the first one (same
+                         functions, rpgen.align) and align.json; the run trains on and is evaluated
+                         against these
 
 While a process trains a run, ``.NAME.lock`` beside the run directory holds its PID and host
 (:func:`rpgen.lock.run_lock`): a second training of the same run is refused.
@@ -58,6 +61,7 @@ GENERATOR = "generator.safetensors"
 LOSS_PLOT = "loss.png"
 RUN_INFO = "run.json"
 CONDITIONS = "conditions.json"
+ALIGNED = "aligned"
 FORMAT = 1
 
 

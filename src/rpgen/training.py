@@ -111,6 +111,9 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
     else:
         check_output_dir(run_dir, overwrite=overwrite)
     config = (config or Config()).replace("data", checkpoint_dir=str(checkpoint_dir.resolve()))
+    if config.data.align != "none":  # the run trains on, and is evaluated against, its aligned copies
+        _check_align(config)
+        config = config.replace("data", checkpoint_dir=str((run_dir / runfiles.ALIGNED).resolve()))
     method = get_method(config.model.method)
     if not method.distributed and (resume or stop_after is not None):
         raise RpgenError(f"config model.method = {method.name!r} cannot --resume or stop early; train it again")
@@ -142,11 +145,21 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
             memory=memory * state.num_processes,
             disk=resources.training_disk(config, layout, num_checkpoints=len(paths)), disk_path=run_dir)
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=use_cpu)
+    spec = None  # the permutation groups, checked before the run directory appears
+    if config.data.align != "none" and not resume and accelerator.is_main_process:
+        spec = _permutation_spec(checkpoint_dir, config)
     if not resume and accelerator.is_main_process:
         runfiles.start_run_dir(run_dir, config, layout, checkpoints[0], paths, overwrite=overwrite,
                                conditions=conditions, num_processes=accelerator.num_processes,
                                runs=runs, state_of=state_of.tolist(), sizing=sizing)
     accelerator.wait_for_everyone()
+    if config.data.align != "none":
+        if spec is not None:
+            import rpgen.align as align
+
+            align.align_checkpoints(checkpoint_dir, run_dir / runfiles.ALIGNED, spec, progress=progress)
+        accelerator.wait_for_everyone()
+        checkpoints = open_checkpoints(run_dir / runfiles.ALIGNED, order=config.data.tensor_order)
 
     tc = config.train
     torch.manual_seed(tc.seed)
@@ -169,6 +182,29 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
         plot_loss(run_dir / runfiles.METRICS, run_dir / runfiles.LOSS_PLOT)
     accelerator.wait_for_everyone()
     return run_dir
+
+
+def _check_align(config: Config) -> None:
+    data = config.data
+    if bool(data.align_model) == bool(data.align_spec):
+        raise RpgenError(f"config data.align = {data.align!r} needs one of data.align_model (--model module:factory) "
+                         "or data.align_spec (--align-spec FILE), not " + ("both" if data.align_model else "neither"))
+
+
+def _permutation_spec(checkpoint_dir: Path, config: Config):
+    """The permutation groups of the zoo's model: traced from data.align_model, or data.align_spec."""
+    import rpgen.align as align
+    from rpgen.checkpoints import list_checkpoints, load_state_dict
+
+    first = list_checkpoints(checkpoint_dir)[0]
+    if first.is_dir():
+        raise RpgenError(f"{first}: --align reads checkpoint files (state_dicts), not adapter or model folders")
+    state_dict = load_state_dict(first)
+    if config.data.align_spec:
+        return align.load_spec(config.data.align_spec, state_dict)
+    model = align.load_model_factory(config.data.align_model)
+    align.check_matches(model, state_dict, first)
+    return align.spec_from_model(model)
 
 
 class _FitLoop:

@@ -70,7 +70,8 @@ def test_check_options_fills_the_defaults():
 
 def test_collect_through_the_registry_writes_the_zoo_and_returns_the_message(tmp_path):
     message = collect("digits", tmp_path / "z", num=2, seed=0, runs=2, progress=False)
-    assert message == f"wrote 2 checkpoints to {tmp_path / 'z'}"
+    z = tmp_path / "z"
+    assert message == f"wrote 2 checkpoints of 2 training runs to {z}: train with `rpgen train {z} --out RUN`"
     names = sorted(p.name for p in (tmp_path / "z").glob("*.safetensors"))
     assert names == ["r00_0000.safetensors", "r01_0000.safetensors"]
     assert load_file(tmp_path / "z" / names[0]).keys() == load_file(tmp_path / "z" / names[1]).keys()

@@ -47,6 +47,9 @@ class Zoo:
 
 
 def _digits_message(out: Path, paths: list[Path], options: Mapping[str, Any]) -> str:
+    if options.get("runs", 1) > 1:  # the quickstart preset is sized for one run; the defaults follow the zoo
+        return (f"wrote {len(paths)} checkpoints of {options['runs']} training runs to {out}: train with "
+                f"`rpgen train {out} --out RUN`")
     return f"wrote {len(paths)} checkpoints to {out}"
 
 
@@ -71,7 +74,7 @@ def _gpt2_message(out: Path, paths: list[Path], options: Mapping[str, Any]) -> s
 
 ZOOS: Mapping[str, Zoo] = MappingProxyType({zoo.name: zoo for zoo in (
     Zoo("digits", "a small BatchNorm CNN on scikit-learn's 8x8 digits, one checkpoint per epoch (--runs R: "
-        "R independent training runs, a diverse zoo)",
+        "R independent training runs, a diverse zoo: train that with the defaults, sized from the zoo)",
         "rpgen.zoo.digits:collect_digits", default_num=50, evaluator="rpgen.zoo.digits:evaluate",
         preset="quickstart", options={"runs": 1}, message=_digits_message),
     Zoo("digits-tasks", "1,022 binary tasks on the digits, one classifier head per task on a shared frozen "
