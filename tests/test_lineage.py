@@ -6,12 +6,15 @@ import json
 import shutil
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from conftest import check_one_line_error, rpgen, set_args, tiny
 from rpgen.checkpoints import open_checkpoints
 from rpgen.config import Config
 from rpgen.errors import RpgenError
 from rpgen.lineage import find_runs
+from rpgen.run import load_run
 from rpgen.sizing import auto_width, resolve_sizing
 from rpgen.tokenizer import fit_layout
 
@@ -80,6 +83,12 @@ def test_per_run_states_train_and_mix(two_run_zoo, tmp_path):
     assert result.exit_code == 0, result.output
     states = json.loads((gen / "generation.json").read_text())["permutation_states"]
     assert all(sorted(s.values()) == [0.5, 0.5] and set(s) == {"0", "1"} for s in states)
+    in_memory = load_run(run).sample(3, mix=0.5, seed=0)  # the same models as the files
+    for i, model in enumerate(in_memory):
+        written = load_file(gen / f"{i:04d}.safetensors")
+        assert all(torch.equal(model[k], written[k]) for k in written)
+    plain = load_run(run).sample(1, states=[0], seed=0)[0]
+    assert any(not torch.equal(plain[k], in_memory[0][k]) for k in plain if plain[k].is_floating_point())
     check_one_line_error(rpgen("generate", run, "--num", 1, "--out", tmp_path / "g2", "--mix", 1.5), "--mix 1.5")
     check_one_line_error(rpgen("generate", run, "--num", 1, "--out", tmp_path / "g3", "--mix", 0.5, "--state", 0),
                          "--mix")
