@@ -22,7 +22,6 @@ results in OUT/results unless --results). Writes RESULTS/diverse.{json,md}, dive
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -40,7 +39,6 @@ import diverse_mlp
 import rpgen
 from common import RESULTS, Report, Table, command_line, write_results
 from rpgen.align import interpolate, permute, spec_from_model, weight_matching
-from rpgen.config import DataConfig
 from rpgen.files import atomic_path
 from rpgen.plots import pyplot
 from rpgen.zoo import digits
@@ -97,17 +95,6 @@ def cli(*args: object) -> list[str]:
     return [sys.executable, "-m", "rpgen.cli", *map(str, args), "--no-progress"]
 
 
-def align_train(spec: dict) -> None:
-    """Child mode without ``train --align``: weight-match the zoo into RUN.zoo/, then train on it."""
-    import rpgen.api as api
-    from rpgen.align import align_checkpoints, load_model_factory, spec_from_model
-
-    aligned = Path(spec["run"] + ".zoo")
-    align_checkpoints(spec["zoo"], aligned, spec_from_model(load_model_factory(spec["model"])), overwrite=True,
-                      progress=False)
-    api.train(aligned, spec["run"], overrides=spec["overrides"], overwrite=True, progress=False)
-
-
 def collect(zoo: Zoo, folder: Path, *, quick: bool) -> None:
     if not folder.is_dir():
         num = zoo.runs * (QUICK_PER_RUN if quick else zoo.per_run)
@@ -125,16 +112,11 @@ def train(zoo: Zoo, ckpts: Path, root: Path, name: str, *, quick: bool) -> dict:
     method, variant = name.split("-")
     settings = ([] if method == "rpg" else [f"model.method={method}"]) + list(QUICK_SETTINGS if quick else ())
     sets = [x for s in settings for x in ("--set", s)]
-    argv, via = cli("train", ckpts, "--out", run, "--overwrite", *sets), "rpgen train"
-    if variant == "aligned" and "align" in {f.name for f in dataclasses.fields(DataConfig)}:  # train takes --align
-        argv, via = [*argv, "--align", "weight-matching", "--model", zoo.model], "rpgen train --align"
-    elif variant == "aligned":
-        via = "rpgen.align.align_checkpoints, then rpgen train"
-        spec = {"zoo": str(ckpts), "run": str(run), "model": zoo.model, "overrides": settings}
-        argv = [sys.executable, str(Path(__file__).resolve()), "align-train", json.dumps(spec)]
+    aligning = ["--align", "weight-matching", "--model", zoo.model] if variant == "aligned" else []
+    argv = cli("train", ckpts, "--out", run, "--overwrite", *aligning, *sets)
     print(f"{zoo.name}: training {name}", flush=True)
     seconds, peak = child(argv, root / "logs" / f"{name}.train.log")
-    timing = {"train_s": round(seconds, 1), "train_peak_rss_gb": round(peak, 3), "align_via": via}
+    timing = {"train_s": round(seconds, 1), "train_peak_rss_gb": round(peak, 3)}
     record.write_text(json.dumps(timing) + "\n")
     return timing
 
@@ -276,7 +258,6 @@ def cells(r: dict) -> list:
 def render(data: dict) -> Report:
     rows = data["rows"]
     first = {z: next(r for r in rows if r["zoo"] == z) for z in dict.fromkeys(r["zoo"] for r in rows)}
-    vias = sorted({(r["zoo"], r["align_via"]) for r in rows if r["align"] != "none"})
     intro = [
         *(["**Quick smoke run** (tiny step counts): these numbers say nothing about the methods."]
           if data.get("quick") else []),
@@ -288,7 +269,9 @@ def render(data: dict) -> Report:
         "mean) is above 2 standard errors. Average: the mean of all checkpoints' weights.",
         "Mix rows (`rpgen generate --mix ALPHA`) sample the rpg run of their variant without retraining: their "
         "train s and peak RSS are that run's. Each training ran as its own process (peak RSS = that process's).",
-        *([f"Aligned runs made by {'; '.join(f'{via} ({zoo})' for zoo, via in vias)}."] if vias else []),
+        "Aligned rows: `rpgen train --align weight-matching --model FACTORY` with the zoo's model "
+        f"({', '.join(sorted({f'`{ZOOS[z].model}`' for z in first}))}): the run trains on, and is evaluated against, "
+        "copies of the checkpoints permuted to match the first one.",
     ]
     mid = data.get("midpoint") or {}
     keys = ("endpoint_mean", "naive", "aligned", "naive_bn_reset", "aligned_bn_reset")
@@ -393,7 +376,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["align-train"]:
-        align_train(json.loads(sys.argv[2]))
-    else:
-        main()
+    main()

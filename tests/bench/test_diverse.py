@@ -38,7 +38,7 @@ def row(zoo="digits-10", method="rpg", variant="default", **numbers):
               "align": "weight-matching" if variant.startswith("aligned") else "none", "state": "checkpoint",
               "checkpoints": 50, "ckpt_mean": 98.0, "ckpt_min": 97.0, "generated": 20, "acc_mean": 97.5,
               "acc_min": 95.0, "acc_max": 98.5, "acc_se": 0.1, "novelty": 2.0, "noise_same_distance_acc": 90.0,
-              "average_acc": 10.0, "train_s": 1000.0, "train_peak_rss_gb": 0.6, "align_via": "rpgen train --align",
+              "average_acc": 10.0, "train_s": 1000.0, "train_peak_rss_gb": 0.6,
               "beats_noise": True, "margin": 7.5, "standard_error": 0.5, "d_model": 128, "lr": 0.003,
               "steps": 3000, "final_loss": 0.01}
     return {**values, **numbers}
