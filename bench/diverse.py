@@ -46,7 +46,7 @@ from rpgen.zoo import digits
 ROOT = Path(__file__).resolve().parent.parent
 SRC = Path(rpgen.__file__).resolve().parents[1]  # the children run the same rpgen as this process
 NAME = "diverse"
-MIXES = {"default": (0.1, 0.25), "aligned": (0.1, 0.25, 0.5)}
+MIXES = {"default": (0.05, 0.1), "aligned": (0.05, 0.1, 0.25)}
 TRAINED = tuple(f"{m}-{v}" for m in ("rpg", "pdiff", "mse") for v in ("default", "aligned"))
 ROWS = TRAINED + tuple(f"rpg-{v}-mix{a:g}" for v, alphas in MIXES.items() for a in alphas)
 QUICK_SETTINGS = ("train.steps=20", "pdiff.ae_steps=20", "pdiff.ddpm_steps=20")

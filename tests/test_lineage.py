@@ -71,10 +71,19 @@ def test_sizing_fills_only_auto_settings(two_run_zoo):
     assert (config.model.d_model, config.train.lr, config.train.steps) == (32, 1e-3, 7) and record["chosen"] == []
 
 
+def test_one_state_per_checkpoint_on_request(two_run_zoo, tmp_path):
+    result = rpgen("train", two_run_zoo[1], "--out", tmp_path / "run", "--no-progress",
+                   *set_args(tiny("data.states=checkpoint", "train.steps=2")))
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["num_states"] == 4 and info["run_of_checkpoint"] == [0, 0, 1, 1]
+    assert info["sizing"]["runs_from"].startswith("estimated")
+
+
 def test_per_run_states_train_and_mix(two_run_zoo, tmp_path):
     run, gen = tmp_path / "run", tmp_path / "gen"
     result = rpgen("train", two_run_zoo[0], "--out", run, "--no-progress",
-                   *set_args(tiny("data.states=run", "train.steps=4")))
+                   *set_args(tiny("train.steps=4")))  # data.states = auto: one per run, the zoo has two
     assert result.exit_code == 0, result.output
     info = json.loads((run / "run.json").read_text())
     assert info["num_states"] == 2 and info["state_of_checkpoint"] == [0, 0, 1, 1]

@@ -43,7 +43,8 @@ class DataConfig:
     ones are read from the files token by token as steps need them (0 = always). Same results."""
     states: Literal["auto", "checkpoint", "run"] = "auto"
     """Permutation states: one per checkpoint, or one per training run (runs from runs.json, rNN_
-    file prefixes, or estimated: rpgen.lineage). auto = checkpoint."""
+    file prefixes, or estimated: rpgen.lineage). auto = one per run when the zoo has several runs
+    (the original RPG code keeps one state per seed), else one per checkpoint."""
     align: Literal["none", "weight-matching"] = "none"
     """weight-matching: before training, permute every checkpoint's hidden units to match the first
     checkpoint (Git Re-Basin), without changing what it computes; the run trains on, and

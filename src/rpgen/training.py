@@ -126,8 +126,8 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
         _check_unchanged(run_dir, checkpoint_dir, layout, conditions, [p.name for p in paths])
     runs = find_runs(checkpoint_dir, [p.name for p in paths], checkpoints, layout)
     config, sizing = resolve_sizing(config, layout, runs)
-    if config.data.states == "auto":
-        config = config.replace("data", states="checkpoint")
+    if config.data.states == "auto":  # one state per seed, as the original code does for multi-seed zoos
+        config = config.replace("data", states="run" if runs.num_runs > 1 and conditions is None else "checkpoint")
     state_of = torch.tensor(runs.index) if config.data.states == "run" else torch.arange(len(paths))  # (K,)
     use_cpu = not torch.cuda.is_available()
     if state.num_processes > 1 and not method.distributed:
