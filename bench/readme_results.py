@@ -36,12 +36,23 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                 f"{_mean([_mean(r['generated']) for r in quick]):.2f}", "",
                 "quickstart"))
     memo = _load("memorization")
-    for key, what in (("quickstart", "one training run"), ("diverse", "10 training runs")):
+    for key, what in (("quickstart", "one training run"), ("diverse", "10 training runs, quickstart preset")):
         s = memo[key]["summary"]
         noise = s["baselines"].get("noise_matched")
         out.append((f"digits CNN, {what}: generated vs checkpoints + noise at the same distance",
                     f"{s['checkpoints']['mean']:.2f}", f"{s['generated']['mean']:.2f}",
                     f"{noise['mean']:.2f} (noise)" if noise else "", "memorization"))
+    diverse = {(r["zoo"], r["method"], r["variant"]): r for r in _load("diverse")["rows"]}
+    for key, what in ((("digits-10", "rpg", "default"), "digits CNN, 10 training runs, default `rpgen train`"),
+                      (("digits-10", "rpg", "aligned"), "digits CNN, 10 training runs, `--align weight-matching`"),
+                      (("digits-10", "pdiff", "default"), "p-diff, digits CNN, 10 training runs"),
+                      (("digits-50", "rpg", "default"), "digits CNN, 50 training runs, default `rpgen train`"),
+                      (("mlp-10", "rpg", "default"), "LayerNorm MLP (not a built-in zoo), 10 training runs, default")):
+        if key in diverse:
+            r = diverse[key]
+            noise = r.get("noise_same_distance_acc")
+            out.append((what + " (vs noise at the same distance)", f"{r['ckpt_mean']:.2f}", f"{r['acc_mean']:.2f}",
+                        f"{noise:.2f} (noise)" if noise is not None else "", "diverse"))
     peers = {r["name"]: r for r in _load("peers")["rows"]}
     for zoo in ("quickstart", "diverse"):
         rpg, pdiff = peers.get(f"rpg-{zoo}"), peers.get(f"pdiff-{zoo}")

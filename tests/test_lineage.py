@@ -101,3 +101,14 @@ def test_per_run_states_train_and_mix(two_run_zoo, tmp_path):
     check_one_line_error(rpgen("generate", run, "--num", 1, "--out", tmp_path / "g2", "--mix", 1.5), "--mix 1.5")
     check_one_line_error(rpgen("generate", run, "--num", 1, "--out", tmp_path / "g3", "--mix", 0.5, "--state", 0),
                          "--mix")
+
+
+def test_the_defaults_on_a_one_run_zoo_are_the_quickstart_preset(digits_zoo):
+    """Sizing from the zoo must not make small zoos slower: on one run it picks what the quickstart uses."""
+    from rpgen.config import preset
+
+    runs, layout = runs_of(digits_zoo)
+    config, _ = resolve_sizing(Config(), layout, runs)
+    quick = preset("quickstart")
+    for section in ("data", "model", "diffusion", "train", "sample"):
+        assert getattr(config, section) == getattr(quick, section), section
