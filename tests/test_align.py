@@ -363,3 +363,14 @@ def test_train_aligns_the_zoo_into_the_run_and_evaluates_against_it(two_run_zoo,
         out = tmp_path / f"bad{len(args)}{needle[:3]}"
         check_one_line_error(rpgen("train", zoo, "--out", out, "--no-progress", *args, *set_args(tiny())), needle)
         assert not out.exists()
+
+
+def test_checkpoints_of_one_run_share_one_permutation(two_run_zoo, tmp_path):
+    zoo = two_run_zoo[0]  # r00_0000, r00_0001, r01_0000, r01_0001
+    originals = [load_file(p) for p in sorted(zoo.glob("*.safetensors"))]
+    align_checkpoints(zoo, tmp_path / "a", spec_from_model(DigitsCNN()), runs=[0, 0, 1, 1], progress=False)
+    aligned = [load_file(p) for p in sorted((tmp_path / "a").glob("*.safetensors"))]
+    for a, b in ((0, 1), (2, 3)):  # one permutation per run keeps the distance between its epochs
+        assert weight_distance(aligned[a], aligned[b]) == pytest.approx(weight_distance(originals[a], originals[b]))
+    assert all(torch.equal(aligned[1][k], originals[1][k]) for k in originals[1])  # the reference's run stays
+    assert weight_distance(aligned[2], aligned[0]) < weight_distance(originals[2], originals[0])

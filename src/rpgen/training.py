@@ -157,7 +157,8 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
         if spec is not None:
             import rpgen.align as align
 
-            align.align_checkpoints(checkpoint_dir, run_dir / runfiles.ALIGNED, spec, progress=progress)
+            align.align_checkpoints(checkpoint_dir, run_dir / runfiles.ALIGNED, spec, progress=progress,
+                                    runs=runs.index)  # one permutation per training run
         accelerator.wait_for_everyone()
         checkpoints = open_checkpoints(run_dir / runfiles.ALIGNED, order=config.data.tensor_order)
 
