@@ -57,7 +57,8 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     for zoo in ("quickstart", "diverse"):
         rpg, pdiff = peers.get(f"rpg-{zoo}"), peers.get(f"pdiff-{zoo}")
         if rpg and pdiff:
-            out.append((f"RPG vs p-diff, {zoo} digits zoo", "", f"{rpg['acc_mean']:.2f}",
+            preset = " (quickstart preset)" if zoo == "diverse" else ""
+            out.append((f"RPG vs p-diff, {zoo} digits zoo{preset}", "", f"{rpg['acc_mean']:.2f}",
                         f"{pdiff['acc_mean']:.2f} (p-diff)", "peers"))
     unseen = _load("unseen_tasks")["heldout"]
     out.append((f"unseen digit tasks ({len(unseen['tasks'])} held out), conditional", f"{unseen['trained_mean']:.2f}",
