@@ -38,7 +38,7 @@ from rpgen.tokenizer import Layout
 RUNS_FILE = "runs.json"
 SAME_RUN_MSD = 0.5
 """Checkpoints closer than this (mean squared distance per normalised value) share a run."""
-_SAMPLE_PER_TENSOR = 4096  # values of each tensor compared by the estimate
+_SAMPLE_VALUES = 65_536  # values per checkpoint compared by the estimate, spread over its tensors
 _PREFIX = re.compile(r"^(r\d+)_")
 
 
@@ -96,14 +96,16 @@ def read_runs_file(folder: str | Path, names: Sequence[str]) -> list[str] | None
 
 def estimate_runs(checkpoints: Sequence[Mapping[str, Tensor]], layout: Layout) -> list[int]:
     """A run label per checkpoint: single-linkage groups of checkpoints closer than
-    :data:`SAME_RUN_MSD`, compared on the first values of every generated tensor, normalised."""
+    :data:`SAME_RUN_MSD`, compared on the first values of every generated tensor (about 65K values
+    per checkpoint in all), normalised."""
     if len(checkpoints) == 1:
         return [0]
+    per_tensor = max(16, _SAMPLE_VALUES // len(layout.generated))  # bounds memory: K x ~65K values
     rows = []
     for ckpt in checkpoints:
         parts = []
         for info in layout.generated:
-            n = min(info.numel, _SAMPLE_PER_TENSOR)
+            n = min(info.numel, per_tensor)
             read_flat = getattr(ckpt, "read_flat", None)
             w = read_flat(info.name, 0, n) if read_flat else ckpt[info.name].flatten()[:n]
             w = w.double()
