@@ -24,16 +24,16 @@ Glossary: ``K`` checkpoints, ``P`` sampled values per checkpoint.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
+from rpgen.checkpoints import LazyCheckpoint
 from rpgen.errors import RpgenError
 from rpgen.files import read_json_object
-from rpgen.tokenizer import Layout
+from rpgen.tokenizer import Layout, normal_values
 
 RUNS_FILE = "runs.json"
 SAME_RUN_MSD = 0.5
@@ -48,17 +48,14 @@ class Runs:
     where that came from."""
 
     index: tuple[int, ...]
-    source: str  # "runs.json", "file names" or "estimated"
+    source: str  # "runs.json", "file names rNN_" or "estimated from weight distances"
 
     @property
     def num_runs(self) -> int:
         return max(self.index) + 1
 
-    def describe(self) -> str:
-        return f"{self.num_runs} training run{'s' if self.num_runs != 1 else ''} ({self.source})"
 
-
-def find_runs(folder: str | Path, names: Sequence[str], checkpoints: Sequence[Mapping[str, Tensor]],
+def find_runs(folder: str | Path, names: Sequence[str], checkpoints: Sequence[LazyCheckpoint],
               layout: Layout) -> Runs:
     """The runs of the checkpoints ``names`` (file names in ``folder``, in training order)."""
     declared = read_runs_file(folder, names)
@@ -94,7 +91,7 @@ def read_runs_file(folder: str | Path, names: Sequence[str]) -> list[str] | None
     return [run_of[n] for n in names]
 
 
-def estimate_runs(checkpoints: Sequence[Mapping[str, Tensor]], layout: Layout) -> list[int]:
+def estimate_runs(checkpoints: Sequence[LazyCheckpoint], layout: Layout) -> list[int]:
     """A run label per checkpoint: single-linkage groups of checkpoints closer than
     :data:`SAME_RUN_MSD`, compared on the first values of every generated tensor (about 65K values
     per checkpoint in all), normalised."""
@@ -103,16 +100,8 @@ def estimate_runs(checkpoints: Sequence[Mapping[str, Tensor]], layout: Layout) -
     per_tensor = max(16, _SAMPLE_VALUES // len(layout.generated))  # bounds memory: K x ~65K values
     rows = []
     for ckpt in checkpoints:
-        parts = []
-        for info in layout.generated:
-            n = min(info.numel, per_tensor)
-            read_flat = getattr(ckpt, "read_flat", None)
-            w = read_flat(info.name, 0, n) if read_flat else ckpt[info.name].flatten()[:n]
-            w = w.double()
-            if info.log:
-                w = w.clamp_min(1e-12).log()
-            parts.append((w - info.mean) / info.std)
-        rows.append(torch.cat(parts))
+        rows.append(torch.cat([normal_values(ckpt.read_flat(info.name, 0, min(info.numel, per_tensor)), info)
+                               for info in layout.generated]))
     x = torch.stack(rows)  # (K, P)
     close = (torch.cdist(x, x).pow(2) / x.shape[1]) < SAME_RUN_MSD  # (K, K)
     label = list(range(len(checkpoints)))  # union-find over the close pairs

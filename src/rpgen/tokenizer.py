@@ -185,14 +185,19 @@ def tokenize(state_dict: Mapping[str, Tensor], layout: Layout) -> Tensor:
     return tokens
 
 
+def normal_values(values: Tensor, info: TensorInfo) -> Tensor:
+    """Raw values of (part of) one generated tensor -> (n,) float64 values in normalised weight space
+    (``running_var`` in log space, minus the tensor's mean, over its std)."""
+    return (_to_normal_space(values, info) - info.mean) / info.std
+
+
 def flatten(state_dict: Mapping[str, Tensor], layout: Layout) -> Tensor:
     """State dict -> (P,) float32 vector of its generated values, normalised as in the tokens.
 
     The weight space in which rpgen measures distances: one unit is one (per-tensor) standard
     deviation of the checkpoint set; ``running_var`` is in log space.
     """
-    parts = [((_to_normal_space(state_dict[info.name], info) - info.mean) / info.std).to(torch.float32)
-             for info in layout.generated]
+    parts = [normal_values(state_dict[info.name], info).to(torch.float32) for info in layout.generated]
     return torch.cat(parts)
 
 
@@ -219,8 +224,7 @@ def normalize_values(values: Tensor, info: TensorInfo, token_size: int) -> Tenso
     """
     n = math.ceil(values.numel() / token_size)
     tokens = torch.full((n, token_size), float("nan"), dtype=torch.float32)
-    x = (_to_normal_space(values, info) - info.mean) / info.std
-    tokens.view(-1)[: values.numel()] = x.to(torch.float32)
+    tokens.view(-1)[: values.numel()] = normal_values(values, info).to(torch.float32)
     return tokens
 
 
