@@ -15,7 +15,7 @@ from rpgen.config import Config
 from rpgen.errors import RpgenError
 from rpgen.lineage import find_runs
 from rpgen.run import load_run
-from rpgen.sizing import auto_width, resolve_sizing
+from rpgen.sizing import auto_steps, auto_width, resolve_sizing
 from rpgen.tokenizer import fit_layout
 
 
@@ -59,6 +59,12 @@ def test_auto_width_follows_distinct_values():
     assert auto_width(63_860) == 128  # ten runs
     assert auto_width(319_300) == 256  # fifty runs
     assert auto_width(10**9) == 256  # clamped
+
+
+def test_auto_steps_grow_with_the_runs():
+    assert auto_steps(1) == 2000  # the quickstart preset
+    assert [auto_steps(r) for r in (2, 10, 20, 50, 100)] == [3000, 3000, 4000, 6000, 9000]
+    assert auto_steps(10_000) == 12_000  # clamped
 
 
 def test_sizing_fills_only_auto_settings(two_run_zoo):

@@ -8,10 +8,16 @@ values in its own weights. Measured on the digits zoos (DESIGN.md §6; bench/res
   accuracy); d_model 128 at lr 3e-3 for 3,000 steps works; lr 2e-2 stalls at the "state
   ignored" loss whatever the width.
 
+- fifty runs (319K): d_model 256 at lr 3e-3 is still learning when a 3,000-step schedule ends
+  (loss 0.049, 36.8% accuracy); the same settings for 6,000 steps reach loss 0.0019 and 97.8%
+  against 98.4% for the checkpoints (issue 13, a sweep on one H100; bench/results/diverse.md
+  measures the default on two CPU cores).
+
 So ``model.d_model = 0`` becomes 64 x sqrt(R x P / 16,384), rounded to a power of two and
 clamped to [64, 256] (one run of the digits CNN: 64; ten runs: 128; fifty: 256), and
-``train.lr = 0`` / ``train.steps = 0`` become 2e-2 / 2,000 for one run, 3e-3 / 3,000 for more.
-What was chosen and why is written to ``run.json`` (``sizing``).
+``train.lr = 0`` / ``train.steps = 0`` become 2e-2 / 2,000 for one run; for more, lr 3e-3 and
+3,000 x sqrt(R / 10) steps rounded down to a thousand, in [3,000, 12,000] (ten runs: 3,000;
+twenty: 4,000; fifty: 6,000). What was chosen and why is written to ``run.json`` (``sizing``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,16 @@ VALUES_PER_BASE_WIDTH = 16_384
 """Distinct values (runs x parameters) a width-64 backbone is sized for."""
 ONE_RUN = {"lr": 2e-2, "steps": 2000}
 MANY_RUNS = {"lr": 3e-3, "steps": 3000}
+"""For ten runs; the steps grow with sqrt(runs / 10) (:func:`auto_steps`)."""
+MAX_STEPS = 12_000
+
+
+def auto_steps(runs: int) -> int:
+    """Training steps for a zoo of ``runs`` training runs."""
+    if runs == 1:
+        return ONE_RUN["steps"]
+    steps = int(MANY_RUNS["steps"] * math.sqrt(runs / 10) // 1000 * 1000)
+    return min(max(steps, MANY_RUNS["steps"]), MAX_STEPS)
 
 
 def auto_width(distinct_values: int) -> int:
@@ -54,7 +70,7 @@ def resolve_sizing(config: Config, layout: Layout, runs: Runs) -> tuple[Config, 
         config = config.replace("train", lr=regime["lr"])
         chosen.append(f"train.lr = {config.train.lr:g} for a zoo of {kind}")
     if config.train.steps == 0:
-        config = config.replace("train", steps=regime["steps"])
-        chosen.append(f"train.steps = {config.train.steps} for a zoo of {kind}")
+        config = config.replace("train", steps=auto_steps(runs.num_runs))
+        chosen.append(f"train.steps = {config.train.steps} for a zoo of {runs.num_runs} training run(s)")
     record["chosen"] = chosen
     return config, record
