@@ -86,6 +86,8 @@ def collect(
     runs: Optional[int] = typer.Option(None, "--runs", help="digits: independent training runs (seeds SEED, "
                                        "SEED+1, ...) to split the checkpoints over; > 1 makes a diverse zoo "
                                        "(default 1)."),
+    modes: Optional[int] = typer.Option(None, "--modes", help="digits-tasks: head initialisations per task, "
+                                        "shared across tasks; > 1 makes a multimodal zoo (default 1)."),
     rank: Optional[int] = typer.Option(None, "--rank", help="minilm-sentiment: LoRA rank (the paper: 4, 16, 64; "
                                        "default 4)."),
     dora: Optional[bool] = typer.Option(None, "--dora/--lora", help="minilm-sentiment: DoRA instead of plain "
@@ -95,7 +97,7 @@ def collect(
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    given = {k: v for k, v in {"runs": runs, "rank": rank, "dora": dora, "base": base}.items() if v is not None}
+    given = {k: v for k, v in {"runs": runs, "modes": modes, "rank": rank, "dora": dora, "base": base}.items() if v is not None}
     console.print(collect_zoo(zoo, out, num=num, seed=seed, overwrite=overwrite, progress=progress, **given))
 
 

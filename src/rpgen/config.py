@@ -41,10 +41,14 @@ class DataConfig:
     tokens_in_memory_mb: int = 1024
     """Checkpoint sets whose tokens fit in this many MB are held in RAM during training; larger
     ones are read from the files token by token as steps need them (0 = always). Same results."""
-    states: Literal["auto", "checkpoint", "run"] = "auto"
-    """Permutation states: one per checkpoint, or one per training run (runs from runs.json, rNN_
-    file prefixes, or estimated: rpgen.lineage). auto = one per run when the zoo has several runs
-    (the original RPG code keeps one state per seed), else one per checkpoint."""
+    states: Literal["auto", "checkpoint", "run", "none"] = "auto"
+    """Permutation states: one per checkpoint, one per training run (runs from runs.json, rNN_
+    file prefixes, or estimated: rpgen.lineage), or none (one shared state; a conditional run then
+    sees the condition only). auto = one per run when the zoo has several runs (the original RPG
+    code keeps one state per seed), else one per checkpoint (unconditional) or none (conditional).
+    A conditional run with states "run" takes the state beside the condition: which of the
+    solutions shared across conditions (e.g. one per initialisation seed) a model follows, drawn
+    at generation time."""
     align: Literal["none", "weight-matching"] = "none"
     """weight-matching: before training, permute every checkpoint's hidden units to match the first
     checkpoint (Git Re-Basin), without changing what it computes; the run trains on, and

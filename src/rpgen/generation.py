@@ -142,6 +142,9 @@ def _records(run: Run, selectors: list) -> tuple[list[dict[str, str]], dict]:
     """Each model's file metadata, and what generation.json records of the selectors."""
     if not run.method.takes_selectors:
         return [{} for _ in selectors], {}
+    if run.states_beside_condition:
+        return ([{"condition": json.dumps(c), "permutation_state": str(s)} for c, s in selectors],
+                {"conditions": [c for c, _ in selectors], "permutation_states": [s for _, s in selectors]})
     if run.condition_dim is not None:
         return [{"condition": json.dumps(c)} for c in selectors], {"conditions": selectors}
     if any(isinstance(s, dict) for s in selectors):

@@ -56,14 +56,20 @@ class Runs:
 
 
 def find_runs(folder: str | Path, names: Sequence[str], checkpoints: Sequence[LazyCheckpoint],
-              layout: Layout) -> Runs:
-    """The runs of the checkpoints ``names`` (file names in ``folder``, in training order)."""
+              layout: Layout, *, estimate: bool = True) -> Runs:
+    """The runs of the checkpoints ``names`` (file names in ``folder``, in training order).
+
+    Without ``estimate``, a folder that declares no runs is one run (a conditional zoo: its
+    checkpoints differ by their conditions, so weight distances do not tell runs apart).
+    """
     declared = read_runs_file(folder, names)
     if declared is not None:
         return Runs(_renumber(declared), RUNS_FILE)
     prefixes = [_PREFIX.match(n) for n in names]
     if len(names) > 1 and all(prefixes):
         return Runs(_renumber([m.group(1) for m in prefixes]), "file names rNN_")
+    if not estimate:
+        return Runs((0,) * len(names), "not declared (runs.json or rNN_ file names): one run")
     return Runs(_renumber(estimate_runs(checkpoints, layout)), "estimated from weight distances")
 
 

@@ -47,7 +47,7 @@ from rpgen.files import atomic_dir, read_json_object
 from rpgen.forms import keep_form
 from rpgen.lineage import Runs
 from rpgen.methods import Method, get_method
-from rpgen.methods.base import Selector
+from rpgen.methods.base import Selector, states_beside_condition
 from rpgen.models.backbones import mamba_ssm_available
 from rpgen.safetensors_io import read_tensors
 from rpgen.tokenizer import Layout, copied_tensors
@@ -87,6 +87,11 @@ class Run:
         """Length of the condition vectors of a conditional run; None for an unconditional one."""
         dim = self.info.get("condition_dim")
         return None if dim is None else int(dim)
+
+    @property
+    def states_beside_condition(self) -> bool:
+        """True for a conditional run that also takes a permutation state per model (``data.states = "run"``)."""
+        return states_beside_condition(self.config, self.condition_dim is not None)
 
     @property
     def binary_conditions(self) -> bool:
@@ -129,8 +134,9 @@ class Run:
     def selectors(self, *, num: int, states: Sequence[int] | None = None,
                   conditions: Sequence[Sequence[float]] | None = None, mix: float | None = None) -> list:
         """What each of the models asked for is made for, checked against the run: permutation
-        states, condition vectors (``num`` per condition), or None (a state to draw, or a method
-        without states)."""
+        states, condition vectors (``num`` per condition; ``(condition, state)`` pairs when the run
+        takes a state beside the condition, the state None to draw), or None (a state to draw, or a
+        method without states)."""
         if not self.method.takes_selectors:
             if states is not None or conditions is not None or mix is not None:
                 raise RpgenError(f"{self.path} is a {self.method.name} run: it takes no --state, --condition or --mix")
@@ -144,20 +150,24 @@ class Run:
             if self.num_states < 2:
                 raise RpgenError(f"--mix needs two permutation states; {self.path} has one")
         if self.condition_dim is not None:
-            if states is not None:
-                raise RpgenError(f"{self.path} is a conditional run (no permutation states); use --condition, "
+            if states is not None and not self.states_beside_condition:
+                raise RpgenError(f"{self.path} is a conditional run without permutation states; use --condition, "
                                  "not --state")
             if not conditions:
                 raise RpgenError(f"{self.path} is a conditional run: give at least one --condition "
                                  f"(a vector of length {self.condition_dim})")
             conditions = [[float(v) for v in c] for c in conditions]
             check_conditions(conditions, dim=self.condition_dim, binary=self.binary_conditions)
-            return [c for c in conditions for _ in range(num)]
+            if not self.states_beside_condition:
+                return [c for c in conditions for _ in range(num)]
+            per_model = [None] * num if states is None else self._checked_states(states, num)
+            return [(c, s) for c in conditions for s in per_model]
         if conditions is not None:
             raise RpgenError(f"{self.path} is an unconditional run (trained without conditions.json); "
                              "it takes no --condition")
-        if states is None:
-            return [None] * num
+        return [None] * num if states is None else self._checked_states(states, num)
+
+    def _checked_states(self, states: Sequence[int], num: int) -> list[int]:
         states = list(states)
         if len(states) != num:
             raise RpgenError(f"got {len(states)} permutation states for {num} models")
@@ -173,6 +183,9 @@ class Run:
         random from different training runs (when the run knows more than one; else any two
         distinct states): a selector between the states it was trained on.
         """
+        if self.states_beside_condition and self.method.takes_selectors:
+            drawn = torch.randint(0, self.num_states, (len(selectors),), generator=rng).tolist()
+            return [(c, d if s is None else s) for (c, s), d in zip(selectors, drawn)]
         if not self.method.takes_selectors or self.condition_dim is not None or selectors[0] is not None:
             return selectors
         if mix is None:

@@ -101,6 +101,20 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
                       progress=progress, stop_after=stop_after)
 
 
+def _resolve_states(config: Config, runs, *, conditional: bool, resume: bool) -> Config:
+    """``config`` with ``data.states = "auto"`` made concrete: one state per training run when the
+    zoo has several (as the original code keeps one per seed), else one per checkpoint
+    (unconditional) or none (conditional: the condition alone)."""
+    states = config.data.states
+    if states == "auto":
+        states = "run" if runs.num_runs > 1 else ("none" if conditional else "checkpoint")
+    elif states == "checkpoint" and conditional and not resume:
+        raise RpgenError("config data.states = 'checkpoint' does not fit a conditional run (a state per checkpoint "
+                         "cannot be chosen for a new condition): use 'run' (a state per training run beside the "
+                         "condition) or 'none'")
+    return config.replace("data", states=states)
+
+
 def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state, resume: bool, overwrite: bool,
            progress: bool, stop_after: int | None) -> Path:
     from accelerate import Accelerator
@@ -124,11 +138,11 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
     conditions = read_conditions(checkpoint_dir, [p.name for p in paths]) if method.takes_conditions else None
     if resume:
         _check_unchanged(run_dir, checkpoint_dir, layout, conditions, [p.name for p in paths])
-    runs = find_runs(checkpoint_dir, [p.name for p in paths], checkpoints, layout)
+    runs = find_runs(checkpoint_dir, [p.name for p in paths], checkpoints, layout, estimate=conditions is None)
     config, sizing = resolve_sizing(config, layout, runs)
-    if config.data.states == "auto":  # one state per seed, as the original code does for multi-seed zoos
-        config = config.replace("data", states="run" if runs.num_runs > 1 and conditions is None else "checkpoint")
-    state_of = torch.tensor(runs.index) if config.data.states == "run" else torch.arange(len(paths))  # (K,)
+    config = _resolve_states(config, runs, conditional=conditions is not None, resume=resume)
+    state_of = {"run": torch.tensor(runs.index), "checkpoint": torch.arange(len(paths)),
+                "none": torch.zeros(len(paths), dtype=torch.long)}[config.data.states]  # (K,)
     use_cpu = not torch.cuda.is_available()
     if state.num_processes > 1 and not method.distributed:
         raise RpgenError(f"config model.method = {method.name!r} trains in one process only "

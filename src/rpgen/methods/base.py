@@ -29,6 +29,11 @@ from rpgen.tokenizer import Layout, TensorInfo
 Selector = Any  # a permutation-state index, a {state: weight} mixture, a condition vector (list of floats), or None
 
 
+def states_beside_condition(config: Config, conditional: bool) -> bool:
+    """True when a conditional model also takes a permutation state (``data.states = "run"``)."""
+    return conditional and config.data.states == "run"
+
+
 @dataclass
 class TrainingSet:
     """What a method trains on: the checkpoints (opened lazily), their layout, and optional conditions."""
@@ -40,6 +45,10 @@ class TrainingSet:
     device: torch.device
     num_processes: int = 1
     state_of: Tensor | None = None  # (K,) permutation state of each checkpoint; None: one per checkpoint
+
+    @property
+    def states_beside_condition(self) -> bool:
+        return states_beside_condition(self.config, self.conditions is not None)
 
     @property
     def states(self) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from rpgen.config import Config, ModelConfig
-from rpgen.methods.base import TrainingSet
+from rpgen.methods.base import TrainingSet, states_beside_condition
 from rpgen.methods.tokens import TokenMethod, masked_mse
 from rpgen.models.generator import PrototypeNet
 from rpgen.tokenizer import Layout
@@ -26,12 +26,13 @@ class RegressionGenerator(PrototypeNet):
     """Prototypes -> tokens by one linear map."""
 
     def __init__(self, cfg: ModelConfig, *, positions: Tensor, num_states: int, token_size: int,
-                 cond_dim: int | None = None) -> None:
-        super().__init__(cfg, positions=positions, num_states=num_states, token_size=token_size, cond_dim=cond_dim)
+                 cond_dim: int | None = None, with_state: bool = False) -> None:
+        super().__init__(cfg, positions=positions, num_states=num_states, token_size=token_size, cond_dim=cond_dim,
+                         with_state=with_state)
         self.head = nn.Linear(cfg.d_model, token_size)
 
     def forward(self, states: Tensor) -> Tensor:
-        """states: (B,) or (B, C) -> (B, L, S) predicted tokens."""
+        """states: (B,), (B, C) or (B, C + K) (see :meth:`PrototypeNet.prototypes`) -> (B, L, S) predicted tokens."""
         return self.head(self.prototypes(states))
 
 
@@ -40,7 +41,8 @@ class MSE(TokenMethod):
 
     def build(self, config: Config, layout: Layout, *, num_states: int, cond_dim: int | None) -> RegressionGenerator:
         return RegressionGenerator(config.model, positions=layout.positions(), num_states=num_states,
-                                   token_size=layout.token_size, cond_dim=cond_dim)
+                                   token_size=layout.token_size, cond_dim=cond_dim,
+                                   with_state=states_beside_condition(config, cond_dim is not None))
 
     def draw_rows(self, num_tokens: int, data: TrainingSet, *, rng: torch.Generator) -> Tensor:
         return torch.arange(num_tokens)  # every token of the batch

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from rpgen.config import Config
 from rpgen.diffusion import noised, sample_loop
-from rpgen.methods.base import TrainingSet
+from rpgen.methods.base import TrainingSet, states_beside_condition
 from rpgen.methods.tokens import TokenMethod, masked_mse
 from rpgen.models.generator import Generator
 from rpgen.tokenizer import Layout
@@ -29,7 +29,8 @@ class RPG(TokenMethod):
 
     def build(self, config: Config, layout: Layout, *, num_states: int, cond_dim: int | None) -> Generator:
         return Generator(config.model, positions=layout.positions(), num_states=num_states,
-                         token_size=layout.token_size, cond_dim=cond_dim)
+                         token_size=layout.token_size, cond_dim=cond_dim,
+                         with_state=states_beside_condition(config, cond_dim is not None))
 
     def draw_rows(self, num_tokens: int, data: TrainingSet, *, rng: torch.Generator) -> Tensor:
         diffusion_batch = math.ceil(data.config.train.diffusion_batch / data.num_processes)

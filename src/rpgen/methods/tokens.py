@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 import rpgen.resources as resources
 from rpgen.config import Config
@@ -54,13 +55,19 @@ class TokenMethod(Method):
         batch = math.ceil(min(tc.batch_size, num_checkpoints) / data.num_processes)  # per process
         conditions = None if data.conditions is None else data.conditions.to(device)  # (K, C)
         state_of = data.states.to(device)  # (K,)
+        num_states = int(state_of.max()) + 1
 
         def loss(module: nn.Module) -> Tensor:
             drawn = torch.randint(0, num_checkpoints, (batch,), generator=rng)  # (B,) checkpoint indices
             rows = self.draw_rows(batch * layout.num_tokens, data, rng=rng)  # (N,)
             x0 = source.gather(drawn, rows).to(device)  # (N, S)
             drawn = drawn.to(device)
-            selectors = state_of[drawn] if conditions is None else conditions[drawn]  # (B,) or (B, C)
+            if conditions is None:
+                selectors = state_of[drawn]  # (B,)
+            elif data.states_beside_condition:  # the condition, then the state's one-hot row: (B, C + K)
+                selectors = torch.cat([conditions[drawn], F.one_hot(state_of[drawn], num_states).float()], dim=1)
+            else:
+                selectors = conditions[drawn]  # (B, C)
             return self.token_loss(module, x0, rows.to(device), selectors, data=data, batch=batch, rng=rng)
 
         yield Stage("generator", "training", model, tc.steps, tc.lr, loss, resumable=True, ema_decay=tc.ema_decay)
@@ -127,14 +134,23 @@ class TensorAssembler:
 
 
 def selector_tensor(selectors: Sequence[Selector], model: PrototypeNet) -> Tensor:
-    """(M,) state indices, (M, K) state mixtures (any selector a ``{state: weight}`` dict), or (M, C) conditions."""
+    """(M,) state indices, (M, K) state mixtures (any selector a ``{state: weight}`` dict), (M, C)
+    conditions, or (M, C + K) conditions and state rows (selectors ``(condition, state)`` pairs)."""
+    if model.conditional and model.with_state:
+        conditions = torch.tensor([list(c) for c, _ in selectors], dtype=torch.float32)  # (M, C)
+        return torch.cat([conditions, state_rows([s for _, s in selectors], model.num_states)], dim=1)
     if any(isinstance(s, dict) for s in selectors):
-        weights = torch.zeros(len(selectors), model.num_states)  # (M, K)
-        for m, s in enumerate(selectors):
-            for state, w in (s.items() if isinstance(s, dict) else [(s, 1.0)]):
-                weights[m, int(state)] = w
-        return weights
+        return state_rows(selectors, model.num_states)
     return torch.tensor(list(selectors))
+
+
+def state_rows(states: Sequence[int | dict], num_states: int) -> Tensor:
+    """(M, K) weights of the states: a one-hot row for an index, the weights of a ``{state: weight}`` mixture."""
+    weights = torch.zeros(len(states), num_states)  # (M, K)
+    for m, s in enumerate(states):
+        for state, w in (s.items() if isinstance(s, dict) else [(s, 1.0)]):
+            weights[m, int(state)] = w
+    return weights
 
 
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:

@@ -8,6 +8,10 @@ condition encoder (an MLP ``C -> D -> D``): wherever an unconditional generator 
 permutation-state indices, a conditional one takes ``(B, C)`` condition vectors. An
 unconditional generator also takes ``(B, K)`` float *mixtures* of its ``K`` states (rows of
 weights): the selector is then that weighted sum of state embeddings, a state between runs.
+A conditional generator built ``with_state`` keeps the state embedding beside the condition
+encoder and takes ``(B, C + K)``: the condition, then the state's one-hot row (or a mixture);
+its selector is the sum of both. The state says which of several solutions shared across
+conditions (one per initialisation seed, say) a model follows, chosen once per model.
 
 The selector (state embedding or encoded condition) is added to the projected position
 embedding and, with ``model.film``, also scales and shifts it (FiLM: ``x * (1 + scale) + shift``,
@@ -50,17 +54,18 @@ class PrototypeNet(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, *, positions: Tensor, num_states: int, token_size: int,
-                 cond_dim: int | None = None) -> None:
+                 cond_dim: int | None = None, with_state: bool = False) -> None:
         super().__init__()
         self.num_states = num_states
         self.token_size = token_size
         self.cond_dim = cond_dim
+        self.with_state = cond_dim is None or with_state  # a permutation-state embedding
         self.register_buffer("pos_emb", position_embedding(positions, cfg.d_model), persistent=False)  # (L, D)
         self.input_proj = nn.Linear(cfg.d_model, cfg.d_model)
-        if cond_dim is None:
+        if self.with_state:
             self.permutation_state = nn.Embedding(num_states, cfg.d_model)
             nn.init.normal_(self.permutation_state.weight, std=0.5)
-        else:
+        if cond_dim is not None:
             self.condition_encoder = nn.Sequential(nn.Linear(cond_dim, cfg.d_model), nn.SiLU(),
                                                    nn.Linear(cfg.d_model, cfg.d_model))
         self.film = nn.Linear(cfg.d_model, 2 * cfg.d_model) if cfg.film else None
@@ -79,9 +84,13 @@ class PrototypeNet(nn.Module):
 
     def prototypes(self, states: Tensor) -> Tensor:
         """(B,) permutation-state indices or (B, K) state mixtures, or (B, C) conditions if
-        conditional -> (B, L, D) prototypes."""
+        conditional ((B, C + K) conditions and state rows if also ``with_state``) -> (B, L, D)
+        prototypes."""
         if self.cond_dim is not None:
-            selector = self.condition_encoder(states.to(self.pos_emb.dtype))  # (B, D)
+            states = states.to(self.pos_emb.dtype)
+            selector = self.condition_encoder(states[:, :self.cond_dim])  # (B, D)
+            if self.with_state:
+                selector = selector + states[:, self.cond_dim:] @ self.permutation_state.weight  # (B, K) @ (K, D)
         elif states.is_floating_point():
             selector = states.to(self.pos_emb.dtype) @ self.permutation_state.weight  # (B, K) @ (K, D) -> (B, D)
         else:
@@ -97,8 +106,9 @@ class Generator(PrototypeNet):
     """RPG: prototypes from the backbone, and a conv denoiser that turns noise into tokens given them."""
 
     def __init__(self, cfg: ModelConfig, *, positions: Tensor, num_states: int, token_size: int,
-                 cond_dim: int | None = None) -> None:
-        super().__init__(cfg, positions=positions, num_states=num_states, token_size=token_size, cond_dim=cond_dim)
+                 cond_dim: int | None = None, with_state: bool = False) -> None:
+        super().__init__(cfg, positions=positions, num_states=num_states, token_size=token_size, cond_dim=cond_dim,
+                         with_state=with_state)
         self.denoiser = ConvDenoiser(token_size=token_size, cond_dim=cfg.d_model,
                                      channels=tuple(cfg.denoiser_channels), kernel_size=cfg.kernel_size)
 
@@ -109,7 +119,8 @@ class Generator(PrototypeNet):
     def forward(self, states: Tensor, rows: Tensor, noisy: Tensor, t: Tensor) -> Tensor:
         """Training pass: backbone over whole sequences, denoiser on a subset of their tokens.
 
-        states: (B,) permutation states, or (B, C) conditions if conditional; rows: (N,) indices
+        states: (B,) permutation states, or (B, C) conditions if conditional ((B, C + K) if also
+        with a state); rows: (N,) indices
         into the B * L tokens of the batch; noisy: (N, S); t: (N,) -> (N, S).
         """
         protos = self.prototypes(states)  # (B, L, D)

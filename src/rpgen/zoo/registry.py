@@ -56,8 +56,9 @@ def _digits_message(out: Path, paths: list[Path], options: Mapping[str, Any]) ->
 def _tasks_message(out: Path, _: Path, options: Mapping[str, Any]) -> str:
     from rpgen.zoo.digits_tasks import HELDOUT, HELDOUT_DIR, TRAIN_DIR
 
-    return (f"wrote the digits-tasks zoo to {out}: train with {ZOOS['digits-tasks'].train_hint(out / TRAIN_DIR)}; "
-            f"{len(HELDOUT)} held-out tasks in {out / HELDOUT_DIR}")
+    modes = f" ({options['modes']} modes per task)" if options.get("modes", 1) > 1 else ""
+    return (f"wrote the digits-tasks zoo{modes} to {out}: train with "
+            f"{ZOOS['digits-tasks'].train_hint(out / TRAIN_DIR)}; {len(HELDOUT)} held-out tasks in {out / HELDOUT_DIR}")
 
 
 def _minilm_message(out: Path, paths: list[Path], options: Mapping[str, Any]) -> str:
@@ -79,8 +80,9 @@ ZOOS: Mapping[str, Zoo] = MappingProxyType({zoo.name: zoo for zoo in (
         preset="quickstart", options={"runs": 1}, message=_digits_message),
     Zoo("digits-tasks", "1,022 binary tasks on the digits, one classifier head per task on a shared frozen "
         "extractor (--num per task); OUT/train has conditions.json, 30 tasks go to OUT/heldout; resumes "
-        "when run again",
-        "rpgen.zoo.digits_tasks:collect_digits_tasks", default_num=3, message=_tasks_message),
+        "when run again (--modes K: every task from K head initialisations, a multimodal zoo)",
+        "rpgen.zoo.digits_tasks:collect_digits_tasks", default_num=3, options={"modes": 1},
+        message=_tasks_message),
     Zoo("minilm-sentiment", "peft LoRA/DoRA adapters of all-MiniLM-L6-v2 that classify the sentiment of "
         "English words, one adapter folder per epoch (needs the adapters extra)",
         "rpgen.zoo.minilm_sentiment:collect_minilm_sentiment", default_num=10,
