@@ -165,7 +165,8 @@ def generate(
     seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same models."),
     state: List[int] = typer.Option([], "--state", help="Permutation state of each model: a training checkpoint's "
                                     "index, or a training run's when the run has one state per run (run.json: "
-                                    "state_of_checkpoint); repeat once per model. Default: drawn at random."),
+                                    "state_of_checkpoint); repeat once per model (a conditional run with states: the "
+                                    "same states for every --condition). Default: drawn at random."),
     condition: List[str] = typer.Option([], "--condition", help="Conditional runs only: the condition vector, "
                                         "as a bit string (0101000011) or comma-separated numbers (0.1,0.5,2); "
                                         "repeatable, --num models each."),
