@@ -54,7 +54,8 @@ def test_unknown_zoo_is_a_one_line_error_naming_it(tmp_path):
 @pytest.mark.parametrize(("zoo", "flag", "needles"), [
     ("digits", ("--rank", "16"), ("--rank applies to the minilm-sentiment zoo only", "digits takes --runs")),
     ("digits", ("--dora",), ("--dora applies to the minilm-sentiment zoo only",)),
-    ("digits-tasks", ("--lora",), ("--dora applies to the minilm-sentiment zoo only", "no zoo options")),
+    ("digits-tasks", ("--lora",), ("--dora applies to the minilm-sentiment zoo only", "digits-tasks takes --modes")),
+    ("digits", ("--modes", "3"), ("--modes applies to the digits-tasks zoo only", "digits takes --runs")),
     ("minilm-sentiment", ("--runs", "2"), ("--runs applies to the digits zoo only",
                                            "minilm-sentiment takes --rank, --dora, --base")),
 ])
@@ -65,7 +66,7 @@ def test_an_option_the_zoo_does_not_take_is_a_one_line_error(tmp_path, zoo, flag
 
 def test_check_options_fills_the_defaults():
     assert check_options(ZOOS["minilm-sentiment"], {"rank": 16}) == {"rank": 16, "dora": False, "base": None}
-    assert check_options(ZOOS["digits-tasks"], {}) == {}
+    assert check_options(ZOOS["digits-tasks"], {}) == {"modes": 1}
 
 
 def test_collect_through_the_registry_writes_the_zoo_and_returns_the_message(tmp_path):

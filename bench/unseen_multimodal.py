@@ -1,0 +1,327 @@
+"""Benchmark: unseen tasks on a multimodal zoo, where a regressor cannot cheat (issue 18).
+
+    python bench/unseen_multimodal.py [--out runs/multimodal] [--num 6] [--modes 3] [--results DIR]
+
+1. Collects ``rpgen collect digits-tasks --modes 3`` (timed; reused when OUT/zoo is complete): the
+   1,022 tasks of the digits-tasks zoo, each trained from 3 initialisations of a per-task conv
+   block + head, shared across tasks (mode m = the same initialisation for every task).
+2. Checks that the modes differ: on the held-out tasks, the accuracy of each mode, of the midpoint
+   of modes 0 and 1, and of the mean of all modes (what a regressor that averages them would give).
+3. Trains, each with the plain CLI in its own process (wall seconds, peak RSS):
+   ``rpg`` = ``rpgen train OUT/zoo/train --out RUN`` (the folder declares the modes as runs, so the
+   generator takes a state per mode beside the code); ``rpg-condition-only`` adds
+   ``--set data.states=none`` (the ablation: the code alone); ``mse`` and ``mse-condition-only`` the
+   same with ``model.method=mse`` (no diffusion).
+4. Generates ``--num`` models for each of the 30 held-out and 20 seen tasks (states drawn at random
+   with seed 0) and measures their test accuracy against: trained (the task's checkpoints, all
+   modes), nearest seen task (Hamming), chance, and a least-squares linear map code -> weights
+   fitted on every training checkpoint.
+5. Mode coverage: the nearest trained mode of each generated model of a held-out task (distance
+   to that task's checkpoints of each mode, relative to the distance between its modes), how many
+   modes each task's models reach, and how many models are broken averages (accuracy more than
+   5 pp below the task's worst trained checkpoint).
+
+Writes RESULTS/unseen_multimodal.{md,json} (RESULTS = bench/results unless --results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tomllib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from common import RESULTS, Report, Table, write_results
+from diverse import child, cli
+from rpgen.generation import generate
+from rpgen.zoo import digits_tasks as zoo
+
+NUM_SEEN_EVAL = 20
+BROKEN_PP = 5.0  # a model more than this below its task's worst trained checkpoint is broken
+ROWS = {  # name -> --set settings on top of the plain command
+    "rpg": [],
+    "rpg-condition-only": ["data.states=none"],
+    "mse": ["model.method=mse"],
+    "mse-condition-only": ["model.method=mse", "data.states=none"],
+}
+
+
+def head_file(zoo_dir: Path, code: str, mode: int, k: int) -> Path:
+    folder = zoo.HELDOUT_DIR if code in zoo.HELDOUT else zoo.TRAIN_DIR
+    return zoo_dir / folder / zoo.checkpoint_name(code, k, mode)
+
+
+def flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([state[k].reshape(-1) for k in sorted(state)])
+
+
+def hamming(a: str, b: str) -> int:
+    return sum(x != y for x, y in zip(a, b))
+
+
+class Zoo:
+    """The collected zoo: file lookup and accuracy of any models on given tasks."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.manifest = zoo.load_manifest(folder)
+        self.modes = self.manifest["modes"]
+        self.per_mode = self.manifest["num_checkpoints"]
+        self.train_codes = [c for c, t in self.manifest["tasks"].items() if t["split"] == zoo.TRAIN_DIR]
+
+    def checkpoints(self, code: str, mode: int | None = None) -> list[dict[str, torch.Tensor]]:
+        modes = range(self.modes) if mode is None else [mode]
+        return [load_file(head_file(self.folder, code, m, k)) for m in modes for k in range(self.per_mode)]
+
+    def accuracy(self, models: list[dict[str, torch.Tensor]], codes: list[str]) -> list[float]:
+        return zoo.batch_accuracy(models, codes, zoo_dir=self.folder)
+
+    def trained_by_mode(self, code: str) -> list[float]:
+        """Mean accuracy of each mode's checkpoints (manifest order: mode by mode)."""
+        acc = self.manifest["tasks"][code]["accuracy"]
+        return [statistics.mean(acc[m * self.per_mode:(m + 1) * self.per_mode]) for m in range(self.modes)]
+
+
+def mode_check(z: Zoo, codes: list[str]) -> dict:
+    """Accuracy of each mode, of the midpoint of modes 0 and 1, and of the mean of all modes
+    (each task's last checkpoints)."""
+    last = z.per_mode - 1
+    ends = {c: [load_file(head_file(z.folder, c, m, last)) for m in range(z.modes)] for c in codes}
+    midpoints = [{k: (e[0][k] + e[1][k]) / 2 for k in e[0]} for e in ends.values()]
+    means = [{k: sum(h[k] for h in e) / len(e) for k in e[0]} for e in ends.values()]
+    per_mode = [statistics.mean(z.accuracy([ends[c][m] for c in codes], codes)) for m in range(z.modes)]
+    return {"tasks": len(codes), "mode_means": [round(a, 2) for a in per_mode],
+            "midpoint_0_1_mean": round(statistics.mean(z.accuracy(midpoints, codes)), 2),
+            "mean_of_modes_mean": round(statistics.mean(z.accuracy(means, codes)), 2)}
+
+
+class LinearMap:
+    """Least squares from [code bits, 1] to the flattened weights of every training checkpoint (all modes)."""
+
+    def __init__(self, z: Zoo) -> None:
+        self.keys = sorted(z.checkpoints(z.train_codes[0], 0)[0])
+        x, y = [], []
+        for code in z.train_codes:
+            for state in z.checkpoints(code):
+                x.append(zoo.code_bits(code) + [1.0])
+                y.append(flat(state))
+                self.shapes = {k: state[k].shape for k in self.keys}
+        self.weights = torch.linalg.lstsq(torch.tensor(x, dtype=torch.float64),
+                                          torch.stack(y).double()).solution  # (11, P)
+
+    def model(self, code: str) -> dict[str, torch.Tensor]:
+        values = torch.tensor(zoo.code_bits(code) + [1.0], dtype=torch.float64) @ self.weights
+        out, start = {}, 0
+        for key in self.keys:
+            n = self.shapes[key].numel()
+            out[key] = values[start:start + n].reshape(self.shapes[key]).float()
+            start += n
+        return out
+
+
+def nearest_seen(z: Zoo, code: str) -> float:
+    others = [c for c in z.train_codes if c != code]
+    best = min(hamming(code, c) for c in others)
+    models = [m for c in others if hamming(code, c) == best for m in z.checkpoints(c)]
+    return statistics.mean(z.accuracy(models, [code] * len(models)))
+
+
+def generated(run: Path, codes: list[str], num: int, out: Path) -> tuple[list[list[dict]], list[list[int]]]:
+    """``num`` generated models per code (states drawn with seed 0) and each one's state (None without states)."""
+    if not (out / "generation.json").is_file():
+        generate(run, out, num=num, conditions=[zoo.code_bits(c) for c in codes], seed=0, overwrite=True,
+                 progress=False, device="cpu")
+    record = json.loads((out / "generation.json").read_text())
+    files = sorted(out.glob("*.safetensors"))
+    states = record.get("permutation_states") or [None] * len(files)
+    models = [load_file(f) for f in files]
+    return ([models[i * num:(i + 1) * num] for i in range(len(codes))],
+            [states[i * num:(i + 1) * num] for i in range(len(codes))])
+
+
+def coverage(z: Zoo, codes: list[str], models: list[list[dict]], states: list[list], accuracy: list[list[float]]) -> dict:
+    """Nearest trained mode of every generated model, relative distances, broken averages."""
+    hits, modes_reached, broken, relative, state_match = [0] * z.modes, [], 0, [], []
+    for code, group, drawn, acc in zip(codes, models, states, accuracy):
+        by_mode = [torch.stack([flat(s) for s in z.checkpoints(code, m)]) for m in range(z.modes)]  # (per_mode, P)
+        centres = torch.stack([b.mean(0) for b in by_mode])  # (modes, P)
+        between = torch.cdist(centres, centres)[torch.triu_indices(z.modes, z.modes, 1).unbind()].mean()
+        worst = min(z.manifest["tasks"][code]["accuracy"])
+        reached = set()
+        for model, state, a in zip(group, drawn, acc):
+            d = torch.stack([torch.cdist(flat(model)[None], b).min() for b in by_mode])  # (modes,)
+            mode = int(d.argmin())
+            hits[mode] += 1
+            reached.add(mode)
+            relative.append(float(d.min() / between))
+            broken += a < worst - BROKEN_PP
+            if state is not None:
+                state_match.append(state == mode)
+        modes_reached.append(len(reached))
+    return {"models": sum(hits), "nearest_mode_counts": hits,
+            "tasks_by_modes_reached": {str(k): modes_reached.count(k) for k in range(1, z.modes + 1)},
+            "median_distance_to_nearest_mode_over_between_modes": round(statistics.median(relative), 3),
+            "broken": int(broken), "broken_rule": f"accuracy < the task's worst trained checkpoint - {BROKEN_PP:g} pp",
+            "state_is_nearest_mode": None if not state_match else sum(state_match)}
+
+
+def evaluate_row(z: Zoo, run: Path, codes: list[str], num: int, out: Path) -> dict:
+    models, states = generated(run, codes, num, out)
+    flat_acc = z.accuracy([m for g in models for m in g], [c for c in codes for _ in range(num)])
+    acc = [flat_acc[i * num:(i + 1) * num] for i in range(len(codes))]
+    return {"mean": round(statistics.mean(flat_acc), 2), "min": round(min(flat_acc), 2),
+            "per_task": [round(statistics.mean(a), 2) for a in acc], "models": models, "states": states, "acc": acc}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/multimodal"))
+    parser.add_argument("--num", type=int, default=6, help="generated models per task")
+    parser.add_argument("--modes", type=int, default=3)
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of " + ", ".join(ROWS))
+    parser.add_argument("--row", dest="extra_rows", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="an extra row: the plain command with these --set settings (e.g. "
+                             "rpg-d128:model.d_model=128,train.steps=6000)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="extra --set for every training (smoke runs; the results say so)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--collect-seconds", type=float,
+                        help="wall seconds of the collect that built an existing OUT/zoo (recorded as measured "
+                             "outside this run)")
+    args = parser.parse_args()
+    out = args.out.resolve()
+
+    zoo_dir, collect_s = out / "zoo", args.collect_seconds
+    if not (zoo_dir / zoo.MANIFEST).is_file():
+        print("collecting the zoo", flush=True)
+        collect_s, _ = child(cli("collect", "digits-tasks", "--modes", args.modes, "--out", zoo_dir, "--overwrite"),
+                             out / "logs" / "collect.log")
+        collect_s = round(collect_s, 1)
+    z = Zoo(zoo_dir)
+    heldout = list(zoo.HELDOUT)
+    order = z.train_codes[:]
+    random.Random(0).shuffle(order)
+    seen = sorted(order[:NUM_SEEN_EVAL])
+    modes = {"heldout": mode_check(z, heldout), "seen": mode_check(z, seen)}
+    print(f"modes: {modes}", flush=True)
+
+    rows_settings = {name: ROWS[name] for name in args.rows.split(",")}
+    for extra in args.extra_rows:
+        name, _, settings = extra.partition(":")
+        rows_settings[name] = [s for s in settings.split(",") if s]
+    trained, rows = {}, {}
+    for name, settings in rows_settings.items():
+        run = out / "runs" / name
+        if not (run / "generator.safetensors").is_file():
+            print(f"training {name}", flush=True)
+            sets = [x for s in settings + args.overrides for x in ("--set", s)]
+            seconds, peak = child(cli("train", zoo_dir / zoo.TRAIN_DIR, "--out", run, "--overwrite", *sets),
+                                  out / "logs" / f"{name}.train.log")
+            (run / "bench_train.json").write_text(f'{{"train_s": {seconds:.1f}, "train_peak_rss_gb": {peak:.3f}}}\n')
+        config = tomllib.loads((run / "config.toml").read_text())
+        trained[name] = {**json.loads((run / "bench_train.json").read_text()), "settings": settings,
+                         "method": config["model"]["method"], "states": config["data"]["states"],
+                         "d_model": config["model"]["d_model"], "lr": config["train"]["lr"],
+                         "steps": config["train"]["steps"]}
+        rows[name] = {split: evaluate_row(z, run, codes, args.num, out / "gen" / f"{name}-{split}")
+                      for split, codes in (("heldout", heldout), ("seen", seen))}
+        print(f"{name}: held-out {rows[name]['heldout']['mean']}, seen {rows[name]['seen']['mean']}", flush=True)
+
+    linear = LinearMap(z)
+    result: dict = {"collect_s": collect_s, "modes_per_task": z.modes, "checkpoints_per_mode": z.per_mode,
+                    "num_generated_per_task": args.num, "overrides": args.overrides, "mode_check": modes}
+    for split, codes in (("heldout", heldout), ("seen", seen)):
+        trained_acc = [statistics.mean(z.manifest["tasks"][c]["accuracy"]) for c in codes]
+        block = {"tasks": codes,
+                 "trained_mean": round(statistics.mean(trained_acc), 2),
+                 "trained_by_mode_mean": [round(statistics.mean(z.trained_by_mode(c)[m] for c in codes), 2)
+                                          for m in range(z.modes)],
+                 "nearest_seen_mean": round(statistics.mean(nearest_seen(z, c) for c in codes), 2),
+                 "chance_mean": round(statistics.mean(z.manifest["tasks"][c]["chance"] for c in codes), 2),
+                 "linear_map_mean": round(statistics.mean(z.accuracy([linear.model(c) for c in codes], codes)), 2)}
+        for name, row in rows.items():
+            key = name.replace("-", "_")
+            block[f"{key}_mean"], block[f"{key}_min"] = row[split]["mean"], row[split]["min"]
+        if "rpg" in rows:
+            block["generated_mean"], block["generated_min"] = rows["rpg"][split]["mean"], rows["rpg"][split]["min"]
+        if "mse" in rows:
+            block["mse_mean"] = rows["mse"][split]["mean"]
+        block["coverage"] = {name: coverage(z, codes, row[split]["models"], row[split]["states"], row[split]["acc"])
+                             for name, row in rows.items()}
+        result[split] = block
+    result["train"] = trained
+    print(write_results("unseen_multimodal", result, render, results=args.results))
+
+
+def render(r: dict) -> Report:
+    h, s = r["heldout"], r["seen"]
+    names = list(r["train"])
+    mc = r["mode_check"]["heldout"]
+
+    def cell(block: dict, key: str) -> str:
+        return f"{block[key]:.2f}" if key in block else "—"
+
+    table = Table(["tasks", "n", "generated (rpg)", "trained", "nearest seen", "chance", "linear map", "mse",
+                   "generated − trained (pp)"],
+                  [[name, len(b["tasks"]), cell(b, "generated_mean"), cell(b, "trained_mean"),
+                    cell(b, "nearest_seen_mean"), cell(b, "chance_mean"), cell(b, "linear_map_mean"),
+                    cell(b, "mse_mean"),
+                    f"{b['generated_mean'] - b['trained_mean']:+.2f}" if "generated_mean" in b else "—"]
+                   for name, b in (("held-out (never seen)", h), ("seen", s))], "lrrrrrrrr")
+    ablation = Table(["row", "--set", "states", "d_model, lr, steps", "held-out mean / min", "seen mean / min", "nearest mode counts (held-out)",
+                      "tasks reaching 1/2/3 modes", "broken (held-out)", "state = nearest mode", "train s",
+                      "peak RSS GB"],
+                     [[n, " ".join(r["train"][n]["settings"]) or "—",
+                       "none (code only)" if r["train"][n]["states"] == "none" else "one per mode, beside the code",
+                       f"{r['train'][n]['d_model']}, {r['train'][n]['lr']:g}, {r['train'][n]['steps']}",
+                       f"{h[n.replace('-', '_') + '_mean']:.2f} / {h[n.replace('-', '_') + '_min']:.2f}",
+                       f"{s[n.replace('-', '_') + '_mean']:.2f} / {s[n.replace('-', '_') + '_min']:.2f}",
+                       " / ".join(map(str, h["coverage"][n]["nearest_mode_counts"])),
+                       " / ".join(str(v) for v in h["coverage"][n]["tasks_by_modes_reached"].values()),
+                       f"{h['coverage'][n]['broken']} of {h['coverage'][n]['models']}",
+                       "—" if h["coverage"][n]["state_is_nearest_mode"] is None
+                       else f"{h['coverage'][n]['state_is_nearest_mode']} of {h['coverage'][n]['models']}",
+                       f"{r['train'][n]['train_s']:.0f}", f"{r['train'][n]['train_peak_rss_gb']:.2f}"]
+                      for n in names], "llllrrrrrrrr")
+    bars = []
+    if "generated_mean" in h:
+        for split, b in (("held-out", h), ("seen", s)):
+            gap = b["generated_mean"] - b["trained_mean"]
+            bars.append(f"- {split}: generated {b['generated_mean']:.2f} vs trained {b['trained_mean']:.2f} "
+                        f"({gap:+.2f} pp; bar within 3 pp: **{'met' if gap >= -3 else 'not met'}**)")
+            for other in ("linear_map_mean", "mse_mean", "mse_condition_only_mean"):
+                if other in b:
+                    lead = b["generated_mean"] - b[other]
+                    bars.append(f"  - above {other.removesuffix('_mean').replace('_', ' ')} ({b[other]:.2f}) by "
+                                f"{lead:+.2f} pp (bar >= 10 pp: **{'met' if lead >= 10 else 'not met'}**)")
+    intro = "\n".join([
+        f"Zoo: `rpgen collect digits-tasks --modes {r['modes_per_task']}` "
+        + (f"({r['collect_s']:.0f} s)" if r["collect_s"] else "(reused; not timed)")
+        + f": every task trained from {r['modes_per_task']} initialisations of its conv block + head "
+          f"(shared across tasks), {r['checkpoints_per_mode']} checkpoints each.",
+        (f"Extra settings for every training (not the plain command): `{' '.join(r['overrides'])}`."
+         if r["overrides"] else "Every row is the plain `rpgen train` command (plus the row's `--set`)."),
+        "",
+        f"The modes differ (held-out tasks, last checkpoints): modes {' / '.join(f'{a:.2f}' for a in mc['mode_means'])}, "
+        f"midpoint of modes 0 and 1 {mc['midpoint_0_1_mean']:.2f}, mean of all modes {mc['mean_of_modes_mean']:.2f}.",
+        "",
+        f"Test accuracy (%) on the digits test split; generated = {r['num_generated_per_task']} models per task, "
+        "states drawn at random (seed 0); trained = the task's checkpoints, all modes; nearest seen = checkpoints "
+        "of the training task with the closest code; linear map = least squares code -> weights over every "
+        "training checkpoint; mse = the no-diffusion ablation through the plain command (it takes the state too).",
+    ])
+    return Report(title="Unseen tasks on a multimodal zoo", intro=intro, table=table,
+                  sections=["## Rows: condition + state vs condition only, diffusion vs mse", ablation.markdown(),
+                            "Nearest mode: the mode whose checkpoints of that task are closest in weights; a "
+                            "model near none of them and below the task's worst trained checkpoint by more than "
+                            f"{BROKEN_PP:g} pp counts as broken.",
+                            "## Bars (computed from the numbers above)", "\n".join(bars) or "—"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""bench/unseen_multimodal.py on a small multimodal digits-tasks zoo: the mode check, the linear map
+and the coverage count, on real trained files.
+
+bench/ is scripts (``from common import ...``), so the module is imported with bench/ on sys.path
+only while it loads.
+"""
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TASKS_ZOO_CODES
+from rpgen.zoo import digits_tasks as zoo
+
+BENCH = Path(__file__).parents[2] / "bench"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+bench = _load("unseen_multimodal")
+
+
+@pytest.fixture(scope="module")
+def modes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mm") / "zoo"
+    zoo.collect_digits_tasks(out, num_checkpoints=2, codes=TASKS_ZOO_CODES, modes=3, progress=False)
+    return bench.Zoo(out)
+
+
+def test_each_checkpoint_is_nearest_its_own_mode(modes):
+    codes = [c for c in TASKS_ZOO_CODES if c in zoo.HELDOUT]
+    models = [modes.checkpoints(c) for c in codes]  # mode by mode, checkpoint by checkpoint
+    states = [[m for m in range(modes.modes) for _ in range(modes.per_mode)] for _ in codes]
+    accuracy = [modes.accuracy(g, [c] * len(g)) for c, g in zip(codes, models)]
+    result = bench.coverage(modes, codes, models, states, accuracy)
+    assert result["nearest_mode_counts"] == [len(codes) * modes.per_mode] * modes.modes
+    assert result["tasks_by_modes_reached"] == {"1": 0, "2": 0, "3": len(codes)}
+    assert result["broken"] == 0 and result["state_is_nearest_mode"] == result["models"]
+
+
+def test_an_average_of_modes_is_far_from_every_mode(modes):
+    codes = [c for c in TASKS_ZOO_CODES if c in zoo.HELDOUT]
+    averages = [[{k: sum(s[k] for s in modes.checkpoints(c)) / (modes.modes * modes.per_mode)
+                  for k in modes.checkpoints(c)[0]}] for c in codes]
+    accuracy = [modes.accuracy(g, [c]) for c, g in zip(codes, averages)]
+    result = bench.coverage(modes, codes, averages, [[None]] * len(codes), accuracy)
+    assert result["median_distance_to_nearest_mode_over_between_modes"] > 0.4  # an own checkpoint: ~0
+    assert result["state_is_nearest_mode"] is None
+
+
+def test_mode_check_and_linear_map(modes):
+    check = bench.mode_check(modes, [c for c in TASKS_ZOO_CODES if c in zoo.HELDOUT])
+    assert len(check["mode_means"]) == 3 and all(a > 80 for a in check["mode_means"])
+    linear = bench.LinearMap(modes)
+    model = linear.model("0110000010")
+    zoo.TaskBlock().load_state_dict(model, strict=True)
