@@ -63,6 +63,17 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     unseen = _load("unseen_tasks")["heldout"]
     out.append((f"unseen digit tasks ({len(unseen['tasks'])} held out), conditional", f"{unseen['trained_mean']:.2f}",
                 f"{unseen['generated_mean']:.2f}", f"{unseen['linear_map_mean']:.2f} (linear map)", "unseen_tasks"))
+    multimodal = _load("unseen_multimodal")
+    for split in ("heldout",):
+        block = multimodal[split]
+        out.append((f"unseen digit tasks, multimodal zoo ({len(block['tasks'])} held out, "
+                    f"{multimodal['modes_per_task']} modes per task), default train", f"{block['trained_mean']:.2f}",
+                    f"{block['generated_mean']:.2f}", f"{block['mse_mean']:.2f} (mse, same command)",
+                    "unseen_multimodal"))
+        if "rpg_condition_only_mean" in block:
+            out.append(("the same, condition only (`data.states=none`): per-token noise picks the modes",
+                        f"{block['trained_mean']:.2f}", f"{block['rpg_condition_only_mean']:.2f}",
+                        f"{block['mse_condition_only_mean']:.2f} (mse, condition only)", "unseen_multimodal"))
     hf = _load("hf")["rows"]
     for key, what in (("tiny-gpt2", "tiny-gpt2 Trainer zoo (transformers folders), 1,000 generator steps"),
                       ("deep-default", "12-layer GPT-2 zoo, sharded save_pretrained folders, default config")):

@@ -286,7 +286,8 @@ def render(r: dict) -> Report:
                        f"{h['coverage'][n]['broken']} of {h['coverage'][n]['models']}",
                        "—" if h["coverage"][n]["state_is_nearest_mode"] is None
                        else f"{h['coverage'][n]['state_is_nearest_mode']} of {h['coverage'][n]['models']}",
-                       f"{r['train'][n]['train_s']:.0f}", f"{r['train'][n]['train_peak_rss_gb']:.2f}"]
+                       f"{r['train'][n]['train_s']:.0f}" + ("*" if r["train"][n].get("timed_by") else ""),
+                       "—" if r["train"][n]["train_peak_rss_gb"] is None else f"{r['train'][n]['train_peak_rss_gb']:.2f}"]
                       for n in names], "llllrrrrrrrr")
     bars = []
     if "generated_mean" in h:
@@ -317,6 +318,7 @@ def render(r: dict) -> Report:
     ])
     return Report(title="Unseen tasks on a multimodal zoo", intro=intro, table=table,
                   sections=["## Rows: condition + state vs condition only, diffusion vs mse", ablation.markdown(),
+                            *[f"\\* {n}: {r['train'][n]['timed_by']}" for n in names if r["train"][n].get("timed_by")],
                             "Nearest mode: the mode whose checkpoints of that task are closest in weights; a "
                             "model near none of them and below the task's worst trained checkpoint by more than "
                             f"{BROKEN_PP:g} pp counts as broken.",

@@ -17,7 +17,8 @@ _spec.loader.exec_module(common)
 
 # Every results file rendered from its JSON (peers.md waits for a rerun of `bench/peers.py report`,
 # whose JSON then holds every number it states).
-RENDERED = ("quickstart", "sampling", "scale", "memorization", "unseen_tasks", "adapters", "scan", "hf", "diverse")
+RENDERED = ("quickstart", "sampling", "scale", "memorization", "unseen_tasks", "adapters", "scan", "hf", "diverse",
+            "unseen_multimodal")
 
 
 def render(data: dict):
