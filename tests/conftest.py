@@ -11,6 +11,7 @@
 - ``TINY``, ``tiny(...)``, ``set_args(...)``, ``rpgen(...)``: a generator config small enough to train
   in seconds (``tiny("train.steps=6")`` replaces keys), ``--set`` arguments for it, and the CLI
   called in-process; test modules import them with ``from conftest import ...``.
+- ``load_bench(name)``: a bench/ script imported as a module.
 - ``child_env()``, ``start_python(code, *args)``: real child processes that import this rpgen
   (for SIGKILL, lock and concurrency tests); ``start_python`` waits for the child's first line.
 - ``make_state_dict``: a factory for small synthetic state_dicts shaped like a conv + BatchNorm
@@ -19,6 +20,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -144,6 +146,19 @@ def make_state_dict() -> Callable[..., dict[str, torch.Tensor]]:
 def one_line_error() -> Callable[..., None]:
     """:func:`check_one_line_error` as a fixture."""
     return check_one_line_error
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench(name: str):
+    """Import bench/NAME.py. bench/ is scripts (``from common import ...``), so it is on sys.path
+    only while the module loads."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
 
 
 def child_env() -> dict[str, str]:

@@ -1,10 +1,7 @@
 """bench/diverse.py and its zoo bench/diverse_mlp.py: bars computed from the numbers, the MLP zoo, its alignment.
 
-bench/ is scripts (``from common import ...``), so the modules are imported with bench/ on sys.path
-only while they load.
 """
 
-import importlib
 import json
 import os
 import subprocess
@@ -15,22 +12,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import load_bench
 from rpgen.align import permute, spec_from_model, weight_matching
 
 BENCH = Path(__file__).parents[2] / "bench"
 
 
-def _load(name: str):
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-diverse = _load("diverse")
-diverse_mlp = _load("diverse_mlp")
-common = _load("common")
+diverse = load_bench("diverse")
+diverse_mlp = load_bench("diverse_mlp")
+common = load_bench("common")
 
 
 def row(zoo="digits-10", method="rpg", variant="default", **numbers):

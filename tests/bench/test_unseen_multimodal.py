@@ -1,31 +1,14 @@
 """bench/unseen_multimodal.py on a small multimodal digits-tasks zoo: the mode check, the linear map
 and the coverage count, on real trained files.
 
-bench/ is scripts (``from common import ...``), so the module is imported with bench/ on sys.path
-only while it loads.
 """
-
-import importlib
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import TASKS_ZOO_CODES
+from conftest import TASKS_ZOO_CODES, load_bench
 from rpgen.zoo import digits_tasks as zoo
 
-BENCH = Path(__file__).parents[2] / "bench"
-
-
-def _load(name: str):
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-bench = _load("unseen_multimodal")
+bench = load_bench("unseen_multimodal")
 
 
 @pytest.fixture(scope="module")
