@@ -45,3 +45,9 @@ def test_mode_check_and_linear_map(modes):
     linear = bench.LinearMap(modes)
     model = linear.model("0110000010")
     zoo.TaskBlock().load_state_dict(model, strict=True)
+
+
+def test_head_only_modes_are_trained_per_mode(modes):
+    check = bench.head_only_check(modes, [c for c in TASKS_ZOO_CODES if c in zoo.HELDOUT], list(TASKS_ZOO_CODES))
+    assert len(check["mode_means"]) == 3 and all(a > 90 for a in check["mode_means"])
+    assert 0 <= check["linear_map_mean"] <= 100 and 0 <= check["midpoint_0_1_mean"] <= 100

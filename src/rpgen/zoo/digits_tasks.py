@@ -21,11 +21,12 @@ a ViT-Tiny) on data that ships with scikit-learn.
   from K different initialisations of the head (mode ``m`` starts from the same initialisation for
   every task), so each task has K different solutions with the hidden units in different orders,
   and "mode m" means the same for every task. Heads alone do not make modes that differ: on the
-  frozen features the midpoint of two modes of a held-out task scores 98.5% against 98.8%, and a
-  least-squares map from code to weights 96.5%. So a multimodal zoo also trains the last conv
-  block per task (:class:`TaskBlock`: a fresh 3x3 conv on the frozen second block's maps, ReLU,
-  average pool, Linear(16, 2); 2,354 parameters), where two modes' midpoint scores about 86% and
-  the mean of three about 84% (bench/results/unseen_multimodal.md measures the zoo). Files are named
+  frozen features the midpoint of two modes of a held-out task scores 98.4% against 98.8%, the
+  mean of three 97.9%, and a least-squares map from code to weights 96.6% (bench/unseen_multimodal.py
+  measures it). So a multimodal zoo also trains the last conv block per task (:class:`TaskBlock`:
+  a fresh 3x3 conv on the frozen second block's maps, ReLU, average pool, Linear(16, 2); 2,354
+  parameters), where two modes' midpoint scores 87.2% and the mean of three 84.7%
+  (bench/results/unseen_multimodal.md). Files are named
   ``rMM_CODE_K.safetensors``: the ``rNN_`` prefix tells ``rpgen train`` the mode is a training run,
   and the conditional generator then takes a state per mode beside the code (``data.states``).
 
