@@ -181,7 +181,8 @@ class Run:
 
         With ``mix``, each model gets a mixture ``{i: 1 - mix, j: mix}`` of two states drawn at
         random from different training runs (when the run knows more than one; else any two
-        distinct states): a selector between the states it was trained on.
+        distinct states): a selector between the states it was trained on. A run with states
+        beside the condition gets a state drawn for each ``(condition, None)`` pair.
         """
         if self.states_beside_condition and self.method.takes_selectors:
             drawn = torch.randint(0, self.num_states, (len(selectors),), generator=rng).tolist()
