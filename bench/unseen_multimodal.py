@@ -31,6 +31,7 @@ import json
 import random
 import statistics
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -121,20 +122,8 @@ def head_only_check(z: Zoo, heldout: list[str], codes: list[str] | None = None) 
     ends = [[heads[m][c] for m in range(z.modes)] for c in heldout]
     midpoints = [{k: (e[0][k] + e[1][k]) / 2 for k in e[0]} for e in ends]
     means = [{k: sum(h[k] for h in e) / len(e) for k in e[0]} for e in ends]
-    keys = sorted(heads[0][codes[0]])
-    seen = [c for c in codes if c not in zoo.HELDOUT]
-    x = torch.tensor([zoo.code_bits(c) + [1.0] for m in range(z.modes) for c in seen], dtype=torch.float64)
-    y = torch.stack([flat(heads[m][c]) for m in range(z.modes) for c in seen]).double()
-    weights = torch.linalg.lstsq(x, y).solution  # (11, P)
-    mapped = []
-    for code in heldout:
-        values = (torch.tensor(zoo.code_bits(code) + [1.0], dtype=torch.float64) @ weights).float()
-        model, start = {}, 0
-        for key in keys:
-            shape = heads[0][code][key].shape
-            model[key] = values[start:start + shape.numel()].reshape(shape)
-            start += shape.numel()
-        mapped.append(model)
+    linear = LinearMap((c, heads[m][c]) for m in range(z.modes) for c in codes if c not in zoo.HELDOUT)
+    mapped = [linear.model(c) for c in heldout]
     per_mode = [statistics.mean(z.accuracy([e[m] for e in ends], heldout)) for m in range(z.modes)]
     return {"tasks": len(heldout), "mode_means": [round(a, 2) for a in per_mode],
             "midpoint_0_1_mean": round(statistics.mean(z.accuracy(midpoints, heldout)), 2),
@@ -143,16 +132,16 @@ def head_only_check(z: Zoo, heldout: list[str], codes: list[str] | None = None) 
 
 
 class LinearMap:
-    """Least squares from [code bits, 1] to the flattened weights of every training checkpoint (all modes)."""
+    """Least squares from [code bits, 1] to flattened weights (e.g. of every training checkpoint, all modes)."""
 
-    def __init__(self, z: Zoo) -> None:
-        self.keys = sorted(z.checkpoints(z.train_codes[0], 0)[0])
+    def __init__(self, examples: Iterable[tuple[str, dict[str, torch.Tensor]]]) -> None:
+        """``examples``: (code, state dict) pairs to fit on."""
         x, y = [], []
-        for code in z.train_codes:
-            for state in z.checkpoints(code):
-                x.append(zoo.code_bits(code) + [1.0])
-                y.append(flat(state))
-                self.shapes = {k: state[k].shape for k in self.keys}
+        for code, state in examples:
+            x.append(zoo.code_bits(code) + [1.0])
+            y.append(flat(state))
+        self.keys = sorted(state)  # flat()'s order
+        self.shapes = {k: state[k].shape for k in self.keys}
         self.weights = torch.linalg.lstsq(torch.tensor(x, dtype=torch.float64),
                                           torch.stack(y).double()).solution  # (11, P)
 
@@ -275,7 +264,7 @@ def main() -> None:
                       for split, codes in (("heldout", heldout), ("seen", seen))}
         print(f"{name}: held-out {rows[name]['heldout']['mean']}, seen {rows[name]['seen']['mean']}", flush=True)
 
-    linear = LinearMap(z)
+    linear = LinearMap((c, s) for c in z.train_codes for s in z.checkpoints(c))
     result: dict = {"collect_s": collect_s, "modes_per_task": z.modes, "checkpoints_per_mode": z.per_mode,
                     "num_generated_per_task": args.num, "overrides": args.overrides, "mode_check": modes}
     for split, codes in (("heldout", heldout), ("seen", seen)):

@@ -18,8 +18,8 @@ a ViT-Tiny) on data that ships with scikit-learn.
   minute (see ``bench/results/unseen_tasks.md``).
 - **Held-out tasks.** The 30 codes in :data:`HELDOUT` are never given to the generator.
 - **Modes** (``modes`` > 1, ``rpgen collect digits-tasks --modes K``): every task is trained K times,
-  from K different initialisations of the head (mode ``m`` starts from the same initialisation for
-  every task), so each task has K different solutions with the hidden units in different orders,
+  from K different initialisations of the generated part (mode ``m`` starts from the same
+  initialisation for every task), so each task has K different solutions with the units in different orders,
   and "mode m" means the same for every task. Heads alone do not make modes that differ: on the
   frozen features the midpoint of two modes of a held-out task scores 98.4% against 98.8%, the
   mean of three 97.9%, and a least-squares map from code to weights 96.6% (bench/unseen_multimodal.py
@@ -167,11 +167,16 @@ class TaskHead(nn.Module):
         return self.fc2(F.silu(self.fc1(features)))
 
 
-def extract_features(extractor: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-    """(N, 1, 8, 8) images -> (N, F) standardised features of the frozen extractor."""
+def _frozen_extractor(extractor: dict[str, torch.Tensor]) -> DigitsCNN:
+    """The zoo's extractor file (DigitsCNN weights + feature statistics) as a DigitsCNN in eval mode."""
     model = DigitsCNN()
     model.load_state_dict({k: v for k, v in extractor.items() if not k.startswith("features.")})
-    model.eval()
+    return model.eval()
+
+
+def extract_features(extractor: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 8, 8) images -> (N, F) standardised features of the frozen extractor."""
+    model = _frozen_extractor(extractor)
     with torch.inference_mode():
         x = model.features(images)  # (N, F)
     return (x - extractor["features.mean"]) / extractor["features.std"]
@@ -180,9 +185,7 @@ def extract_features(extractor: dict[str, torch.Tensor], images: torch.Tensor) -
 def extract_maps(extractor: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     """(N, 1, 8, 8) images -> (N, 16, 4, 4) second-block maps of the frozen extractor, each channel
     standardised with its mean and std over the train split."""
-    model = DigitsCNN()
-    model.load_state_dict({k: v for k, v in extractor.items() if not k.startswith("features.")})
-    model.eval()
+    model = _frozen_extractor(extractor)
 
     def maps(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
