@@ -38,7 +38,7 @@ def worker(spec: dict) -> dict:
     b, l, e, n = spec["batch"], spec["tokens"], 2 * spec["d_model"], D_STATE
 
     def scan(*t):
-        return selective_scan_reference(*t) if spec["impl"] == "loop" else selective_scan(*t, chunk=spec["chunk"])
+        return selective_scan_reference(*t) if spec["impl"] == "loop" else selective_scan(*t, chunk=spec["chunk"])[0]
 
     def inputs(length: int) -> list:
         dt = torch.rand(b, length, e) * 0.1

@@ -35,7 +35,7 @@ def forward_and_grads(fn, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...
 def test_chunked_scan_matches_reference_forward_and_gradients_float64(l, chunk):
     inputs = scan_inputs(2, l, 5, 3)
     expected = forward_and_grads(selective_scan_reference, inputs)
-    got = forward_and_grads(lambda *t: selective_scan(*t, chunk=chunk), inputs)
+    got = forward_and_grads(lambda *t: selective_scan(*t, chunk=chunk)[0], inputs)
     for name, e, g in zip(["y", "dt", "A", "B", "C", "x"], expected, got):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}")
 
@@ -44,7 +44,7 @@ def test_chunked_scan_matches_reference_forward_and_gradients_float64(l, chunk):
 def test_chunked_scan_matches_reference_float32(chunk):
     inputs = scan_inputs(3, 200, 16, 8, dtype=torch.float32, seed=1)
     expected = forward_and_grads(selective_scan_reference, inputs)
-    got = forward_and_grads(lambda *t: selective_scan(*t, chunk=chunk), inputs)
+    got = forward_and_grads(lambda *t: selective_scan(*t, chunk=chunk)[0], inputs)
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
@@ -53,10 +53,44 @@ def test_chunked_scan_is_stable_with_strong_decay():
     # dt A down to -2,000 per token and -64,000 per chunk: a closed form exp(-cumsum) would overflow.
     inputs = scan_inputs(1, 96, 4, 8, dtype=torch.float32, dt_max=20.0, a_max=100.0, seed=2)
     expected = forward_and_grads(selective_scan_reference, inputs)
-    got = forward_and_grads(lambda *t: selective_scan(*t, chunk=32), inputs)
+    got = forward_and_grads(lambda *t: selective_scan(*t, chunk=32)[0], inputs)
     for e, g in zip(expected, got):
         assert torch.isfinite(g).all()
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("split, chunk", [(20, 8), (1, 32), (37, 5)])
+def test_chunked_scan_continues_from_a_state_forward_and_gradients(split, chunk):
+    inputs = scan_inputs(2, 45, 5, 3, seed=3)
+
+    def in_two(dt, A, B, C, x):
+        first, h = selective_scan(dt[:, :split], A, B[:, :split], C[:, :split], x[:, :split], chunk=chunk)
+        second, _ = selective_scan(dt[:, split:], A, B[:, split:], C[:, split:], x[:, split:], chunk=chunk, h0=h)
+        return torch.cat([first, second], dim=1)
+
+    expected = forward_and_grads(selective_scan_reference, inputs)
+    for name, e, g in zip(["y", "dt", "A", "B", "C", "x"], expected, forward_and_grads(in_two, inputs)):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_chunked_scan_state_gradients_match_autograd_of_the_recurrence():
+    dt, A, B, C, x = scan_inputs(2, 9, 4, 3, seed=4)
+    h0 = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+
+    def by_hand(dt, A, B, C, x, h0):  # the recurrence, continued from h0, differentiated by autograd
+        h, ys = h0, []
+        for t in range(dt.shape[1]):
+            h = torch.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * x[:, t])[..., None] * B[:, t, None, :]
+            ys.append((h * C[:, t, None, :]).sum(-1))
+        return torch.stack(ys, 1), h
+
+    results = []
+    for fn in (by_hand, lambda *t: selective_scan(*t[:5], chunk=4, h0=t[5])):
+        y, h = fn(dt, A, B, C, x, h0)
+        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)).sum() + (h * h).sum()
+        results.append((y, h, *torch.autograd.grad(loss, [dt, A, B, C, x, h0])))
+    for e, g in zip(*results):
+        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-12)
 
 
 def saved_bytes(fn, inputs: list[torch.Tensor]) -> int:
@@ -79,7 +113,7 @@ def test_chunked_scan_keeps_no_per_token_state_for_backward():
     assert saved_bytes(selective_scan_reference, inputs) > 3 * full
     # the inputs themselves plus one (b, e, n) state per 32-token chunk, nothing per token and state
     inputs_bytes = 4 * (2 * b * l * e + 2 * b * l * n + e * n)
-    assert saved_bytes(lambda *t: selective_scan(*t, chunk=32), inputs) == inputs_bytes + 4 * (l // 32) * b * e * n
+    assert saved_bytes(lambda *t: selective_scan(*t, chunk=32)[0], inputs) == inputs_bytes + 4 * (l // 32) * b * e * n
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
@@ -141,6 +175,36 @@ def test_recomputed_layers_give_the_same_outputs_and_gradients_and_keep_less():
     assert not mamba_recomputes(auto, batch=8, length=1_000) and mamba_recomputes(auto, batch=8, length=50_000)
 
 
+@pytest.mark.parametrize("segment", [8, 13, 64])
+def test_layers_recomputed_in_segments_match_whole_layers(segment):
+    from rpgen.models.backbones import MambaBackbone
+
+    hidden = torch.randn(3, 50, 16)
+    results = []
+    for recompute in ("off", "on"):
+        torch.manual_seed(0)
+        cfg = ModelConfig(d_model=16, d_state=4, mamba_impl="torch", recompute=recompute, scan_chunk=4)
+        model = MambaBackbone(cfg, segment=segment)
+        y = model(hidden)
+        (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        results.append((y.detach(), {k: p.grad for k, p in model.named_parameters()}))
+    (y_off, g_off), (y_on, g_on) = results
+    torch.testing.assert_close(y_on, y_off, rtol=1e-5, atol=1e-6)
+    for k in g_off:
+        torch.testing.assert_close(g_on[k], g_off[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_recompute_segments_are_whole_scan_chunks_of_bounded_size():
+    from rpgen.models.backbones import MAMBA_ACTIVATIONS_PER_TOKEN, SEGMENT_BYTES, recompute_segment
+
+    for batch, d_model, chunk in [(8, 64, 32), (1, 64, 32), (8, 256, 7), (64, 1024, 32)]:
+        cfg = ModelConfig(d_model=d_model, scan_chunk=chunk)
+        tokens = recompute_segment(cfg, batch=batch)
+        assert tokens % chunk == 0
+        kept = batch * tokens * cfg.expand * d_model * MAMBA_ACTIVATIONS_PER_TOKEN * 4
+        assert kept <= SEGMENT_BYTES or tokens == chunk
+
+
 def test_selective_scan_matches_the_recurrence():
     g = torch.Generator().manual_seed(0)
     b, l, e, n = 2, 37, 5, 3
@@ -153,7 +217,7 @@ def test_selective_scan_matches_the_recurrence():
     for t in range(l):
         h = torch.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * x[:, t])[..., None] * B[:, t, None, :]
         ys.append((h * C[:, t, None, :]).sum(-1))
-    torch.testing.assert_close(selective_scan(dt, A, B, C, x), torch.stack(ys, 1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(selective_scan(dt, A, B, C, x)[0], torch.stack(ys, 1), rtol=1e-5, atol=1e-5)
 
 
 def test_mamba_has_mamba_ssm_parameter_names_and_shapes():

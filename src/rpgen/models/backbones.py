@@ -54,18 +54,23 @@ def selective_scan_reference(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Ten
     return torch.einsum("bten,btn->bte", torch.stack(states, dim=1), C)
 
 
-def selective_scan(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor, *, chunk: int = SCAN_CHUNK) -> Tensor:
+def selective_scan(dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor, *, chunk: int = SCAN_CHUNK,
+                   h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The recurrence of :func:`selective_scan_reference`, chunk by chunk, in O(b l e + b chunk e n) memory.
 
-    dt, x: (b, l, e); A: (e, n); B, C: (b, l, n) -> y: (b, l, e). Only one chunk's (t, b, e, n)
-    tensors (t = ``chunk`` tokens) are alive at a time; the state entering each chunk, (b, e, n),
-    is kept for backward, which recomputes each chunk's states and runs the adjoint recurrence
-    backwards through it. Same operations in the same order as the reference, so the outputs agree
-    to round-off; all decays are exp(dt A) <= 1 (A < 0), so nothing can overflow.
+    dt, x: (b, l, e); A: (e, n); B, C: (b, l, n); h0: (b, e, n) state before the first token (zeros
+    if None) -> y: (b, l, e) and the state after the last token, (b, e, n), so a sequence can be
+    scanned in segments. Only one chunk's (t, b, e, n) tensors (t = ``chunk`` tokens) are alive at a
+    time; the state entering each chunk, (b, e, n), is kept for backward, which recomputes each
+    chunk's states and runs the adjoint recurrence backwards through it. Same operations in the same
+    order as the reference, so the outputs agree to round-off; all decays are exp(dt A) <= 1 (A < 0),
+    so nothing can overflow.
     """
     if chunk < 1:
         raise ValueError(f"selective_scan: chunk must be >= 1, got {chunk}")
-    return _ChunkedScan.apply(dt, A, B, C, x, chunk)
+    if h0 is None:
+        h0 = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])
+    return _ChunkedScan.apply(dt, A, B, C, x, h0, chunk)
 
 
 def _time_major(t: Tensor, s: slice) -> Tensor:
@@ -101,10 +106,11 @@ class _ChunkedScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor, chunk: int) -> Tensor:
-        b, l, e = dt.shape
+    def forward(ctx, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, x: Tensor, h0: Tensor,
+                chunk: int) -> tuple[Tensor, Tensor]:
+        l = dt.shape[1]
         y = torch.empty_like(x)  # (b, l, e)
-        h = x.new_zeros(b, e, A.shape[1])  # (b, e, n)
+        h = h0  # (b, e, n)
         starts = []
         for start in range(0, l, chunk):
             s = slice(start, min(start + chunk, l))
@@ -115,15 +121,15 @@ class _ChunkedScan(torch.autograd.Function):
         if any(ctx.needs_input_grad):
             ctx.save_for_backward(dt, A, B, C, x, torch.stack(starts))  # starts: (chunks, b, e, n)
             ctx.chunk = chunk
-        return y
+        return y, h
 
     @staticmethod
-    def backward(ctx, gy: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx, gy: Tensor, g_last: Tensor) -> tuple[Tensor | None, ...]:
         dt, A, B, C, x, starts = ctx.saved_tensors
         chunk, l = ctx.chunk, dt.shape[1]
         d_dt, dx, dB, dC = torch.empty_like(dt), torch.empty_like(x), torch.empty_like(B), torch.empty_like(C)
         dA = torch.zeros_like(A)  # (e, n)
-        carry = torch.zeros_like(starts[0])  # a_{t+1} G_{t+1} from the next chunk: (b, e, n)
+        carry = g_last  # dL/dh from after the chunk (the next chunk's a_{t+1} G_{t+1}): (b, e, n)
         for c in reversed(range(starts.shape[0])):
             s = slice(c * chunk, min((c + 1) * chunk, l))
             a, H, dt_c, dtx = _chunk_terms(dt, A, B, x, s, starts[c])  # H: (t + 1, b, e, n)
@@ -141,7 +147,7 @@ class _ChunkedScan(torch.autograd.Function):
             q = G.mul_(H[:-1]).mul_(a)  # dL/d(dt A): (t, b, e, n)
             d_dt[:, s] = (GB * _time_major(x, s) + torch.einsum("tben,en->tbe", q, A)).transpose(0, 1)
             dA += q.mul_(dt_c.unsqueeze(-1)).sum((0, 1))  # faster than einsum's permuted copy
-        return d_dt, dA, dB, dC, dx, None
+        return d_dt, dA, dB, dC, dx, carry, None  # carry: dL/dh0
 
 
 class Mamba(nn.Module):
@@ -169,17 +175,36 @@ class Mamba(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         """(b, l, d) -> (b, l, d)"""
-        l = hidden.shape[1]
+        return self.segment(hidden)[0]
+
+    def segment(self, hidden: Tensor, tail: Tensor | None = None,
+                h0: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The layer over tokens that continue a sequence: hidden (b, l, d), ``tail`` the last
+        d_conv - 1 inputs of the causal conv before them, (b, d_conv - 1, e), and ``h0`` the scan's
+        state, (b, e, n) (zeros for both if None: the sequence starts here) -> (output (b, l, d),
+        the tail and state after these tokens). The state is None with ``scan = "loop"``, which
+        only runs whole sequences.
+        """
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, l, e) each
-        x = F.silu(self.conv1d(x.transpose(1, 2))[..., :l].transpose(1, 2))  # (b, l, e)
+        if tail is None:
+            tail = x.new_zeros(x.shape[0], self.conv1d.kernel_size[0] - 1, x.shape[2])
+        x = torch.cat([tail, x], dim=1)  # (b, d_conv - 1 + l, e)
+        tail = x[:, x.shape[1] - tail.shape[1]:].clone()  # a copy: a view would keep all of x alive
+        x = F.conv1d(x.transpose(1, 2), self.conv1d.weight, self.conv1d.bias, groups=self.d_inner)
+        x = F.silu(x.transpose(1, 2))  # (b, l, e)
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(self.dt_proj(dt))  # (b, l, e)
         A = -torch.exp(self.A_log.float())  # (e, n)
         args = (dt.float(), A, B.float(), C.float(), x.float())
-        y = selective_scan(*args, chunk=self.scan_chunk) if self.scan == "chunked" else selective_scan_reference(*args)
+        if self.scan == "chunked":
+            y, h = selective_scan(*args, chunk=self.scan_chunk, h0=h0)
+        elif h0 is None:
+            y, h = selective_scan_reference(*args), None
+        else:
+            raise ValueError('Mamba.segment: scan = "loop" does not continue a sequence from a state')
         y = y.to(x.dtype)
         y = (y + x * self.D) * F.silu(z)
-        return self.out_proj(y)
+        return self.out_proj(y), tail, h
 
 
 class Residual(nn.Module):
@@ -200,6 +225,9 @@ RECOMPUTE_ABOVE_BYTES = 2**28
 """``model.recompute = "auto"`` recomputes layers when their kept activations would pass this. Measured
 (bench/results/peers.md sizes, quickstart preset, 300K parameters, 4,689 tokens, batch 8, shared 2 cores):
 recomputing takes the training peak from 1.26 to 1.01 GB for a 19.2 s instead of 17.1 s step."""
+SEGMENT_BYTES = 2**26
+"""A recomputed layer runs in segments of tokens whose kept activations are about this many bytes:
+only one segment's activations are alive in backward."""
 
 
 def mamba_recomputes(cfg: ModelConfig, *, batch: int, length: int) -> bool:
@@ -210,11 +238,38 @@ def mamba_recomputes(cfg: ModelConfig, *, batch: int, length: int) -> bool:
     return kept > RECOMPUTE_ABOVE_BYTES
 
 
+def recompute_segment(cfg: ModelConfig, *, batch: int) -> int:
+    """Tokens per segment of a recomputed layer: a whole number of scan chunks, about ``SEGMENT_BYTES``
+    of kept activations."""
+    per_token = batch * cfg.expand * cfg.d_model * MAMBA_ACTIVATIONS_PER_TOKEN * 4
+    return max(1, SEGMENT_BYTES // (per_token * cfg.scan_chunk)) * cfg.scan_chunk
+
+
+def _residual_segment(layer: Residual, x: Tensor, tail: Tensor | None,
+                      h0: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    out, tail, h = layer.mixer.segment(layer.norm(x), tail, h0)
+    return x + out, tail, h
+
+
+def recomputed_in_segments(layer: Residual, x: Tensor, tokens: int) -> Tensor:
+    """``layer(x)`` for a Mamba :class:`Residual`, ``tokens`` tokens at a time: autograd keeps each
+    segment's input and the conv tail and scan state between segments, and backward recomputes
+    one segment at a time. (b, l, d) -> (b, l, d)."""
+    tail = h = None
+    outs = []
+    for start in range(0, x.shape[1], tokens):
+        out, tail, h = checkpoint(_residual_segment, layer, x[:, start:start + tokens], tail, h, use_reentrant=False)
+        outs.append(out)
+    return torch.cat(outs, dim=1)
+
+
 class MambaBackbone(nn.Module):
-    def __init__(self, cfg: ModelConfig, *, use_cuda_kernels: bool = False) -> None:
+    def __init__(self, cfg: ModelConfig, *, use_cuda_kernels: bool = False, segment: int | None = None) -> None:
+        """``segment``: tokens per recomputed segment (default :func:`recompute_segment`)."""
         super().__init__()
         self.cfg = cfg
         self.use_cuda_kernels = use_cuda_kernels
+        self.segment = segment
         d_state = cfg.d_state or 16
 
         def mixer() -> nn.Module:
@@ -232,8 +287,14 @@ class MambaBackbone(nn.Module):
         """(b, l, d) -> (b, l, d)"""
         recompute = (torch.is_grad_enabled() and not self.use_cuda_kernels
                      and mamba_recomputes(self.cfg, batch=x.shape[0], length=x.shape[1]))
+        segment = self.segment or recompute_segment(self.cfg, batch=x.shape[0])
         for layer in self.layers:
-            x = checkpoint(layer, x, use_reentrant=False) if recompute else layer(x)
+            if not recompute:
+                x = layer(x)
+            elif self.cfg.scan == "chunked":
+                x = recomputed_in_segments(layer, x, segment)
+            else:  # the loop scan runs whole sequences only
+                x = checkpoint(layer, x, use_reentrant=False)
         return self.norm_f(x)
 
 
