@@ -58,7 +58,7 @@ def step_times(run: Path) -> list[float]:
 
 
 def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_for_generation: bool,
-            scans: list[str]) -> list[dict]:
+            scans: list[str], generate: bool = True) -> list[dict]:
     zoo, run, gen = work / "zoo", work / "run", work / "gen"
     for p in (zoo, run, gen):
         shutil.rmtree(p, ignore_errors=True)
@@ -71,14 +71,14 @@ def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_f
     for scan in scans:
         rows.append(measure_scan(scan, zoo=zoo, run=run, gen=gen, paths=paths, zoo_s=zoo_s, layout=layout,
                                  config=config, checkpoints=checkpoints, steps=steps,
-                                 train_only_for_generation=train_only_for_generation))
+                                 train_only_for_generation=train_only_for_generation, generate=generate))
     for p in (zoo, run, gen):
         shutil.rmtree(p, ignore_errors=True)
     return rows
 
 
 def measure_scan(scan: str, *, zoo: Path, run: Path, gen: Path, paths: list, zoo_s: float, layout, config,
-                 checkpoints: int, steps: int, train_only_for_generation: bool) -> dict:
+                 checkpoints: int, steps: int, train_only_for_generation: bool, generate: bool = True) -> dict:
     rpgen = [sys.executable, "-m", "rpgen.cli"]
     config = apply_overrides(config, [f"model.scan={scan}"])
     overrides = [f"train.steps={steps}", "train.log_every=1", "train.warmup_steps=1", f"train.save_every={steps}",
@@ -87,7 +87,8 @@ def measure_scan(scan: str, *, zoo: Path, run: Path, gen: Path, paths: list, zoo
     train_s, train_rss, _ = timed([*rpgen, "train", str(zoo), "--out", str(run), "--config", "cpu-large",
                                    "--no-progress", *sets])
     per_step = step_times(run)
-    gen_s, gen_rss, _ = timed([*rpgen, "generate", str(run), "--num", "1", "--out", str(gen), "--no-progress"])
+    gen_s, gen_rss = (timed([*rpgen, "generate", str(run), "--num", "1", "--out", str(gen), "--no-progress"])[:2]
+                      if generate else (None, None))
     in_memory = checkpoints * layout.num_tokens * layout.token_size * 4 <= config.data.tokens_in_memory_mb * 2**20
     row = {
         "scan": scan, "params": layout.num_params, "checkpoints": checkpoints, "zoo_gb": round(sum(p.stat().st_size for p in paths) / GB, 2),
@@ -96,7 +97,7 @@ def measure_scan(scan: str, *, zoo: Path, run: Path, gen: Path, paths: list, zoo
         "train_step_s": None if train_only_for_generation else round(statistics.median(per_step), 2),
         "train_process_s": round(train_s, 1),
         "train_estimate_gb": round(training_memory(config, layout, num_checkpoints=checkpoints, in_memory=in_memory) / GB, 2),
-        "generate_peak_rss_gb": round(gen_rss, 2), "generate_s": round(gen_s, 1),
+        "generate_peak_rss_gb": gen_rss and round(gen_rss, 2), "generate_s": gen_s and round(gen_s, 1),
         "generate_estimate_gb": round(generation_memory(config, layout, num_states=checkpoints, models_at_once=1) / GB, 2),
         "model_gb": round(layout.num_params * 4 / GB, 2), "zoo_build_s": round(zoo_s, 1),
     }
@@ -116,12 +117,13 @@ def main() -> None:
     parser.add_argument("--scans", nargs="*", default=["chunked"], help="model.scan values, each on the same zoo")
     parser.add_argument("--note", default="", help="a note on the machine's load, written into the results")
     parser.add_argument("--name", default="scale", help="results name: bench/results/NAME.{json,md,png}")
+    parser.add_argument("--no-generate", action="store_true", help="--sizes: measure training only")
     args = parser.parse_args()
 
     rows: list[dict] = []
     for s in args.sizes:  # results are rewritten after every size, so a long run leaves what it measured
         rows += measure(parse_size(s), work=args.work, checkpoints=args.checkpoints, steps=args.steps,
-                        train_only_for_generation=False, scans=args.scans)
+                        train_only_for_generation=False, scans=args.scans, generate=not args.no_generate)
         write(rows, name=args.name, note=args.note)
     for s in args.generate_only:
         rows += measure(parse_size(s), work=args.work, checkpoints=2, steps=1, train_only_for_generation=True,
@@ -142,7 +144,9 @@ def render(data: dict) -> Report:
         rss = "— (1-step run only for generation)" if r["train_step_peak_rss_gb"] is None else \
             f"{r['train_step_peak_rss_gb']:.2f} ({r['train_estimate_gb']:.2f})"
         rows.append([r.get("scan", "loop"), f"{r['params']:,}", f"{r['checkpoints']} ({r['zoo_gb']:.2f})",
-                     f"{r['tokens']:,}", step, rss, f"{r['train_process_s']:.0f}", f"{r['generate_s']:.1f}",
+                     f"{r['tokens']:,}", step, rss, f"{r['train_process_s']:.0f}",
+                     "—" if r["generate_s"] is None else f"{r['generate_s']:.1f}",
+                     "—" if r["generate_peak_rss_gb"] is None else
                      f"{r['generate_peak_rss_gb']:.2f} ({r['generate_estimate_gb']:.2f})", f"{r['model_gb']:.2f}"])
     ratios = []
     for new in (r for r in data["rows"] if r.get("scan") == "chunked" and r["train_step_s"] is not None):
@@ -152,8 +156,9 @@ def render(data: dict) -> Report:
             ratios.append(f"{new['params']:,} parameters: the chunked scan's training step is "
                           f"{old['train_step_s'] / new['train_step_s']:.1f}x faster than the loop's in this run "
                           f"({new['train_step_s']:.2f} s vs {old['train_step_s']:.2f} s); train peak RSS "
-                          f"{new['train_step_peak_rss_gb']:.2f} GB vs {old['train_step_peak_rss_gb']:.2f} GB; "
-                          f"generation {old['generate_s'] / new['generate_s']:.1f}x faster.")
+                          f"{new['train_step_peak_rss_gb']:.2f} GB vs {old['train_step_peak_rss_gb']:.2f} GB"
+                          + (f"; generation {old['generate_s'] / new['generate_s']:.1f}x faster."
+                             if new["generate_s"] and old["generate_s"] else "."))
     return Report(
         title="Scale benchmark (CPU)",
         machine_note="torch threads per process" + (f". {data['note']}" if data.get("note") else ""),
