@@ -54,5 +54,5 @@ def test_training_estimate_follows_the_scan_and_recompute():
                                in_memory=True) / 1e9
 
     loop, chunked, recomputed = estimate("model.scan=loop"), estimate("model.recompute=off"), estimate("model.recompute=on")
-    assert loop > 3 * chunked > 3 * recomputed
+    assert loop > 3 * chunked and chunked > 1.8 * recomputed  # the fixed costs are the same in all three
     assert estimate() == recomputed  # auto: these activations pass 1 GiB

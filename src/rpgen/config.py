@@ -96,9 +96,10 @@ class ModelConfig:
     scan_chunk: int = 32
     """Tokens per chunk of the chunked scan (measured in bench/results/scan.md)."""
     recompute: Literal["auto", "on", "off"] = "auto"
-    """Mamba backbone on CPU: recompute each layer's activations in backward (torch.utils.checkpoint), so
-    training keeps one (batch, tokens, d_model) tensor per layer instead of ~12 (batch, tokens, d_inner)
-    ones, for about one more forward pass. ``auto``: on when those activations would pass 256 MiB."""
+    """Mamba backbone on CPU: recompute each layer's activations in backward (torch.utils.checkpoint), a
+    segment of tokens at a time (with the chunked scan), so training keeps one (batch, tokens, d_model)
+    tensor per layer and one segment's activations instead of ~12 (batch, tokens, d_inner) tensors per
+    layer, for about one more forward pass. ``auto``: on when those activations would pass 256 MiB."""
     num_heads: int = 4
     """Transformer backbone only."""
     causal: bool = True
