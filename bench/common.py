@@ -193,13 +193,18 @@ def rewrite(name: str, render: Callable[[dict], Report], *, results: Path = RESU
     return write_results(name, data, render, results=results)
 
 
+RENDERERS = {"peers_memory": ("peers_report", "render_memory"), "scale_scan": ("scale", "render")}
+"""Results whose renderer is not ``render`` in the script of the same name: NAME -> (module, function)."""
+
+
 def main(argv: Sequence[str]) -> int:
     """``NAME ...``: rewrite each results file from its JSON; ``--check NAME ...``: only compare (exit 1 if
     any differs)."""
     check = bool(argv) and argv[0] == "--check"
     stale = []
     for name in argv[1:] if check else argv:
-        render = importlib.import_module(name).render
+        module, function = RENDERERS.get(name, (name, "render"))
+        render = getattr(importlib.import_module(module), function)
         if check:
             data = portable(json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8")))
             if markdown(render(data), data) != (RESULTS / f"{name}.md").read_text(encoding="utf-8"):

@@ -1,7 +1,8 @@
 """Benchmark: RPG against its peers and ablations, side by side (issue "Peers side by side").
 
     python bench/peers.py rows [--out runs/peers] [--only NAME ...]   # accuracy/novelty/time/memory rows
-    python bench/peers.py memory [--out runs/peers]                    # training memory vs parameter count
+    python bench/peers.py memory [--out runs/peers]                    # training memory vs parameter count:
+                                                                       # bench/results/peers_memory.{md,json,png}
     python bench/peers.py report                                       # bench/results/peers.{md,json,png}
 
 Every training and generation runs in a fresh subprocess (``worker``), so its peak resident
@@ -70,7 +71,7 @@ MEMORY_METHODS = {
     "rpg (token 1024)": ["data.token_size=1024"],
     "pdiff": PDIFF,
 }
-MEMORY_SIZES = (10_000, 100_000, 1_000_000, 3_000_000, 10_000_000, 30_000_000)
+MEMORY_SIZES = (10_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 30_000_000)
 MEMORY_STEPS = 3
 MEMORY_CHECKPOINTS = 8
 
@@ -93,7 +94,7 @@ def worker(spec: dict) -> dict:
     out["train_s"] = round(time.perf_counter() - start, 2)
     out["train_peak_rss_gb"] = round(common.peak_rss_gb(), 3)
     metrics = [json.loads(line) for line in (Path(spec["run"]) / "metrics.jsonl").read_text().splitlines()]
-    metrics = [m for m in metrics if m.get("stage", "autoencoder") == "autoencoder"]  # p-diff: its first stage
+    metrics = [m for m in metrics if m.get("stage") == metrics[0].get("stage")]  # the first stage (p-diff has two)
     if len(metrics) >= 2:
         out["step_s"] = round((metrics[-1]["elapsed_s"] - metrics[0]["elapsed_s"]) / (len(metrics) - 1), 3)
     if spec.get("generate"):
@@ -102,6 +103,22 @@ def worker(spec: dict) -> dict:
         generate(run, spec["gen"], num=spec["num"], seed=0, overwrite=True, progress=False)
         out["generate_s"] = round((time.perf_counter() - start) / spec["num"], 4)
     return out
+
+
+def training_estimate_gb(ckpts: str, run: str) -> float | None:
+    """What rpgen estimated (and checked against free RAM) for the training of ``run``, in GB."""
+    import rpgen.run as runfiles
+    from rpgen.checkpoints import open_checkpoints
+    from rpgen.methods import get_method
+    from rpgen.tokenizer import fit_layout
+
+    config = runfiles.load_config(Path(run))
+    checkpoints = open_checkpoints(ckpts)
+    layout = fit_layout(checkpoints[:1], token_size=config.data.token_size)
+    in_memory = len(checkpoints) * layout.num_tokens * layout.token_size * 4 <= config.data.tokens_in_memory_mb * 2**20
+    memory = get_method(config.model.method).training_memory(config, layout, num_checkpoints=len(checkpoints),
+                                                             num_processes=1, in_memory=in_memory)
+    return None if memory is None else round(memory / 1e9, 3)
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -164,14 +181,15 @@ def _mlp(width: int, seed: int):
                                torch.nn.ReLU(), torch.nn.Linear(width, 10))
 
 
-def memory(out: Path, *, max_rss_gb: float, max_step_s: float, sizes=MEMORY_SIZES) -> list[dict]:
+def memory(out: Path, *, max_rss_gb: float, max_step_s: float, sizes=MEMORY_SIZES,
+           methods=tuple(MEMORY_METHODS)) -> list[dict]:
     points = []
     stopped = set()
     for size in sizes:
         zoo = out / "mlp_zoos" / f"{size}"
         params = mlp_zoo(zoo, size, count=MEMORY_CHECKPOINTS)
         for method, overrides in MEMORY_METHODS.items():
-            if method in stopped:
+            if method in stopped or method not in methods:
                 continue
             steps = [f"train.steps={MEMORY_STEPS}", "train.log_every=1", "train.warmup_steps=1"]
             if method == "pdiff":
@@ -180,21 +198,21 @@ def memory(out: Path, *, max_rss_gb: float, max_step_s: float, sizes=MEMORY_SIZE
             spec = {"ckpts": str(zoo), "run": str(out / "mlp_runs" / f"{method}-{size}"),
                     "overrides": [*overrides, *steps]}
             measured = run_worker(spec, max_rss_gb=max_rss_gb, timeout_s=60 + max_step_s * (MEMORY_STEPS + 2))
-            point = {"method": method, "params": params, **measured}
+            point = {"method": method, "params": params, "size": size, **measured}
             if "failed" not in measured and measured.get("step_s", 0) > max_step_s:
                 point["failed"] = f"step over {max_step_s:.0f} s"
             if "failed" in point:
                 stopped.add(method)
             points.append(point)
             print(json.dumps(point), flush=True)
-        if len(stopped) == len(MEMORY_METHODS):
+        if stopped >= set(methods):
             break
     return points
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["rows", "memory", "report", "worker"])
+    parser.add_argument("stage", choices=["rows", "memory", "memory-report", "report", "worker"])
     parser.add_argument("spec", nargs="?", help="(worker) JSON spec")
     parser.add_argument("--out", type=Path, default=Path("runs/peers"))
     parser.add_argument("--only", nargs="*", help="(rows) names of the rows to run")
@@ -203,6 +221,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", help="(memory) extra sizes, merged into memory.json")
     parser.add_argument("--max-rss-gb", type=float, default=8.0)
     parser.add_argument("--max-step-s", type=float, default=120.0)
+    parser.add_argument("--methods", nargs="*", choices=list(MEMORY_METHODS), help="(memory) only these methods")
+    parser.add_argument("--note", default="", help="(memory) how the machine was shared, for the results file")
+    parser.add_argument("--name", default="peers_memory", help="(memory) results name: bench/results/NAME.{json,md,png}")
     args = parser.parse_args()
     if args.stage == "worker":
         print(json.dumps(worker(json.loads(args.spec))))
@@ -221,14 +242,29 @@ def main() -> None:
                                                           "train_peak_rss_gb", "generate_s", "failed")}), flush=True)
     elif args.stage == "memory":
         points = memory(args.out, max_rss_gb=args.max_rss_gb, max_step_s=args.max_step_s,
-                        sizes=tuple(args.sizes or MEMORY_SIZES))
+                        sizes=tuple(args.sizes or MEMORY_SIZES), methods=tuple(args.methods or MEMORY_METHODS))
         path = args.out / "memory.json"
-        if args.sizes and path.is_file():  # extra sizes: merge into the earlier sweep
+        commands = [common.command_line()]
+        if (args.sizes or args.methods) and path.is_file():  # a part of the sweep: merge into the earlier one
+            earlier = json.loads(path.read_text())
             new = {(p["method"], p["params"]) for p in points}
-            old = [p for p in json.loads(path.read_text())["points"] if (p["method"], p["params"]) not in new]
+            old = [p for p in earlier["points"] if (p["method"], p["params"]) not in new]
             points = sorted(old + points, key=lambda p: (p["params"], list(MEMORY_METHODS).index(p["method"])))
-        path.write_text(json.dumps({"points": points, "machine": common.machine()}, indent=1))
-    else:
+            commands = earlier.get("commands", []) + commands
+        path.write_text(json.dumps({"points": points, "commands": commands, "machine": common.machine()}, indent=1))
+    if args.stage in ("memory", "memory-report"):  # the results, estimates recomputed from the runs' configs
+        from peers_report import memory_report
+
+        sweep = json.loads((args.out / "memory.json").read_text())
+        points = sweep["points"]
+        for p in points:
+            run = args.out / "mlp_runs" / f"{p['method']}-{p.get('size')}"
+            if "failed" not in p and (run / "config.toml").is_file():
+                p["train_estimate_gb"] = training_estimate_gb(str(args.out / "mlp_zoos" / str(p["size"])), str(run))
+        memory_report(points, RESULTS, name=args.name, max_rss_gb=args.max_rss_gb, max_step_s=args.max_step_s,
+                      note=args.note,
+                      commands=[*sweep.get("commands", []), *([common.command_line()] if args.stage != "memory" else [])])
+    if args.stage == "report":
         from peers_report import report
 
         report(args.out, RESULTS, rows={name: spec[0] for name, spec in ROWS.items()}, max_rss_gb=args.max_rss_gb,

@@ -359,3 +359,81 @@ def plot(points: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- memory vs params alone
+
+MEMORY_BARS = (("rpg", 3_000_000, 4.0), ("rpg (token 1024)", 30_000_000, 8.0))
+"""(method, generated params, GB): issue 14's bars, "trains that many parameters under that peak RSS"."""
+MEMORY_RATIO_BAR = 0.3
+"""Issue 14: rpg (token 64) at most this fraction of p-diff's peak RSS at p-diff's largest trained size."""
+
+
+def memory_report(points: list[dict], results: Path = RESULTS, *, name: str = "peers_memory", max_rss_gb: float,
+                  max_step_s: float, note: str = "", commands: list[str] = ()) -> None:
+    """bench/results/NAME.{md,json,png} from the points of ``peers.py memory`` (run by ``commands``)."""
+    data = {"commands": list(commands), "settings": {**settings(), "max_rss_gb": max_rss_gb, "max_step_s": max_step_s}, "note": note,
+            "points": [{**{k: v for k, v in p.items() if k != "failed"},
+                        **({"stopped": p["failed"]} if "failed" in p else {})} for p in points]}
+    print(write_results(name, {**data, "plot": f"{name}.png"}, render_memory, results=results))
+    plot(data["points"], results / f"{name}.png")
+
+
+def _near(points: list[dict], method: str, params: int) -> dict | None:
+    """The point of ``method`` within 5% of ``params`` generated parameters."""
+    return next((p for p in points if p["method"] == method and abs(p["params"] - params) <= 0.05 * params), None)
+
+
+def memory_bars(points: list[dict]) -> list[str]:
+    lines = []
+    g = memory_growth(points)
+    if g and g["at_largest"].get("rpg") is not None:
+        ratio = g["at_largest"]["rpg"] / g["at_largest"]["pdiff"]
+        lines.append(f"- At {g['largest']:,} params (the largest size p-diff trained) rpg (token 64) needs "
+                     f"{ratio:.2f}x p-diff's peak RSS ({g['at_largest']['rpg']:.2f} vs {g['at_largest']['pdiff']:.2f} "
+                     f"GB): bar <= {MEMORY_RATIO_BAR:g}x {'**met**' if ratio <= MEMORY_RATIO_BAR else '**not met**'}.")
+    for method, params, gb in MEMORY_BARS:
+        p = _near(points, method, params)
+        if p is None or "stopped" in p:
+            why = f" ({p['stopped']})" if p else ""
+            lines.append(f"- {method} did not train at about {params:,} params{why}: bar (under {gb:g} GB) **not met**.")
+            continue
+        ok = p["train_peak_rss_gb"] < gb
+        lines.append(f"- {method} trains {p['params']:,} params at {p['train_peak_rss_gb']:.2f} GB peak RSS "
+                     f"({p['step_s']:.1f} s / step): bar (under {gb:g} GB) {'**met**' if ok else '**not met**'}.")
+    return lines
+
+
+def estimate_table(points: list[dict]) -> Table | None:
+    rows = [[p["method"], f"{p['params']:,}", f"{p['train_peak_rss_gb']:.2f}", f"{p['train_estimate_gb']:.2f}",
+             f"{p['train_estimate_gb'] / p['train_peak_rss_gb'] - 1:+.0%}"]
+            for p in points if p.get("train_estimate_gb") and "stopped" not in p]
+    if not rows:
+        return None
+    return Table(["method", "generated params", "measured peak RSS GB", "rpgen's estimate GB", "estimate vs measured"],
+                 rows, "lrrrr")
+
+
+def render_memory(data: dict) -> Report:
+    s, points = data["settings"], data["points"]
+    tokens = s["memory_token_sizes"]
+    sections = ["## Bars (issue 14, computed from the table)", "\n".join(memory_bars(points))]
+    if table := estimate_table(points):
+        errors = [float(row[-1].rstrip("%")) for row in table.rows]
+        sections += ["## rpgen's memory estimate", "What `rpgen train` estimates before it starts (and checks against "
+                     "the free RAM), against the measured peak: from "
+                     f"{min(errors):+.0f}% to {max(errors):+.0f}%.", table.markdown()]
+    sections.append(f"![memory vs params]({data.get('plot', 'peers_memory.png')})")
+    return Report(
+        title="Training memory vs parameter count: RPG and p-diff (CPU)", commands=data.get("commands", ()),
+        machine_note=data.get("note", ""),
+        intro=(f"A few training steps of each method on zoos of {s['memory_checkpoints']} random-initialised MLPs "
+               "(64 → w → w → 10) of growing width, each in a fresh process (peak RSS = VmHWM of that process, Python "
+               f"and torch included); a method stops at the first size where it exceeds {s['max_rss_gb']:g} GB "
+               f"(killed) or {s['max_step_s']:g} s per step. "
+               + "; ".join(f"`{m}` = quickstart preset (token {t}, batch {s['rpg']['batch_size']})"
+                           for m, t in tokens.items())
+               + f"; `pdiff` = the p-diff settings of `peers.md` (batch {s['rpg']['batch_size']})."),
+        table=memory_table(points),
+        sections=sections,
+    )

@@ -1,4 +1,5 @@
-import json, sys
+import json
+import sys
 from pathlib import Path
 runs, gens = Path(sys.argv[1]), Path(sys.argv[2])
 out = {}
