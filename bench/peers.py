@@ -110,12 +110,13 @@ def training_estimate_gb(ckpts: str, run: str) -> float | None:
     import rpgen.run as runfiles
     from rpgen.checkpoints import open_checkpoints
     from rpgen.methods import get_method
+    from rpgen.tokendata import tokens_fit_in_memory
     from rpgen.tokenizer import fit_layout
 
     config = runfiles.load_config(Path(run))
     checkpoints = open_checkpoints(ckpts)
     layout = fit_layout(checkpoints[:1], token_size=config.data.token_size)
-    in_memory = len(checkpoints) * layout.num_tokens * layout.token_size * 4 <= config.data.tokens_in_memory_mb * 2**20
+    in_memory = tokens_fit_in_memory(len(checkpoints), layout, in_memory_limit_mb=config.data.tokens_in_memory_mb)
     memory = get_method(config.model.method).training_memory(config, layout, num_checkpoints=len(checkpoints),
                                                              num_processes=1, in_memory=in_memory)
     return None if memory is None else round(memory / 1e9, 3)
@@ -251,11 +252,13 @@ def main() -> None:
             old = [p for p in earlier["points"] if (p["method"], p["params"]) not in new]
             points = sorted(old + points, key=lambda p: (p["params"], list(MEMORY_METHODS).index(p["method"])))
             commands = earlier.get("commands", []) + commands
-        path.write_text(json.dumps({"points": points, "commands": commands, "machine": common.machine()}, indent=1))
+        sweep = {"points": points, "commands": commands, "machine": common.machine()}
+        path.write_text(json.dumps(sweep, indent=1))
+    if args.stage == "memory-report":
+        sweep = json.loads((args.out / "memory.json").read_text())
     if args.stage in ("memory", "memory-report"):  # the results, estimates recomputed from the runs' configs
         from peers_report import memory_report
 
-        sweep = json.loads((args.out / "memory.json").read_text())
         points = sweep["points"]
         for p in points:
             run = args.out / "mlp_runs" / f"{p['method']}-{p.get('size')}"

@@ -30,6 +30,7 @@ from wide_mlp import collect_wide_mlp
 from rpgen.checkpoints import open_checkpoints
 from rpgen.config import apply_overrides, preset
 from rpgen.resources import generation_memory, training_memory
+from rpgen.tokendata import tokens_fit_in_memory
 from rpgen.tokenizer import fit_layout
 
 GB = 1e9
@@ -89,7 +90,7 @@ def measure_scan(scan: str, *, zoo: Path, run: Path, gen: Path, paths: list, zoo
     per_step = step_times(run)
     gen_s, gen_rss = (timed([*rpgen, "generate", str(run), "--num", "1", "--out", str(gen), "--no-progress"])[:2]
                       if generate else (None, None))
-    in_memory = checkpoints * layout.num_tokens * layout.token_size * 4 <= config.data.tokens_in_memory_mb * 2**20
+    in_memory = tokens_fit_in_memory(checkpoints, layout, in_memory_limit_mb=config.data.tokens_in_memory_mb)
     row = {
         "scan": scan, "params": layout.num_params, "checkpoints": checkpoints, "zoo_gb": round(sum(p.stat().st_size for p in paths) / GB, 2),
         "tokens": layout.num_tokens, "tokens_in_ram": in_memory,

@@ -67,9 +67,13 @@ class LazyTokens:
         return out
 
 
+def tokens_fit_in_memory(num_checkpoints: int, layout: Layout, *, in_memory_limit_mb: int) -> bool:
+    """Whether the (K, L, S) float32 stack of every checkpoint's tokens fits in ``in_memory_limit_mb``."""
+    return num_checkpoints * layout.num_tokens * layout.token_size * 4 <= in_memory_limit_mb * 2**20
+
+
 def token_source(checkpoints: Sequence[LazyCheckpoint], layout: Layout, *, in_memory_limit_mb: int) -> TokenSource:
     """:class:`InMemoryTokens` when the (K, L, S) stack fits in ``in_memory_limit_mb``, else :class:`LazyTokens`."""
-    nbytes = len(checkpoints) * layout.num_tokens * layout.token_size * 4
-    if nbytes <= in_memory_limit_mb * 2**20:
+    if tokens_fit_in_memory(len(checkpoints), layout, in_memory_limit_mb=in_memory_limit_mb):
         return InMemoryTokens(checkpoints, layout)
     return LazyTokens(checkpoints, layout)

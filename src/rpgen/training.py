@@ -36,6 +36,7 @@ from rpgen.outputs import check_not_overlapping
 from rpgen.plots import plot_loss
 from rpgen.progress import progress_bar
 from rpgen.sizing import resolve_sizing
+from rpgen.tokendata import tokens_fit_in_memory
 from rpgen.tokenizer import Layout, fit_layout
 
 
@@ -150,9 +151,9 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
     config = method.resolve(resolve_config(config, device=state.device))
     if resume and state.is_main_process:
         write_text_atomic(run_dir / runfiles.CONFIG, config.to_toml())  # records the new [train] settings
-    tokens_bytes = len(checkpoints) * layout.num_tokens * layout.token_size * 4
+    in_memory = tokens_fit_in_memory(len(checkpoints), layout, in_memory_limit_mb=config.data.tokens_in_memory_mb)
     memory = method.training_memory(config, layout, num_checkpoints=len(paths), num_processes=state.num_processes,
-                                    in_memory=tokens_bytes <= config.data.tokens_in_memory_mb * 2**20)
+                                    in_memory=in_memory)
     if state.device.type == "cpu" and memory is not None:  # CPU RAM is what an OOM kill takes
         resources.check_resources(
             f"training on {checkpoint_dir} ({layout.num_params:,} parameters, {len(paths)} checkpoints)",

@@ -230,19 +230,22 @@ SEGMENT_BYTES = 2**26
 only one segment's activations are alive in backward."""
 
 
+def _kept_bytes_per_token(cfg: ModelConfig, *, batch: int) -> int:
+    """Bytes of activations one Mamba layer keeps for backward per token of the sequence."""
+    return batch * cfg.expand * cfg.d_model * MAMBA_ACTIVATIONS_PER_TOKEN * 4
+
+
 def mamba_recomputes(cfg: ModelConfig, *, batch: int, length: int) -> bool:
     """Whether a training step of the pure-PyTorch Mamba backbone recomputes its layers in backward."""
     if cfg.recompute != "auto":
         return cfg.recompute == "on"
-    kept = batch * length * cfg.expand * cfg.d_model * MAMBA_ACTIVATIONS_PER_TOKEN * 4 * cfg.num_layers
-    return kept > RECOMPUTE_ABOVE_BYTES
+    return _kept_bytes_per_token(cfg, batch=batch) * length * cfg.num_layers > RECOMPUTE_ABOVE_BYTES
 
 
 def recompute_segment(cfg: ModelConfig, *, batch: int) -> int:
     """Tokens per segment of a recomputed layer: a whole number of scan chunks, about ``SEGMENT_BYTES``
     of kept activations."""
-    per_token = batch * cfg.expand * cfg.d_model * MAMBA_ACTIVATIONS_PER_TOKEN * 4
-    return max(1, SEGMENT_BYTES // (per_token * cfg.scan_chunk)) * cfg.scan_chunk
+    return max(1, SEGMENT_BYTES // (_kept_bytes_per_token(cfg, batch=batch) * cfg.scan_chunk)) * cfg.scan_chunk
 
 
 def _residual_segment(layer: Residual, x: Tensor, tail: Tensor | None,
@@ -287,12 +290,11 @@ class MambaBackbone(nn.Module):
         """(b, l, d) -> (b, l, d)"""
         recompute = (torch.is_grad_enabled() and not self.use_cuda_kernels
                      and mamba_recomputes(self.cfg, batch=x.shape[0], length=x.shape[1]))
-        segment = self.segment or recompute_segment(self.cfg, batch=x.shape[0])
         for layer in self.layers:
             if not recompute:
                 x = layer(x)
             elif self.cfg.scan == "chunked":
-                x = recomputed_in_segments(layer, x, segment)
+                x = recomputed_in_segments(layer, x, self.segment or recompute_segment(self.cfg, batch=x.shape[0]))
             else:  # the loop scan runs whole sequences only
                 x = checkpoint(layer, x, use_reentrant=False)
         return self.norm_f(x)
