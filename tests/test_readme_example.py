@@ -73,3 +73,10 @@ def test_python_api_example_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Generated models are" in result.stdout  # the verdict
     assert len(list((tmp_path / "runs/nb/generated").glob("*.safetensors"))) == 10
+
+
+@pytest.mark.parametrize("doc", ["README.md", "bench/README.md", "ARCHITECTURE.md"])
+def test_each_section_appears_once(doc):
+    """A merge once left two copies of bench/README's sections, each with half of the updates."""
+    headings = [line for line in (ROOT / doc).read_text(encoding="utf-8").splitlines() if line.startswith("## ")]
+    assert len(headings) == len(set(headings)), sorted(h for h in headings if headings.count(h) > 1)
