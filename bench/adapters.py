@@ -61,7 +61,13 @@ def nearest_counts(results: dict) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def run_config(kind: str, rank: int, *, out: Path, num_checkpoints: int, num_generated: int, steps: int,
+def final_loss(run_dir: Path) -> float:
+    """The generator's last logged training loss."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if "loss" in r][-1]["loss"]
+
+
+def run_config(kind: str, rank: int, *, out: Path, num_checkpoints: int, num_generated: int, steps: int | None,
                baselines: bool, overrides: list[str], sampler: str | None, sample_steps: int | None) -> dict:
     work = out / f"{kind}-r{rank}"
     zoo_dir, run_dir, gen_dir = work / "zoo", work / "run", work / "generated"
@@ -72,8 +78,8 @@ def run_config(kind: str, rank: int, *, out: Path, num_checkpoints: int, num_gen
     token_size = TOKENS_PER_RANK * rank  # the preset's rule (see configs/adapters.toml)
     diffusion_batch = round(preset("adapters").train.diffusion_batch * (preset("adapters").data.token_size
                                                                        / token_size) ** 0.5)
-    settings = [f"data.token_size={token_size}", f"train.diffusion_batch={diffusion_batch}", f"train.steps={steps}",
-                *overrides]
+    settings = [f"data.token_size={token_size}", f"train.diffusion_batch={diffusion_batch}",
+                *([f"train.steps={steps}"] if steps else []), *overrides]
     if not (run_dir / "generator.safetensors").is_file():
         start = time.perf_counter()
         train(zoo_dir, run_dir, apply_overrides(preset("adapters"), settings), overwrite=True)
@@ -91,6 +97,7 @@ def run_config(kind: str, rank: int, *, out: Path, num_checkpoints: int, num_gen
         return [m[key] for m in results[f"{group}_metrics"]]
 
     trained, generated = stats(metric("checkpoint", "accuracy")), stats(metric("generated", "accuracy"))
+    run_info = json.loads((run_dir / "run.json").read_text())
     row = {
         "kind": kind, "rank": rank, "params": info["generated_params"],
         "checkpoints": len(list_checkpoints(zoo_dir)), "generated_models": num_generated,
@@ -104,7 +111,8 @@ def run_config(kind: str, rank: int, *, out: Path, num_checkpoints: int, num_gen
         "iou_median": statistics.median(results["iou"]["generated"]) if results["iou"].get("generated") else None,
         "collect_s": info["collect_s"], "train_s": float((work / "train_s.txt").read_text()),
         "generate_s": round(generate_s, 1), "evaluate_s": round(evaluate_s, 1),
-        "settings": settings, "sampler": f"{generation['sampler']}-{generation['steps']}",
+        "settings": settings, "sizing": run_info["sizing"]["chosen"], "final_loss": final_loss(run_dir),
+        "sampler": f"{generation['sampler']}-{generation['steps']}",
         "verdict": results["verdict"],
     }
     if baselines:
@@ -166,7 +174,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-adapters"))
     parser.add_argument("--num-checkpoints", type=int, default=10)
     parser.add_argument("--num-generated", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, help="generator training steps (default: the preset's, auto)")
     parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpm"], help="default: the run's (DDIM)")
     parser.add_argument("--sample-steps", type=int, help="default: the run's (60)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])

@@ -15,7 +15,7 @@ from rpgen.config import Config
 from rpgen.errors import RpgenError
 from rpgen.lineage import find_runs
 from rpgen.run import load_run
-from rpgen.sizing import auto_steps, auto_width, resolve_sizing
+from rpgen.sizing import auto_lr, auto_steps, auto_width, resolve_sizing
 from rpgen.tokenizer import fit_layout
 
 
@@ -65,6 +65,12 @@ def test_auto_steps_grow_with_the_runs():
     assert auto_steps(1) == 2000  # the quickstart preset
     assert [auto_steps(r) for r in (2, 10, 20, 50, 100)] == [3000, 3000, 4000, 6000, 9000]
     assert auto_steps(10_000) == 12_000  # clamped
+
+
+def test_auto_lr_is_high_only_for_one_run_at_the_base_width():
+    assert auto_lr(1, 64) == 2e-2  # the quickstart preset
+    assert auto_lr(1, 256) == 3e-3  # one run of a large model (DoRA rank 64): 2e-2 spikes there
+    assert auto_lr(2, 64) == auto_lr(50, 256) == 3e-3  # several runs: 2e-2 stalls at any width
 
 
 def test_sizing_fills_only_auto_settings(two_run_zoo):

@@ -150,8 +150,8 @@ class TrainConfig:
     diffusion_batch: int = 256
     """Tokens per step sent through the denoiser (random subset of the batch's tokens)."""
     lr: float = 0.0
-    """Peak AdamW learning rate; 0 = auto: 2e-2 for a zoo of one training run, 3e-3 for several
-    (2e-2 stalls on multi-run zoos, rpgen.sizing)."""
+    """Peak AdamW learning rate; 0 = auto: 2e-2 for a zoo of one training run at d_model 64, else
+    3e-3 (2e-2 stalls on multi-run zoos and spikes at larger widths, rpgen.sizing)."""
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0

@@ -13,11 +13,17 @@ values in its own weights. Measured on the digits zoos (DESIGN.md §6; bench/res
   against 98.4% for the checkpoints (issue 13, a sweep on one H100; bench/results/diverse.md
   measures the default on two CPU cores).
 
+- one run of a large model (a DoRA rank-64 adapter zoo, 595K parameters): d_model 64 ends on a
+  loss plateau (0.25) 0.84 pp below its checkpoints (bench/results/adapters.md, before this
+  rule); at d_model 256, lr 2e-2 spikes and trails lr 3e-3 (loss 0.73 vs 0.56 at step 400 of
+  2,000, measured by hand on one shared core).
+
 So ``model.d_model = 0`` becomes 64 x sqrt(R x P / 16,384), rounded to a power of two and
-clamped to [64, 256] (one run of the digits CNN: 64; ten runs: 128; fifty: 256), and
-``train.lr = 0`` / ``train.steps = 0`` become 2e-2 / 2,000 for one run; for more, lr 3e-3 and
-3,000 x sqrt(R / 10) steps rounded down to a thousand, in [3,000, 12,000] (ten runs: 3,000;
-twenty: 4,000; fifty: 6,000). What was chosen and why is written to ``run.json`` (``sizing``).
+clamped to [64, 256] (one run of the digits CNN: 64; ten runs: 128; fifty: 256); ``train.lr = 0``
+becomes 2e-2 for one run at width 64 and 3e-3 otherwise (several runs, or wider); ``train.steps
+= 0`` becomes 2,000 for one run and, for more, 3,000 x sqrt(R / 10) rounded down to a thousand,
+in [3,000, 12,000] (ten runs: 3,000; twenty: 4,000; fifty: 6,000). What was chosen and why is
+written to ``run.json`` (``sizing``).
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ MAX_WIDTH = 256
 VALUES_PER_BASE_WIDTH = 16_384
 """Distinct values (runs x parameters) a width-64 backbone is sized for."""
 ONE_RUN = {"lr": 2e-2, "steps": 2000}
+"""For one run at the base width."""
 MANY_RUNS = {"lr": 3e-3, "steps": 3000}
-"""For ten runs; the steps grow with sqrt(runs / 10) (:func:`auto_steps`)."""
+"""For ten runs; the steps grow with sqrt(runs / 10) (:func:`auto_steps`). The lr also suits one
+run at a larger width."""
 MAX_STEPS = 12_000
 
 
@@ -45,6 +53,11 @@ def auto_steps(runs: int) -> int:
         return ONE_RUN["steps"]
     steps = int(MANY_RUNS["steps"] * math.sqrt(runs / 10) // 1000 * 1000)
     return min(max(steps, MANY_RUNS["steps"]), MAX_STEPS)
+
+
+def auto_lr(runs: int, width: int) -> float:
+    """Peak learning rate for a zoo of ``runs`` training runs and a backbone ``width`` wide."""
+    return ONE_RUN["lr"] if runs == 1 and width <= BASE_WIDTH else MANY_RUNS["lr"]
 
 
 def auto_width(distinct_values: int) -> int:
@@ -58,7 +71,6 @@ def resolve_sizing(config: Config, layout: Layout, runs: Runs) -> tuple[Config, 
     """``config`` with its auto (0) d_model, lr and steps filled from the zoo, and a record of the
     choice for run.json."""
     distinct = runs.num_runs * layout.num_params
-    regime = ONE_RUN if runs.num_runs == 1 else MANY_RUNS
     record: dict[str, Any] = {"runs": runs.num_runs, "runs_from": runs.source, "distinct_values": distinct}
     kind = "one training run" if runs.num_runs == 1 else "several training runs"
     chosen = []
@@ -67,8 +79,8 @@ def resolve_sizing(config: Config, layout: Layout, runs: Runs) -> tuple[Config, 
         chosen.append(f"model.d_model = {config.model.d_model} for {distinct:,} distinct values "
                       f"({runs.num_runs} run(s) x {layout.num_params:,} parameters)")
     if config.train.lr == 0:
-        config = config.replace("train", lr=regime["lr"])
-        chosen.append(f"train.lr = {config.train.lr:g} for a zoo of {kind}")
+        config = config.replace("train", lr=auto_lr(runs.num_runs, config.model.d_model))
+        chosen.append(f"train.lr = {config.train.lr:g} for a zoo of {kind} and d_model {config.model.d_model}")
     if config.train.steps == 0:
         config = config.replace("train", steps=auto_steps(runs.num_runs))
         chosen.append(f"train.steps = {config.train.steps} for a zoo of {runs.num_runs} training run(s)")
