@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, Report, Table, command_line, write_results
+from common import RESULTS, Report, Table, command_line, machine, write_results
 from rpgen.checkpoints import list_checkpoints
 from rpgen.config import apply_overrides, preset
 from rpgen.evaluation import evaluate_run
@@ -125,7 +125,7 @@ def write(new_rows: list[dict], head: dict, command: str) -> None:
     """Merge ``new_rows`` into adapters.json (replacing rows of the same kind and rank) and rewrite the report."""
     for row in new_rows:
         row["base_acc"], row["ood_base_acc"] = head["test"], head["ood"]
-        row["command"] = command
+        row["command"], row["cpu"] = command, machine()["cpu"]  # rows of earlier runs may come from other machines
     path = RESULTS / "adapters.json"
     old = json.loads(path.read_text())["rows"] if path.is_file() else []
     done = {(r["kind"], r["rank"]) for r in new_rows}
@@ -143,8 +143,11 @@ def render(data: dict) -> Report:
             extra = (f" Checkpoints + noise at the same distance: {r['noise_matched_mean']:.2f}; average of the "
                      f"checkpoints: {r['average_of_checkpoints']:.2f}.")
         nearest = ", ".join(f"{name} x{n}" for name, n in r["nearest_checkpoints"].items())
+        sizing = f"; from the zoo: {', '.join(r['sizing'])}" if r.get("sizing") else ""
+        loss = f"; final loss {r['final_loss']:.3f}" if "final_loss" in r else ""
         notes.append(f"- **{r['kind']} r{r['rank']}** ({r['checkpoints']} checkpoints, {r['generated_models']} "
-                     f"generated; {', '.join(r['settings'])}; sampler {r.get('sampler', 'ddim-60')}): "
+                     f"generated; {', '.join(r['settings'])}{sizing}{loss}; sampler {r.get('sampler', 'ddim-60')}"
+                     f"{'; ' + r['cpu'] if 'cpu' in r else ''}): "
                      f"{r['verdict']}{extra} Nearest checkpoint of the generated adapters: {nearest}.")
     return Report(
         title="Generated LoRA / DoRA adapters (all-MiniLM-L6-v2, word sentiment)",
