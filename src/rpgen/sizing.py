@@ -15,8 +15,9 @@ values in its own weights. Measured on the digits zoos (DESIGN.md §6; bench/res
 
 - one run of a large model (a DoRA rank-64 adapter zoo, 595K parameters): d_model 64 ends on a
   loss plateau (0.25) 0.84 pp below its checkpoints (bench/results/adapters.md, before this
-  rule); at d_model 256, lr 2e-2 spikes and trails lr 3e-3 (loss 0.73 vs 0.56 at step 400 of
-  2,000, measured by hand on one shared core).
+  rule); at d_model 256, lr 2e-2 spikes (1.44 at step 250) and trails lr 3e-3 (loss 0.74 vs 0.68
+  at step 325 of 2,000, measured by hand on one shared core). Sized (d_model 256, lr 3e-3, 2,000
+  steps) it ends at loss 0.004, 0.11 pp below its checkpoints (bench/results/adapters.md).
 
 So ``model.d_model = 0`` becomes 64 x sqrt(R x P / 16,384), rounded to a power of two and
 clamped to [64, 256] (one run of the digits CNN: 64; ten runs: 128; fifty: 256); ``train.lr = 0``
