@@ -143,11 +143,9 @@ def render(data: dict) -> Report:
             extra = (f" Checkpoints + noise at the same distance: {r['noise_matched_mean']:.2f}; average of the "
                      f"checkpoints: {r['average_of_checkpoints']:.2f}.")
         nearest = ", ".join(f"{name} x{n}" for name, n in r["nearest_checkpoints"].items())
-        sizing = f"; from the zoo: {', '.join(r['sizing'])}" if r.get("sizing") else ""
-        loss = f"; final loss {r['final_loss']:.3f}" if "final_loss" in r else ""
         notes.append(f"- **{r['kind']} r{r['rank']}** ({r['checkpoints']} checkpoints, {r['generated_models']} "
-                     f"generated; {', '.join(r['settings'])}{sizing}{loss}; sampler {r.get('sampler', 'ddim-60')}"
-                     f"{'; ' + r['cpu'] if 'cpu' in r else ''}): "
+                     f"generated; {', '.join(r['settings'])}; from the zoo: {', '.join(r['sizing'])}; final loss "
+                     f"{r['final_loss']:.3f}; sampler {r['sampler']}; {r['cpu']}): "
                      f"{r['verdict']}{extra} Nearest checkpoint of the generated adapters: {nearest}.")
     return Report(
         title="Generated LoRA / DoRA adapters (all-MiniLM-L6-v2, word sentiment)",
