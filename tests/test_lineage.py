@@ -15,7 +15,7 @@ from rpgen.config import Config
 from rpgen.errors import RpgenError
 from rpgen.lineage import find_runs
 from rpgen.run import load_run
-from rpgen.sizing import auto_lr, auto_steps, auto_width, resolve_sizing
+from rpgen.sizing import auto_lr, auto_steps, auto_width, models_per_run, resolve_sizing
 from rpgen.tokenizer import fit_layout
 
 
@@ -81,6 +81,21 @@ def test_sizing_fills_only_auto_settings(two_run_zoo):
     fixed = Config().replace("model", d_model=32).replace("train", lr=1e-3, steps=7)
     config, record = resolve_sizing(fixed, layout, runs)
     assert (config.model.d_model, config.train.lr, config.train.steps) == (32, 1e-3, 7) and record["chosen"] == []
+
+
+def test_a_conditional_zoo_is_sized_by_its_models(two_run_zoo):
+    """A condition multiplies the models a run stands for, up to condition_dim + 1 of them."""
+    bits = torch.tensor([[float(b) for b in format(n, "04b")] for n in range(16)])  # (16, 4): 16 distinct
+    assert models_per_run(None) == 1
+    assert models_per_run(bits[:3].repeat(2, 1)) == 3  # distinct conditions only
+    assert models_per_run(bits) == 5  # a smooth map of 4 numbers: 5 points pin it down
+    runs, layout = runs_of(two_run_zoo[0])  # 4 checkpoints of 2 runs
+    plain, _ = resolve_sizing(Config(), layout, runs)
+    conditions = bits[:4]  # (4, 4), one per checkpoint: 4 distinct
+    config, record = resolve_sizing(Config(), layout, runs, conditions)
+    assert record["models_per_run"] == 4 and record["distinct_values"] == 2 * 4 * layout.num_params
+    assert config.model.d_model == auto_width(8 * layout.num_params) and config.train.steps == auto_steps(8)
+    assert config.model.d_model >= plain.model.d_model and "4 conditions" in record["chosen"][0]
 
 
 def test_one_state_per_checkpoint_on_request(two_run_zoo, tmp_path):

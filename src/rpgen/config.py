@@ -79,7 +79,8 @@ class ModelConfig:
     backbone: Backbone = "mamba"
     d_model: int = 0
     """Width of the recurrent backbone and of the prototypes (independent of token_size); 0 = auto:
-    sized from the zoo's distinct values (training runs x parameters, rpgen.sizing)."""
+    sized from the zoo's distinct values (training runs x parameters, x conditions in a conditional
+    zoo; rpgen.sizing)."""
     film: bool = True
     """The permutation state (or condition) also scales and shifts the backbone's input (FiLM), not
     only adds to it: a multiplicative path lets a small backbone tell many runs apart (DESIGN.md §6)."""
@@ -144,7 +145,8 @@ class DiffusionConfig:
 @dataclass
 class TrainConfig:
     steps: int = 0
-    """Optimisation steps; 0 = auto: 2,000 for a zoo of one training run, 3,000 for several (rpgen.sizing)."""
+    """Optimisation steps; 0 = auto: 2,000 for a zoo of one training run, 3,000 or more for several
+    (and for a conditional zoo, which stands for more models than runs; rpgen.sizing)."""
     batch_size: int = 8
     """Checkpoints (sequences) per step run through the backbone."""
     diffusion_batch: int = 256

@@ -140,7 +140,7 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
     if resume:
         _check_unchanged(run_dir, checkpoint_dir, layout, conditions, [p.name for p in paths])
     runs = find_runs(checkpoint_dir, [p.name for p in paths], checkpoints, layout, estimate=conditions is None)
-    config, sizing = resolve_sizing(config, layout, runs)
+    config, sizing = resolve_sizing(config, layout, runs, conditions)
     config = _resolve_states(config, runs, conditional=conditions is not None, resume=resume)
     state_of = {"run": torch.tensor(runs.index), "checkpoint": torch.arange(len(paths)),
                 "none": torch.zeros(len(paths), dtype=torch.long)}[config.data.states]  # (K,)
