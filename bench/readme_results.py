@@ -68,7 +68,8 @@ def rows() -> list[tuple[str, str, str, str, str]]:
         block = multimodal[split]
         out.append((f"unseen digit tasks, multimodal zoo ({len(block['tasks'])} held out, "
                     f"{multimodal['modes_per_task']} modes per task), default train", f"{block['trained_mean']:.2f}",
-                    f"{block['generated_mean']:.2f}", f"{block['mse_mean']:.2f} (mse, same command)",
+                    f"{block['generated_mean']:.2f}",
+                    f"{block['mse_mean']:.2f} (mse, same command); {block['linear_map_mean']:.2f} (linear map)",
                     "unseen_multimodal"))
         if "rpg_condition_only_mean" in block:
             out.append(("the same, condition only (`data.states=none`): per-token noise picks the modes",

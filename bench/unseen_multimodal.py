@@ -27,8 +27,10 @@ Writes RESULTS/unseen_multimodal.{md,json} (RESULTS = bench/results unless --res
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
+import re
 import statistics
 import tomllib
 from collections.abc import Iterable
@@ -91,15 +93,18 @@ class Zoo:
 
 
 def mode_check(z: Zoo, codes: list[str]) -> dict:
-    """Accuracy of each mode, of the midpoint of modes 0 and 1, and of the mean of all modes
+    """Accuracy of each mode, of the midpoint of every pair of modes, and of the mean of all modes
     (each task's last checkpoints)."""
     last = z.per_mode - 1
     ends = {c: [load_file(head_file(z.folder, c, m, last)) for m in range(z.modes)] for c in codes}
-    midpoints = [{k: (e[0][k] + e[1][k]) / 2 for k in e[0]} for e in ends.values()]
     means = [{k: sum(h[k] for h in e) / len(e) for k in e[0]} for e in ends.values()]
     per_mode = [statistics.mean(z.accuracy([ends[c][m] for c in codes], codes)) for m in range(z.modes)]
+    pairs = {}
+    for a, b in itertools.combinations(range(z.modes), 2):
+        midpoints = [{k: (e[a][k] + e[b][k]) / 2 for k in e[a]} for e in ends.values()]
+        pairs[f"{a}-{b}"] = round(statistics.mean(z.accuracy(midpoints, codes)), 2)
     return {"tasks": len(codes), "mode_means": [round(a, 2) for a in per_mode],
-            "midpoint_0_1_mean": round(statistics.mean(z.accuracy(midpoints, codes)), 2),
+            "midpoint_0_1_mean": pairs["0-1"], "midpoint_by_pair_mean": pairs,
             "mean_of_modes_mean": round(statistics.mean(z.accuracy(means, codes)), 2)}
 
 
@@ -245,7 +250,7 @@ def main() -> None:
     rows_settings = {name: ROWS[name] for name in args.rows.split(",")}
     for extra in args.extra_rows:
         name, _, settings = extra.partition(":")
-        rows_settings[name] = [s for s in settings.split(",") if s]
+        rows_settings[name] = [s for s in re.split(r",(?=\w+\.\w+=)", settings) if s]  # commas inside a list stay
     trained, rows = {}, {}
     for name, settings in rows_settings.items():
         run = out / "runs" / name
@@ -290,6 +295,15 @@ def main() -> None:
     print(write_results("unseen_multimodal", result, render, results=args.results))
 
 
+def timed_by(train: dict) -> dict[str, list[str]]:
+    """How rows trained outside this run were timed -> those rows (one footnote per way)."""
+    notes: dict[str, list[str]] = {}
+    for name, row in train.items():
+        if row.get("timed_by"):
+            notes.setdefault(row["timed_by"], []).append(name)
+    return notes
+
+
 def render(r: dict) -> Report:
     h, s = r["heldout"], r["seen"]
     names = list(r["train"])
@@ -327,6 +341,9 @@ def render(r: dict) -> Report:
             gap = b["generated_mean"] - b["trained_mean"]
             bars.append(f"- {split}: generated {b['generated_mean']:.2f} vs trained {b['trained_mean']:.2f} "
                         f"({gap:+.2f} pp; bar within 3 pp: **{'met' if gap >= -3 else 'not met'}**)")
+            if "rpg_condition_only_mean" in b:
+                bars.append(f"  - the state (ablation): with it {b['generated_mean']:.2f}, code only "
+                            f"{b['rpg_condition_only_mean']:.2f} ({b['generated_mean'] - b['rpg_condition_only_mean']:+.2f} pp)")
             for other in ("linear_map_mean", "mse_mean", "mse_condition_only_mean"):
                 if other in b:
                     lead = b["generated_mean"] - b[other]
@@ -341,7 +358,9 @@ def render(r: dict) -> Report:
          if r["overrides"] else "Every row is the plain `rpgen train` command (plus the row's `--set`)."),
         "",
         f"The modes differ (held-out tasks, last checkpoints): modes {' / '.join(f'{a:.2f}' for a in mc['mode_means'])}, "
-        f"midpoint of modes 0 and 1 {mc['midpoint_0_1_mean']:.2f}, mean of all modes {mc['mean_of_modes_mean']:.2f}.",
+        + (f"midpoints of two modes {' / '.join(f'{a:.2f} ({pair})' for pair, a in mc['midpoint_by_pair_mean'].items())}"
+         if "midpoint_by_pair_mean" in mc else f"midpoint of modes 0 and 1 {mc['midpoint_0_1_mean']:.2f}")
+        + f", mean of all modes {mc['mean_of_modes_mean']:.2f}.",
         *([] if "heads_only_heldout" not in r["mode_check"] else [
             "", "Heads alone would not make such modes (the same 3 initialisations of the single-mode zoo's head on "
             "the frozen features, one epoch each, trained in memory): held-out modes "
@@ -357,7 +376,7 @@ def render(r: dict) -> Report:
     ])
     return Report(title="Unseen tasks on a multimodal zoo", intro=intro, table=table,
                   sections=["## Rows: condition + state vs condition only, diffusion vs mse", ablation.markdown(),
-                            *[f"\\* {n}: {r['train'][n]['timed_by']}" for n in names if r["train"][n].get("timed_by")],
+                            *[f"\\* {', '.join(rows)}: {note}" for note, rows in timed_by(r["train"]).items()],
                             "Nearest mode: the mode whose checkpoints of that task are closest in weights; a "
                             "model near none of them and below the task's worst trained checkpoint by more than "
                             f"{BROKEN_PP:g} pp counts as broken.",

@@ -42,6 +42,8 @@ def test_an_average_of_modes_is_far_from_every_mode(modes):
 def test_mode_check_and_linear_map(modes):
     check = bench.mode_check(modes, [c for c in TASKS_ZOO_CODES if c in zoo.HELDOUT])
     assert len(check["mode_means"]) == 3 and all(a > 80 for a in check["mode_means"])
+    assert list(check["midpoint_by_pair_mean"]) == ["0-1", "0-2", "1-2"]
+    assert check["midpoint_0_1_mean"] == check["midpoint_by_pair_mean"]["0-1"]
     linear = bench.LinearMap((c, s) for c in modes.train_codes for s in modes.checkpoints(c))
     model = linear.model("0110000010")
     zoo.TaskBlock().load_state_dict(model, strict=True)
