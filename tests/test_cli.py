@@ -69,6 +69,16 @@ def test_samplers_and_states(trained, tmp_path, sampler):
                    "--state", 0, "--state", 4, "--no-progress")
     assert result.exit_code == 0, result.output
     assert json.loads((out / "generation.json").read_text())["permutation_states"] == [0, 4]
+    result = rpgen("generate", trained, "--num", 1, "--out", tmp_path / "cold", "--sampler", sampler, "--steps", 3,
+                   "--temperature", 0.5, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "cold" / "generation.json").read_text())["temperature"] == 0.5
+
+
+def test_generate_refuses_a_temperature_ddpm_cannot_use(trained, tmp_path):
+    one_line_error(rpgen("generate", trained, "--num", 1, "--out", tmp_path / "g", "--sampler", "ddpm",
+                         "--temperature", 0.5), "--temperature 0.5", "ddim or dpm")
+    assert not (tmp_path / "g").exists()
 
 
 # ---- bad input: one line naming the culprit, exit status 1, nothing half-written ----

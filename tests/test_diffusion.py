@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rpgen.config import Config, DiffusionConfig
-from rpgen.diffusion import alphas_cumprod, make_scheduler, noised
+from rpgen.diffusion import alphas_cumprod, make_scheduler, noised, sample_loop
 from rpgen.errors import RpgenError
 
 
@@ -39,3 +39,33 @@ def test_noised_targets_recover_x0(prediction):
 def test_scheduler_refuses_what_the_schedule_cannot_do(sampler, steps, needle):
     with pytest.raises(RpgenError, match=needle):
         make_scheduler(Config().diffusion, sampler, steps)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm"])
+def test_temperature_scales_the_starting_noise(sampler):
+    """The loop starts from N(0, temperature^2); at 0 every seed gives the same sample."""
+    cfg = Config().diffusion
+    inputs = []
+
+    def denoise(x, t):  # an x0 prediction that follows its input
+        inputs.append(x.clone())
+        return 0.5 * x
+
+    samples = {}
+    for temperature in (1.0, 0.25, 0.0):
+        for seed in (0, 1):
+            inputs.clear()
+            scheduler = make_scheduler(cfg, sampler, 4, temperature)
+            samples[temperature, seed] = sample_loop(denoise, (64, 8), scheduler,
+                                                     rng=torch.Generator().manual_seed(seed), device="cpu")
+            start = torch.randn((64, 8), generator=torch.Generator().manual_seed(seed)) * temperature
+            torch.testing.assert_close(inputs[0], start)
+    assert torch.equal(samples[0.0, 0], samples[0.0, 1])
+    assert not torch.equal(samples[1.0, 0], samples[1.0, 1])
+
+
+@pytest.mark.parametrize("sampler, temperature, needle", [("ddpm", 0.5, "needs --sampler ddim or dpm"),
+                                                          ("ddim", -1.0, "--temperature -1.0: must be >= 0")])
+def test_temperature_is_refused_where_it_cannot_work(sampler, temperature, needle):
+    with pytest.raises(RpgenError, match=needle):
+        make_scheduler(Config().diffusion, sampler, 10, temperature)

@@ -45,13 +45,15 @@ def train(checkpoints: str | Path, out: str | Path, *, config: Config | str | Pa
 def generate(run: str | Path, out: str | Path, *, num: int, seed: int = 0, sampler: Sampler | None = None,
              steps: int | None = None, states: Sequence[int] | None = None,
              conditions: Sequence[Sequence[float]] | None = None, overwrite: bool = False,
-             progress: bool = True, mix: float | None = None) -> list[Path]:
+             progress: bool = True, mix: float | None = None, temperature: float | None = None) -> list[Path]:
     """Write ``num`` generated models (per condition, for a conditional run) to ``out``; returns their
-    paths. ``mix``: each model from a mixture of two states of different training runs."""
+    paths. ``mix``: each model from a mixture of two states of different training runs;
+    ``temperature``: the standard deviation of the starting noise (default: the run's, 1)."""
     from rpgen.generation import generate as generate_models
 
     return generate_models(run, out, num=num, seed=seed, sampler=sampler, steps=steps, states=states,
-                           conditions=conditions, overwrite=overwrite, progress=progress, mix=mix)
+                           conditions=conditions, overwrite=overwrite, progress=progress, mix=mix,
+                           temperature=temperature)
 
 
 def evaluate(run: str | Path, generated: str | Path, evaluator: str, *, baselines: bool = True, seed: int = 0,

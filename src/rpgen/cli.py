@@ -162,6 +162,10 @@ def generate(
     sampler: Optional[str] = typer.Option(None, "--sampler", help="ddpm, ddim or dpm (DPM-Solver++); "
                                           "default from the run's config."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps; default from the run's config."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Standard deviation of the noise "
+                                                "sampling starts from (ddim, dpm); below 1: less diverse models, "
+                                                "nearer the denoiser's average, more accurate on conditions the run "
+                                                "never saw; 0: that average. Default from the run's config (1)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same models."),
     state: List[int] = typer.Option([], "--state", help="Permutation state of each model: a training checkpoint's "
                                     "index, or a training run's when the run has one state per run (run.json: "
@@ -185,7 +189,7 @@ def generate(
     start = time.perf_counter()
     paths = api.generate(run, out, num=num, seed=seed, sampler=sampler, steps=steps,  # type: ignore[arg-type]
                          states=state or None, overwrite=overwrite, progress=progress, conditions=conditions,
-                         mix=mix)
+                         mix=mix, temperature=temperature)
     console.print(f"wrote {len(paths)} models to {out} in {time.perf_counter() - start:.1f} s")
 
 

@@ -49,22 +49,28 @@ def noised(x0: Tensor, cfg: DiffusionConfig, *, rng: torch.Generator | None = No
     return noisy, t, target
 
 
-def check_sampling(cfg: DiffusionConfig, sampler: str, steps: int) -> None:
-    """One-line errors for a sampler or step count the schedule cannot use."""
+def check_sampling(cfg: DiffusionConfig, sampler: str, steps: int, temperature: float = 1.0) -> None:
+    """One-line errors for a sampler, step count or temperature the schedule cannot use."""
     if sampler not in get_args(Sampler):
         raise RpgenError(f"--sampler {sampler!r}: choose {', '.join(get_args(Sampler))}")
+    if not temperature >= 0:
+        raise RpgenError(f"--temperature {temperature}: must be >= 0")
+    if sampler == "ddpm" and temperature != 1:
+        raise RpgenError(f"--temperature {temperature} needs --sampler ddim or dpm: ddpm adds fresh noise at every "
+                         "step, so scaling the first draw does not lower the temperature")
     if steps < 1 or steps > cfg.num_train_timesteps:
         raise RpgenError(f"--steps {steps}: must be between 1 and the {cfg.num_train_timesteps} training timesteps")
 
 
-def make_scheduler(cfg: DiffusionConfig, sampler: Sampler, steps: int) -> Any:
-    """A diffusers scheduler matching the training schedule, with ``steps`` set."""
+def make_scheduler(cfg: DiffusionConfig, sampler: Sampler, steps: int, temperature: float = 1.0) -> Any:
+    """A diffusers scheduler matching the training schedule, with ``steps`` set and sampling starting
+    from noise of standard deviation ``temperature`` (its ``init_noise_sigma``)."""
     if steps > cfg.num_train_timesteps:
         raise RpgenError(f"--steps {steps}: at most {cfg.num_train_timesteps} sampling steps "
                          "(diffusion.num_train_timesteps of the run)")
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-    check_sampling(cfg, sampler, steps)
+    check_sampling(cfg, sampler, steps, temperature)
     common = dict(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,
                   beta_end=cfg.beta_end, beta_schedule="linear", prediction_type=cfg.prediction)
     if sampler == "ddpm":
@@ -75,20 +81,22 @@ def make_scheduler(cfg: DiffusionConfig, sampler: Sampler, steps: int) -> Any:
         scheduler = DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
                                                 timestep_spacing="trailing")
     scheduler.set_timesteps(steps)
+    scheduler.init_noise_sigma = scheduler.init_noise_sigma * temperature
     return scheduler
 
 
 @torch.no_grad()
 def sample_loop(denoise: Callable[[Tensor, Tensor], Tensor], shape: tuple[int, ...], scheduler: Any, *,
                 rng: torch.Generator | None, device: torch.device | str) -> Tensor:
-    """Denoise pure noise of ``shape`` = (N, ...) with ``denoise(x, t) -> model output`` (N, ...).
+    """Denoise pure noise of ``shape`` = (N, ...) with ``denoise(x, t) -> model output`` (N, ...),
+    starting from standard normal noise times the scheduler's ``init_noise_sigma``.
 
     The scheduler's timesteps must already be set; it is reset here so that stateful
     (multistep) schedulers can be reused batch after batch.
     """
     scheduler.set_timesteps(len(scheduler.timesteps))
     n = shape[0]
-    x = torch.randn(shape, generator=rng).to(device)
+    x = (torch.randn(shape, generator=rng) * scheduler.init_noise_sigma).to(device)
     for t in scheduler.timesteps:
         out = denoise(x, torch.full((n,), int(t), device=device, dtype=torch.long)).float()
         x = scheduler.step(out, t, x, generator=rng).prev_sample

@@ -70,7 +70,7 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
              sampler: Sampler | None = None, steps: int | None = None, states: Sequence[int] | None = None,
              overwrite: bool = False, device: str | torch.device | None = None,
              progress: bool = True, conditions: Sequence[Sequence[float]] | None = None,
-             mix: float | None = None) -> list[Path]:
+             mix: float | None = None, temperature: float | None = None) -> list[Path]:
     """Write generated models to ``out_dir/NNNN.safetensors``; return their paths.
 
     A run trained on peft adapter folders writes adapter folders ``out_dir/NNNN/`` instead
@@ -84,8 +84,10 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     between the runs. A conditional run (trained with a ``conditions.json``) takes ``conditions``
     instead: ``num`` models per condition vector, condition after condition; each file's metadata
     and ``generation.json`` record what it was made for. Methods without states (p-diff) take
-    neither. ``device`` defaults to the accelerator Accelerate finds (else the CPU). The same run,
-    seed, settings and device give the same files. A model with a non-finite value is an error:
+    neither. ``temperature`` scales the noise sampling starts from (default: the run's
+    ``sample.temperature``, 1): below 1, less diverse models nearer the denoiser's average.
+    ``device`` defaults to the accelerator Accelerate finds (else the CPU). The same run, seed,
+    settings and device give the same files. A model with a non-finite value is an error:
     nothing is written.
     """
     if num < 1:
@@ -98,7 +100,8 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     run = load_run(run_dir, device=device)
     sampler = sampler or run.config.sample.sampler
     steps = steps or run.config.sample.steps
-    check_sampling(run.config.diffusion, sampler, steps)
+    temperature = run.config.sample.temperature if temperature is None else temperature
+    check_sampling(run.config.diffusion, sampler, steps, temperature)
     selectors = run.selectors(num=num, states=states, conditions=conditions, mix=mix)
     out_dir = Path(out_dir)
     per_group = run.method.models_per_group(run.config, run.layout)
@@ -111,7 +114,7 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     rng = torch.Generator().manual_seed(seed)
     selectors = run.draw_states(selectors, rng=rng, mix=mix)  # after the checks: a huge --num allocates nothing before
     metadata, record = _records(run, selectors)
-    scheduler = make_scheduler(run.config.diffusion, sampler, steps)
+    scheduler = make_scheduler(run.config.diffusion, sampler, steps, temperature)
     form = output_form(run.path)
     names = [t.name for t in run.layout.tensors]
     paths = []
@@ -133,7 +136,7 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
             bar.update(task, advance=len(group))
         (tmp / "generation.json").write_text(json.dumps({
             "run_dir": str(run.path.resolve()), "method": run.method.name, "num": num, "seed": seed,
-            "sampler": sampler, "steps": steps, **record,
+            "sampler": sampler, "steps": steps, "temperature": temperature, **record,
         }, indent=1), encoding="utf-8")
     return paths
 

@@ -100,7 +100,8 @@ class Run:
 
     def sample(self, num: int = 1, *, seed: int = 0, states: Sequence[int] | None = None,
                conditions: Sequence[Sequence[float]] | None = None, sampler: Sampler | None = None,
-               steps: int | None = None, mix: float | None = None) -> list[dict[str, torch.Tensor]]:
+               steps: int | None = None, mix: float | None = None,
+               temperature: float | None = None) -> list[dict[str, torch.Tensor]]:
         """``num`` new state dicts (``num`` per condition for a conditional run), in memory.
 
         The same models :func:`rpgen.generation.generate` writes for the same arguments; for large
@@ -111,11 +112,12 @@ class Run:
             raise RpgenError(f"num must be >= 1, got {num}")
         sampler = sampler or self.config.sample.sampler
         steps = steps or self.config.sample.steps
-        check_sampling(self.config.diffusion, sampler, steps)
+        temperature = self.config.sample.temperature if temperature is None else temperature
+        check_sampling(self.config.diffusion, sampler, steps, temperature)
         rng = torch.Generator().manual_seed(seed)
         selectors = self.draw_states(self.selectors(num=num, states=states, conditions=conditions, mix=mix), rng=rng,
                                      mix=mix)
-        scheduler = make_scheduler(self.config.diffusion, sampler, steps)
+        scheduler = make_scheduler(self.config.diffusion, sampler, steps, temperature)
         group = self.method.models_per_group(self.config, self.layout)  # as generate() groups them
         return [model for first in range(0, len(selectors), group)
                 for model in self.sample_with(selectors[first:first + group], scheduler=scheduler, rng=rng)]
