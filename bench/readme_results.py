@@ -75,6 +75,11 @@ def rows() -> list[tuple[str, str, str, str, str]]:
             out.append(("the same, condition only (`data.states=none`): per-token noise picks the modes",
                         f"{block['trained_mean']:.2f}", f"{block['rpg_condition_only_mean']:.2f}",
                         f"{block['mse_condition_only_mean']:.2f} (mse, condition only)", "unseen_multimodal"))
+    cold = _load("unseen_multimodal_sampling")["heldout"]
+    out.append(("the same zoo collected again (another CPU), default train, `rpgen generate --temperature 0` "
+                "(one model per mode)",
+                f"{cold['trained_mean']:.2f}", f"{cold['temperature']['rpg']['0']['mean']:.2f}",
+                f"{cold['mse_mean']:.2f} (mse, same command)", "unseen_multimodal_sampling"))
     hf = _load("hf")["rows"]
     for key, what in (("tiny-gpt2", "tiny-gpt2 Trainer zoo (transformers folders), 1,000 generator steps"),
                       ("deep-default", "12-layer GPT-2 zoo, sharded save_pretrained folders, default config")):

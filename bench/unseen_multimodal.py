@@ -21,7 +21,12 @@
    modes each task's models reach, and how many models are broken averages (accuracy more than
    5 pp below the task's worst trained checkpoint).
 
-Writes RESULTS/unseen_multimodal.{md,json} (RESULTS = bench/results unless --results).
+6. Sampling temperature: the ``--temperature-rows`` sampled again at each of ``--temperatures``
+   (``rpgen generate --temperature``), and for every row the spread of the models of one task and
+   one state, relative to that task's checkpoints of the matching mode.
+
+Writes RESULTS/NAME.{md,json} (RESULTS = bench/results unless --results; NAME = unseen_multimodal
+unless --name).
 """
 
 from __future__ import annotations
@@ -167,11 +172,12 @@ def nearest_seen(z: Zoo, code: str) -> float:
     return statistics.mean(z.accuracy(models, [code] * len(models)))
 
 
-def generated(run: Path, codes: list[str], num: int, out: Path) -> tuple[list[list[dict]], list[list[int]]]:
+def generated(run: Path, codes: list[str], num: int, out: Path, temperature: float | None = None
+              ) -> tuple[list[list[dict]], list[list[int]]]:
     """``num`` generated models per code (states drawn with seed 0) and each one's state (None without states)."""
     if not (out / "generation.json").is_file():
         generate(run, out, num=num, conditions=[zoo.code_bits(c) for c in codes], seed=0, overwrite=True,
-                 progress=False, device="cpu")
+                 progress=False, device="cpu", temperature=temperature)
     record = json.loads((out / "generation.json").read_text())
     files = sorted(out.glob("*.safetensors"))
     states = record.get("permutation_states") or [None] * len(files)
@@ -206,12 +212,27 @@ def coverage(z: Zoo, codes: list[str], models: list[list[dict]], states: list[li
             "state_is_nearest_mode": None if not state_match else sum(state_match)}
 
 
-def evaluate_row(z: Zoo, run: Path, codes: list[str], num: int, out: Path) -> dict:
-    models, states = generated(run, codes, num, out)
+def spread(z: Zoo, codes: list[str], models: list[list[dict]], states: list[list]) -> float | None:
+    """How far apart a task's generated models of one state are, relative to that task's checkpoints
+    of the matching mode: the median over (task, state) of mean pairwise distances, generated over
+    trained (1: as diverse as the zoo within a mode; 0: one model per state). None without states."""
+    ratios = []
+    for code, group, drawn in zip(codes, models, states):
+        for state in {s for s in drawn if s is not None}:
+            same = [flat(m) for m, s in zip(group, drawn) if s == state]
+            if len(same) > 1:
+                trained = torch.stack([flat(c) for c in z.checkpoints(code, state)])
+                ratios.append(float(torch.pdist(torch.stack(same)).mean() / torch.pdist(trained).mean()))
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
+def evaluate_row(z: Zoo, run: Path, codes: list[str], num: int, out: Path, temperature: float | None = None) -> dict:
+    models, states = generated(run, codes, num, out, temperature)
     flat_acc = z.accuracy([m for g in models for m in g], [c for c in codes for _ in range(num)])
     acc = [flat_acc[i * num:(i + 1) * num] for i in range(len(codes))]
     return {"mean": round(statistics.mean(flat_acc), 2), "min": round(min(flat_acc), 2),
-            "per_task": [round(statistics.mean(a), 2) for a in acc], "models": models, "states": states, "acc": acc}
+            "per_task": [round(statistics.mean(a), 2) for a in acc], "models": models, "states": states, "acc": acc,
+            "spread": spread(z, codes, models, states)}
 
 
 def main() -> None:
@@ -225,7 +246,13 @@ def main() -> None:
                              "rpg-d128:model.d_model=128,train.steps=6000)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra --set for every training (smoke runs; the results say so)")
+    parser.add_argument("--temperatures", default="0.5,0",
+                        help="comma-separated sampling temperatures (rpgen generate --temperature) to evaluate "
+                             "the --temperature-rows at, beside the default 1")
+    parser.add_argument("--temperature-rows", default="rpg", help="comma-separated rows to sample colder")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="unseen_multimodal",
+                        help="results file name (a subset of rows on another collect of the zoo gets its own)")
     parser.add_argument("--collect-seconds", type=float,
                         help="wall seconds of the collect that built an existing OUT/zoo (recorded as measured "
                              "outside this run)")
@@ -269,6 +296,16 @@ def main() -> None:
                       for split, codes in (("heldout", heldout), ("seen", seen))}
         print(f"{name}: held-out {rows[name]['heldout']['mean']}, seen {rows[name]['seen']['mean']}", flush=True)
 
+    cold = {}  # row -> temperature -> split -> evaluation
+    temperatures = [float(t) for t in args.temperatures.split(",") if t]
+    for name in [n for n in args.temperature_rows.split(",") if n in rows and temperatures]:
+        cold[name] = {f"{t:g}": {split: evaluate_row(z, out / "runs" / name, codes, args.num,
+                                                    out / "gen" / f"{name}-t{t:g}-{split}", t)
+                                 for split, codes in (("heldout", heldout), ("seen", seen))}
+                      for t in temperatures}
+        print(f"{name} at temperatures {temperatures}: "
+              f"{[cold[name][f'{t:g}']['heldout']['mean'] for t in temperatures]}", flush=True)
+
     linear = LinearMap((c, s) for c in z.train_codes for s in z.checkpoints(c))
     result: dict = {"collect_s": collect_s, "modes_per_task": z.modes, "checkpoints_per_mode": z.per_mode,
                     "num_generated_per_task": args.num, "overrides": args.overrides, "mode_check": modes}
@@ -290,9 +327,15 @@ def main() -> None:
             block["mse_mean"] = rows["mse"][split]["mean"]
         block["coverage"] = {name: coverage(z, codes, row[split]["models"], row[split]["states"], row[split]["acc"])
                              for name, row in rows.items()}
+        block["spread"] = {name: row[split]["spread"] for name, row in rows.items()}
+        block["temperature"] = {
+            name: {t: {"mean": e[split]["mean"], "min": e[split]["min"], "spread": e[split]["spread"],
+                       "coverage": coverage(z, codes, e[split]["models"], e[split]["states"], e[split]["acc"])}
+                   for t, e in by_t.items()}
+            for name, by_t in cold.items()}
         result[split] = block
     result["train"] = trained
-    print(write_results("unseen_multimodal", result, render, results=args.results))
+    print(write_results(args.name, result, render, results=args.results))
 
 
 def timed_by(train: dict) -> dict[str, list[str]]:
@@ -319,9 +362,11 @@ def render(r: dict) -> Report:
                     cell(b, "mse_mean"),
                     f"{b['generated_mean'] - b['trained_mean']:+.2f}" if "generated_mean" in b else "—"]
                    for name, b in (("held-out (never seen)", h), ("seen", s))], "lrrrrrrrr")
-    ablation = Table(["row", "--set", "states", "d_model, lr, steps", "held-out mean / min", "seen mean / min", "nearest mode counts (held-out)",
-                      "tasks reaching 1/2/3 modes", "broken (held-out)", "state = nearest mode", "train s",
-                      "peak RSS GB"],
+    spreads = "spread" in h  # results from before the spread was measured have none
+    headers = ["row", "--set", "states", "d_model, lr, steps", "held-out mean / min", "seen mean / min",
+               "nearest mode counts (held-out)", "tasks reaching 1/2/3 modes", "broken (held-out)",
+               "state = nearest mode", *(["spread (held-out)"] if spreads else []), "train s", "peak RSS GB"]
+    ablation = Table(headers,
                      [[n, " ".join(r["train"][n]["settings"]) or "—",
                        "none (code only)" if r["train"][n]["states"] == "none" else "one per mode, beside the code",
                        f"{r['train'][n]['d_model']}, {r['train'][n]['lr']:g}, {r['train'][n]['steps']}",
@@ -332,9 +377,32 @@ def render(r: dict) -> Report:
                        f"{h['coverage'][n]['broken']} of {h['coverage'][n]['models']}",
                        "—" if h["coverage"][n]["state_is_nearest_mode"] is None
                        else f"{h['coverage'][n]['state_is_nearest_mode']} of {h['coverage'][n]['models']}",
+                       *(["—" if h["spread"][n] is None else f"{h['spread'][n]:.2f}"] if spreads else []),
                        f"{r['train'][n]['train_s']:.0f}" + ("*" if r["train"][n].get("timed_by") else ""),
                        "—" if r["train"][n]["train_peak_rss_gb"] is None else f"{r['train'][n]['train_peak_rss_gb']:.2f}"]
-                      for n in names], "llllrrrrrrrr")
+                      for n in names], "llll" + "r" * (len(headers) - 4))
+    cold_rows, cold_bars = [], []
+    for n, by_t in h.get("temperature", {}).items():
+        default = {"mean": h[n.replace("-", "_") + "_mean"], "min": h[n.replace("-", "_") + "_min"],
+                   "spread": h["spread"][n], "coverage": h["coverage"][n]}
+        seen = {"1": {"mean": s[n.replace("-", "_") + "_mean"], "min": s[n.replace("-", "_") + "_min"]},
+                **s["temperature"][n]}
+        for t, e in {"1": default, **by_t}.items():
+            cov = e["coverage"]
+            cold_rows.append([n, t, f"{e['mean']:.2f} / {e['min']:.2f}", f"{seen[t]['mean']:.2f} / {seen[t]['min']:.2f}",
+                              f"{e['mean'] - h['trained_mean']:+.2f}", f"{cov['broken']} of {cov['models']}",
+                              "—" if cov["state_is_nearest_mode"] is None else f"{cov['state_is_nearest_mode']} of {cov['models']}",
+                              "—" if e["spread"] is None else f"{e['spread']:.2f}"])
+        for t, e in by_t.items():
+            for split, b, mean in (("held-out", h, e["mean"]), ("seen", s, seen[t]["mean"])):
+                gap = mean - b["trained_mean"]
+                leads = ", ".join(f"{other.removesuffix('_mean').replace('_', ' ')} {mean - b[other]:+.2f} pp"
+                                  for other in ("linear_map_mean", "mse_mean", "mse_condition_only_mean") if other in b)
+                cold_bars.append(f"- {n} at temperature {t}, {split}: {mean:.2f} vs trained {b['trained_mean']:.2f} "
+                                 f"({gap:+.2f} pp; within 3 pp: **{'met' if gap >= -3 else 'not met'}**); above {leads}")
+    temperature_table = Table(["row", "temperature", "held-out mean / min", "seen mean / min",
+                               "held-out − trained (pp)", "broken (held-out)", "state = nearest mode", "spread (held-out)"],
+                              cold_rows, "lrrrrrrr")
     bars = []
     if "generated_mean" in h:
         for split, b in (("held-out", h), ("seen", s)):
@@ -373,13 +441,23 @@ def render(r: dict) -> Report:
         "of the training task with the closest code; linear map = least squares code -> weights over every "
         "training checkpoint; mse = the no-diffusion ablation through the plain command (it takes the state too).",
     ])
-    return Report(title="Unseen tasks on a multimodal zoo", intro=intro, table=table,
+    title = "Unseen tasks on a multimodal zoo" + (", and the sampling temperature" if cold_rows else "")
+    return Report(title=title, intro=intro, table=table,
                   sections=["## Rows: condition + state vs condition only, diffusion vs mse", ablation.markdown(),
                             *[f"\\* {', '.join(rows)}: {note}" for note, rows in timed_by(r["train"]).items()],
                             "Nearest mode: the mode whose checkpoints of that task are closest in weights; a "
                             "model near none of them and below the task's worst trained checkpoint by more than "
                             f"{BROKEN_PP:g} pp counts as broken.",
-                            "## Bars (computed from the numbers above)", "\n".join(bars) or "—"])
+                            *(["Spread: the median over (task, state) of the mean distance between generated "
+                               "models of one task and one state, over the mean distance between that task's "
+                               "checkpoints of the matching mode (1: as diverse as the zoo within a mode; 0: one "
+                               "model per state)."] if spreads else []),
+                            *(["## Sampling temperature (`rpgen generate --temperature`)",
+                               "The same generators, sampled from colder noise (the run's sampler, ddim with 60 "
+                               "steps; the noise it starts from scaled by the temperature; 1 is the default).",
+                               temperature_table.markdown()] if cold_rows else []),
+                            "## Bars (computed from the numbers above)", "\n".join(bars) or "—",
+                            *(["### At lower temperatures", "\n".join(cold_bars)] if cold_bars else [])])
 
 
 if __name__ == "__main__":

@@ -53,3 +53,13 @@ def test_head_only_modes_are_trained_per_mode(modes):
     check = bench.head_only_check(modes, [c for c in TASKS_ZOO_CODES if c in zoo.HELDOUT], list(TASKS_ZOO_CODES))
     assert len(check["mode_means"]) == 3 and all(a > 90 for a in check["mode_means"])
     assert 0 <= check["linear_map_mean"] <= 100 and 0 <= check["midpoint_0_1_mean"] <= 100
+
+
+def test_spread_compares_one_state_with_its_mode(modes):
+    """The checkpoints themselves spread like the zoo (1); copies of one checkpoint not at all (0)."""
+    codes = [c for c in TASKS_ZOO_CODES if c in zoo.HELDOUT]
+    states = [[m for m in range(modes.modes) for _ in range(modes.per_mode)] for _ in codes]
+    assert bench.spread(modes, codes, [modes.checkpoints(c) for c in codes], states) == 1.0
+    copies = [[modes.checkpoints(c, m)[0] for m in range(modes.modes) for _ in range(modes.per_mode)] for c in codes]
+    assert bench.spread(modes, codes, copies, states) == 0.0
+    assert bench.spread(modes, codes, copies, [[None] * len(s) for s in states]) is None
