@@ -164,8 +164,8 @@ def generate(
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps; default from the run's config."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Standard deviation of the noise "
                                                 "sampling starts from (ddim, dpm); below 1: less diverse models, "
-                                                "nearer the denoiser's average, more accurate on conditions the run "
-                                                "never saw; 0: that average. Default from the run's config (1)."),
+                                                "nearer the denoiser's average; 0: one model per state (and "
+                                                "condition), whatever the seed. Default from the run's config (1)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same models."),
     state: List[int] = typer.Option([], "--state", help="Permutation state of each model: a training checkpoint's "
                                     "index, or a training run's when the run has one state per run (run.json: "

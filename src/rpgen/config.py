@@ -181,8 +181,8 @@ class SampleConfig:
     temperature: float = 1.0
     """Standard deviation of the noise sampling starts from (ddim and dpm add none after it). Below 1
     the models move toward what the denoiser expects on average: less diverse, and on conditions the
-    generator never saw more accurate (bench/results/unseen_multimodal_sampling.md); 0 gives that
-    average."""
+    generator never saw more accurate (bench/results/unseen_multimodal_sampling.md); 0 gives one model
+    per state (and condition), whatever the seed."""
     chunk_tokens: int = 8192
     """Tokens denoised at once; bounds sampling memory."""
 
