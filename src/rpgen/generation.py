@@ -17,7 +17,7 @@ import torch
 
 import rpgen.resources as resources
 from rpgen.config import Sampler
-from rpgen.diffusion import check_sampling, make_scheduler
+from rpgen.diffusion import make_scheduler
 from rpgen.errors import RpgenError
 from rpgen.files import atomic_dir
 from rpgen.forms import output_form
@@ -98,10 +98,7 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
 
         device = PartialState().device
     run = load_run(run_dir, device=device)
-    sampler = sampler or run.config.sample.sampler
-    steps = steps or run.config.sample.steps
-    temperature = run.config.sample.temperature if temperature is None else temperature
-    check_sampling(run.config.diffusion, sampler, steps, temperature)
+    sampler, steps, temperature = run.sampling(sampler, steps, temperature)
     selectors = run.selectors(num=num, states=states, conditions=conditions, mix=mix)
     out_dir = Path(out_dir)
     per_group = run.method.models_per_group(run.config, run.layout)

@@ -110,10 +110,7 @@ class Run:
         """
         if num < 1:
             raise RpgenError(f"num must be >= 1, got {num}")
-        sampler = sampler or self.config.sample.sampler
-        steps = steps or self.config.sample.steps
-        temperature = self.config.sample.temperature if temperature is None else temperature
-        check_sampling(self.config.diffusion, sampler, steps, temperature)
+        sampler, steps, temperature = self.sampling(sampler, steps, temperature)
         rng = torch.Generator().manual_seed(seed)
         selectors = self.draw_states(self.selectors(num=num, states=states, conditions=conditions, mix=mix), rng=rng,
                                      mix=mix)
@@ -121,6 +118,16 @@ class Run:
         group = self.method.models_per_group(self.config, self.layout)  # as generate() groups them
         return [model for first in range(0, len(selectors), group)
                 for model in self.sample_with(selectors[first:first + group], scheduler=scheduler, rng=rng)]
+
+    def sampling(self, sampler: Sampler | None, steps: int | None, temperature: float | None
+                 ) -> tuple[Sampler, int, float]:
+        """The sampler, steps and temperature asked for, each None taken from the run's ``[sample]``;
+        checked (one-line errors) before anything is sampled."""
+        sampler = sampler or self.config.sample.sampler
+        steps = steps or self.config.sample.steps
+        temperature = self.config.sample.temperature if temperature is None else temperature
+        check_sampling(self.config.diffusion, sampler, steps, temperature)
+        return sampler, steps, temperature
 
     def sample_with(self, selectors: Sequence[Selector], *, scheduler: Any, rng: torch.Generator
                     ) -> list[dict[str, torch.Tensor]]:
