@@ -4,6 +4,7 @@ CLI and the API."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -84,6 +85,22 @@ def test_generate_with_a_condition_and_states(modes_run, tmp_path):
     drawn = run.selectors(num=3, conditions=[zoo.code_bits(CODE)])
     assert all(s is None for _, s in drawn)
     assert {s for _, s in run.draw_states(drawn, rng=torch.Generator().manual_seed(0))} <= {0, 1}
+
+
+def test_a_conditional_run_samples_colder_by_default(modes_run, tmp_path):
+    """sample.temperature "auto" is written as 0.25 for a conditional run; generate uses it unless told."""
+    run = load_run(modes_run)
+    assert run.config.sample.temperature == 0.25
+    assert "sample.temperature = 0.25 for a conditional run" in json.loads((modes_run / "run.json").read_text())[
+        "sizing"]["chosen"]
+    assert run.sampling(None, None, None)[2] == 0.25 and run.sampling(None, None, 1.0)[2] == 1.0
+    default = run.sample(2, seed=3, conditions=[zoo.code_bits(CODE)], states=[0, 0])
+    cold = run.sample(2, seed=3, conditions=[zoo.code_bits(CODE)], states=[0, 0], temperature=0.25)
+    warm = run.sample(2, seed=3, conditions=[zoo.code_bits(CODE)], states=[0, 0], temperature=1.0)
+    assert all(torch.equal(default[i][k], cold[i][k]) for i in range(2) for k in cold[i])
+    assert not torch.equal(default[0]["conv.weight"], warm[0]["conv.weight"])
+    edited = dataclasses.replace(run, config=run.config.replace("sample", temperature="auto"))  # config.toml edited
+    assert edited.sampling(None, None, None)[2] == 0.25
 
 
 def test_condition_only_ablation(modes_zoo, tmp_path):

@@ -30,6 +30,8 @@ def test_overrides_are_typed():
     ("train.steps=-1", "train.steps = -1 must be >= 1, or 0 \\(auto\\)"),
     ("train.lr=-0.1", "train.lr = -0.1 must be > 0, or 0 \\(auto\\)"),
     ("model.d_model=3", "model.d_model = 3 must be even and >= 2, or 0 \\(auto\\)"),
+    ("sample.temperature=hot", "sample.temperature = 'hot' must be a number or 'auto'"),
+    ("sample.temperature=-1", "sample.temperature = -1.0 must be >= 0 or 'auto'"),
     ("model.denoiser_channels=[1, 8, 2]", "model.denoiser_channels"),
     ("steps=5", "expected section.key=value"),
 ])
@@ -54,3 +56,11 @@ def test_bad_toml_files(tmp_path):
 def test_from_dict_keeps_base_values():
     base = apply_overrides(Config(), ["train.steps=7"])
     assert from_dict({"train": {"lr": 0.5}}, base=base).train.steps == 7
+
+
+def test_temperature_is_a_number_or_auto():
+    assert Config().sample.temperature == "auto"
+    assert apply_overrides(Config(), ["sample.temperature=0"]).sample.temperature == 0.0
+    config = apply_overrides(Config(), ["sample.temperature=0.5"])
+    assert config.sample.temperature == 0.5
+    assert apply_overrides(config, ["sample.temperature=auto"]).sample.temperature == "auto"

@@ -15,7 +15,8 @@ from rpgen.config import Config
 from rpgen.errors import RpgenError
 from rpgen.lineage import find_runs
 from rpgen.run import load_run
-from rpgen.sizing import auto_lr, auto_steps, auto_width, models_per_run, resolve_sizing
+from rpgen.sizing import (CONDITIONAL_TEMPERATURE, auto_lr, auto_steps, auto_width, models_per_run,
+                          resolve_sizing)
 from rpgen.tokenizer import fit_layout
 
 
@@ -77,10 +78,12 @@ def test_sizing_fills_only_auto_settings(two_run_zoo):
     runs, layout = runs_of(two_run_zoo[0])
     config, record = resolve_sizing(Config(), layout, runs)
     assert (config.model.d_model, config.train.lr, config.train.steps) == (64, 3e-3, 3000)
-    assert record["runs"] == 2 and len(record["chosen"]) == 3
-    fixed = Config().replace("model", d_model=32).replace("train", lr=1e-3, steps=7)
+    assert config.sample.temperature == 1.0  # unconditional
+    assert record["runs"] == 2 and len(record["chosen"]) == 4
+    fixed = Config().replace("model", d_model=32).replace("train", lr=1e-3, steps=7).replace("sample", temperature=0.7)
     config, record = resolve_sizing(fixed, layout, runs)
     assert (config.model.d_model, config.train.lr, config.train.steps) == (32, 1e-3, 7) and record["chosen"] == []
+    assert config.sample.temperature == 0.7
 
 
 def test_a_conditional_zoo_is_sized_by_its_models(two_run_zoo):
@@ -96,6 +99,8 @@ def test_a_conditional_zoo_is_sized_by_its_models(two_run_zoo):
     assert record["models_per_run"] == 4 and record["distinct_values"] == 2 * 4 * layout.num_params
     assert config.model.d_model == auto_width(8 * layout.num_params) and config.train.steps == auto_steps(8)
     assert config.model.d_model >= plain.model.d_model and "4 conditions" in record["chosen"][0]
+    assert config.sample.temperature == CONDITIONAL_TEMPERATURE < plain.sample.temperature == 1.0
+    assert "sample.temperature = 0.25 for a conditional run" in record["chosen"]
 
 
 def test_one_state_per_checkpoint_on_request(two_run_zoo, tmp_path):
@@ -136,6 +141,6 @@ def test_the_defaults_on_a_one_run_zoo_are_the_quickstart_preset(digits_zoo):
 
     runs, layout = runs_of(digits_zoo)
     config, _ = resolve_sizing(Config(), layout, runs)
-    quick = preset("quickstart")
+    quick, _ = resolve_sizing(preset("quickstart"), layout, runs)  # as a quickstart run resolves it
     for section in ("data", "model", "diffusion", "train", "sample"):
         assert getattr(config, section) == getattr(quick, section), section

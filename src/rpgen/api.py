@@ -48,7 +48,8 @@ def generate(run: str | Path, out: str | Path, *, num: int, seed: int = 0, sampl
              progress: bool = True, mix: float | None = None, temperature: float | None = None) -> list[Path]:
     """Write ``num`` generated models (per condition, for a conditional run) to ``out``; returns their
     paths. ``mix``: each model from a mixture of two states of different training runs;
-    ``temperature``: the standard deviation of the starting noise (default: the run's, 1)."""
+    ``temperature``: the standard deviation of the starting noise (default: the run's
+    ``sample.temperature``: 1 for an unconditional run, 0.25 for a conditional one)."""
     from rpgen.generation import generate as generate_models
 
     return generate_models(run, out, num=num, seed=seed, sampler=sampler, steps=steps, states=states,

@@ -165,7 +165,8 @@ def generate(
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Standard deviation of the noise "
                                                 "sampling starts from (ddim, dpm); below 1: less diverse models, "
                                                 "nearer the denoiser's average; 0: one model per state (and "
-                                                "condition), whatever the seed. Default from the run's config (1)."),
+                                                "condition), whatever the seed. Default from the run's config: 1 for an "
+                                                "unconditional run, 0.25 for a conditional one."),
     seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same models."),
     state: List[int] = typer.Option([], "--state", help="Permutation state of each model: a training checkpoint's "
                                     "index, or a training run's when the run has one state per run (run.json: "

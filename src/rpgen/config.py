@@ -178,17 +178,19 @@ class TrainConfig:
 class SampleConfig:
     sampler: Sampler = "ddim"
     steps: int = 60
-    temperature: float = 1.0
+    temperature: float | Literal["auto"] = "auto"
     """Standard deviation of the noise sampling starts from (ddim and dpm add none after it). Below 1
     the models move toward what the denoiser expects on average: less diverse, and on conditions the
-    generator never saw more accurate (bench/results/unseen_multimodal_sampling.md); 0 gives one model
-    per state (and condition), whatever the seed."""
+    generator never saw more accurate (bench/results/unseen_multimodal_default.md); 0 gives one model
+    per state (and condition), whatever the seed. auto = 1 for an unconditional run, 0.25 for a
+    conditional one (rpgen.sizing.auto_temperature); training writes the number into the run's config."""
     chunk_tokens: int = 8192
     """Tokens denoised at once; bounds sampling memory."""
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "sample.steps", self.steps, "must be >= 1")
-        _check(self.temperature >= 0, "sample.temperature", self.temperature, "must be >= 0")
+        _check(self.temperature == "auto" or self.temperature >= 0, "sample.temperature", self.temperature,
+               "must be >= 0 or 'auto'")
         _check(self.chunk_tokens >= 1, "sample.chunk_tokens", self.chunk_tokens, "must be >= 1")
 
 
@@ -273,8 +275,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             raise RpgenError(f"config {key} = {value!r} must be a list")
         (item,) = get_args(hint)[:1]
         return tuple(_coerce(key, v, item) for v in value)
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported config type {hint}")  # pragma: no cover
+    if origin in (typing.Union, types.UnionType):  # the first member the value fits, e.g. a number or "auto"
+        for member in get_args(hint):
+            try:
+                return _coerce(key, value, member)
+            except RpgenError:
+                pass
+        raise RpgenError(f"config {key} = {value!r} must be {' or '.join(_describe(m) for m in get_args(hint))}")
     if hint is bool:
         if not isinstance(value, bool):
             raise RpgenError(f"config {key} = {value!r} must be true or false")
@@ -292,6 +299,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             raise RpgenError(f"config {key} = {value!r} must be a string")
         return value
     raise TypeError(f"unsupported config type {hint}")  # pragma: no cover
+
+
+def _describe(hint: Any) -> str:
+    """What a value of a config field type looks like, for errors: 'a number', "'auto'"."""
+    if get_origin(hint) is Literal:
+        return " or ".join(repr(a) for a in get_args(hint))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
 def from_dict(data: dict[str, Any], *, base: Config | None = None, source: str = "config") -> Config:

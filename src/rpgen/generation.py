@@ -85,7 +85,8 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     instead: ``num`` models per condition vector, condition after condition; each file's metadata
     and ``generation.json`` record what it was made for. Methods without states (p-diff) take
     neither. ``temperature`` scales the noise sampling starts from (default: the run's
-    ``sample.temperature``, 1): below 1, less diverse models nearer the denoiser's average.
+    ``sample.temperature``: 1 for an unconditional run, 0.25 for a conditional one): below 1, less
+    diverse models nearer the denoiser's average.
     ``device`` defaults to the accelerator Accelerate finds (else the CPU). The same run, seed,
     settings and device give the same files. A model with a non-finite value is an error:
     nothing is written.

@@ -50,6 +50,7 @@ from rpgen.methods import Method, get_method
 from rpgen.methods.base import Selector, states_beside_condition
 from rpgen.models.backbones import mamba_ssm_available
 from rpgen.safetensors_io import read_tensors
+from rpgen.sizing import auto_temperature
 from rpgen.tokenizer import Layout, copied_tensors
 
 CONFIG = "config.toml"
@@ -126,6 +127,8 @@ class Run:
         sampler = sampler or self.config.sample.sampler
         steps = steps or self.config.sample.steps
         temperature = self.config.sample.temperature if temperature is None else temperature
+        if temperature == "auto":  # a config.toml edited by hand; training writes the number
+            temperature = auto_temperature(self.condition_dim is not None)
         check_sampling(self.config.diffusion, sampler, steps, temperature)
         return sampler, steps, temperature
 

@@ -362,7 +362,7 @@ def saved_config(run_dir: Path) -> Config:
 # Settings that ``rpgen train`` fills in when a run starts: a config that leaves them at their
 # default does not ask to change them.
 _FILLED_ON_START = {("data", "checkpoint_dir"), ("data", "states"), ("model", "mamba_impl"), ("model", "d_state"),
-                    ("model", "d_model")}
+                    ("model", "d_model"), ("sample", "temperature")}
 
 
 def _resumed_config(saved: Config, config: Config, *, run_dir: Path) -> Config:
