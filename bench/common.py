@@ -194,7 +194,8 @@ def rewrite(name: str, render: Callable[[dict], Report], *, results: Path = RESU
 
 
 RENDERERS = {"peers_memory": ("peers_report", "render_memory"), "scale_scan": ("scale", "render"),
-             "unseen_multimodal_sampling": ("unseen_multimodal", "render")}
+             "unseen_multimodal_sampling": ("unseen_multimodal", "render"),
+             "unseen_multimodal_default": ("unseen_multimodal", "render")}
 """Results whose renderer is not ``render`` in the script of the same name: NAME -> (module, function)."""
 
 

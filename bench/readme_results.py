@@ -60,14 +60,17 @@ def rows() -> list[tuple[str, str, str, str, str]]:
             preset = " (quickstart preset)" if zoo == "diverse" else ""
             out.append((f"RPG vs p-diff, {zoo} digits zoo{preset}", "", f"{rpg['acc_mean']:.2f}",
                         f"{pdiff['acc_mean']:.2f} (p-diff)", "peers"))
-    unseen = _load("unseen_tasks")["heldout"]
-    out.append((f"unseen digit tasks ({len(unseen['tasks'])} held out), conditional", f"{unseen['trained_mean']:.2f}",
+    tasks = _load("unseen_tasks")
+    unseen = tasks["heldout"]
+    at = f", temperature {tasks['temperature']:g} (the default)" if "temperature" in tasks else ""
+    out.append((f"unseen digit tasks ({len(unseen['tasks'])} held out), conditional{at}", f"{unseen['trained_mean']:.2f}",
                 f"{unseen['generated_mean']:.2f}", f"{unseen['linear_map_mean']:.2f} (linear map)", "unseen_tasks"))
     multimodal = _load("unseen_multimodal")
     for split in ("heldout",):
         block = multimodal[split]
         out.append((f"unseen digit tasks, multimodal zoo ({len(block['tasks'])} held out, "
-                    f"{multimodal['modes_per_task']} modes per task), default train", f"{block['trained_mean']:.2f}",
+                    f"{multimodal['modes_per_task']} modes per task), default train, sampled at temperature 1",
+                    f"{block['trained_mean']:.2f}",
                     f"{block['generated_mean']:.2f}",
                     f"{block['mse_mean']:.2f} (mse, same command); {block['linear_map_mean']:.2f} (linear map)",
                     "unseen_multimodal"))
@@ -75,11 +78,13 @@ def rows() -> list[tuple[str, str, str, str, str]]:
             out.append(("the same, condition only (`data.states=none`): per-token noise picks the modes",
                         f"{block['trained_mean']:.2f}", f"{block['rpg_condition_only_mean']:.2f}",
                         f"{block['mse_condition_only_mean']:.2f} (mse, condition only)", "unseen_multimodal"))
-    cold = _load("unseen_multimodal_sampling")["heldout"]
-    out.append(("the same zoo collected again (another CPU), default train, `rpgen generate --temperature 0` "
-                "(one model per mode)",
-                f"{cold['trained_mean']:.2f}", f"{cold['temperature']['rpg']['0']['mean']:.2f}",
-                f"{cold['mse_mean']:.2f} (mse, same command)", "unseen_multimodal_sampling"))
+    default = _load("unseen_multimodal_default")
+    block = default["heldout"]
+    out.append((f"the same zoo collected again (another CPU), default train and generate (temperature "
+                f"{default['train']['rpg']['temperature']:g})",
+                f"{block['trained_mean']:.2f}", f"{block['generated_mean']:.2f}",
+                f"{block['mse_mean']:.2f} (mse, same command); {block['linear_map_mean']:.2f} (linear map)",
+                "unseen_multimodal_default"))
     hf = _load("hf")["rows"]
     for key, what in (("tiny-gpt2", "tiny-gpt2 Trainer zoo (transformers folders), 1,000 generator steps"),
                       ("deep-default", "12-layer GPT-2 zoo, sharded save_pretrained folders, default config")):

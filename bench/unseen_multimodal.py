@@ -246,9 +246,9 @@ def main() -> None:
                              "rpg-d128:model.d_model=128,train.steps=6000)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra --set for every training (smoke runs; the results say so)")
-    parser.add_argument("--temperatures", default="0.5,0",
+    parser.add_argument("--temperatures", default="1,0.5,0",
                         help="comma-separated sampling temperatures (rpgen generate --temperature) to evaluate "
-                             "the --temperature-rows at, beside the default 1")
+                             "the --temperature-rows at, beside the run's own (sample.temperature)")
     parser.add_argument("--temperature-rows", default="rpg", help="comma-separated rows to sample colder")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--name", default="unseen_multimodal",
@@ -292,6 +292,9 @@ def main() -> None:
                          "method": config["model"]["method"], "states": config["data"]["states"],
                          "d_model": config["model"]["d_model"], "lr": config["train"]["lr"],
                          "steps": config["train"]["steps"]}
+        if config["model"]["method"] != "mse":  # what the row's models were sampled with
+            trained[name].update(temperature=config["sample"]["temperature"], sampler=config["sample"]["sampler"],
+                                 sample_steps=config["sample"]["steps"])
         rows[name] = {split: evaluate_row(z, run, codes, args.num, out / "gen" / f"{name}-{split}")
                       for split, codes in (("heldout", heldout), ("seen", seen))}
         print(f"{name}: held-out {rows[name]['heldout']['mean']}, seen {rows[name]['seen']['mean']}", flush=True)
@@ -299,12 +302,13 @@ def main() -> None:
     cold = {}  # row -> temperature -> split -> evaluation
     temperatures = [float(t) for t in args.temperatures.split(",") if t]
     for name in [n for n in args.temperature_rows.split(",") if n in rows and temperatures]:
+        others = [t for t in temperatures if t != trained[name].get("temperature", 1.0)]  # its own is the row
         cold[name] = {f"{t:g}": {split: evaluate_row(z, out / "runs" / name, codes, args.num,
                                                     out / "gen" / f"{name}-t{t:g}-{split}", t)
                                  for split, codes in (("heldout", heldout), ("seen", seen))}
-                      for t in temperatures}
-        print(f"{name} at temperatures {temperatures}: "
-              f"{[cold[name][f'{t:g}']['heldout']['mean'] for t in temperatures]}", flush=True)
+                      for t in others}
+        print(f"{name} at temperatures {others}: "
+              f"{[cold[name][f'{t:g}']['heldout']['mean'] for t in others]}", flush=True)
 
     linear = LinearMap((c, s) for c in z.train_codes for s in z.checkpoints(c))
     result: dict = {"collect_s": collect_s, "modes_per_task": z.modes, "checkpoints_per_mode": z.per_mode,
@@ -347,6 +351,17 @@ def timed_by(train: dict) -> dict[str, list[str]]:
     return notes
 
 
+def temperature_intro(r: dict) -> str:
+    rows = [row for row in r["train"].values() if "temperature" in row]
+    if not rows:  # results from before sample.temperature = "auto"
+        return ("The same generators, sampled from colder noise (the run's sampler, ddim with 60 steps; the noise "
+                "it starts from scaled by the temperature; 1 is the default).")
+    samplers = sorted({f"{row['sampler']} with {row['sample_steps']} steps" for row in rows})
+    return (f"The same generators, sampled from noise of other temperatures (the run's sampler, {', '.join(samplers)}; "
+            "the noise it starts from scaled by the temperature). The rows above use each run's own "
+            "`sample.temperature`, which `rpgen train` sets to 0.25 for a conditional run (\"auto\").")
+
+
 def render(r: dict) -> Report:
     h, s = r["heldout"], r["seen"]
     names = list(r["train"])
@@ -363,13 +378,17 @@ def render(r: dict) -> Report:
                     f"{b['generated_mean'] - b['trained_mean']:+.2f}" if "generated_mean" in b else "—"]
                    for name, b in (("held-out (never seen)", h), ("seen", s))], "lrrrrrrrr")
     spreads = "spread" in h  # results from before the spread was measured have none
-    headers = ["row", "--set", "states", "d_model, lr, steps", "held-out mean / min", "seen mean / min",
+    sampled = any("temperature" in row for row in r["train"].values())  # older results: all at temperature 1
+    headers = ["row", "--set", "states", "d_model, lr, steps", *(["temperature"] if sampled else []),
+               "held-out mean / min", "seen mean / min",
                "nearest mode counts (held-out)", "tasks reaching 1/2/3 modes", "broken (held-out)",
                "state = nearest mode", *(["spread (held-out)"] if spreads else []), "train s", "peak RSS GB"]
     ablation = Table(headers,
                      [[n, " ".join(r["train"][n]["settings"]) or "—",
                        "none (code only)" if r["train"][n]["states"] == "none" else "one per mode, beside the code",
                        f"{r['train'][n]['d_model']}, {r['train'][n]['lr']:g}, {r['train'][n]['steps']}",
+                       *([f"{r['train'][n]['temperature']:g}" if "temperature" in r["train"][n] else "—"]
+                         if sampled else []),
                        f"{h[n.replace('-', '_') + '_mean']:.2f} / {h[n.replace('-', '_') + '_min']:.2f}",
                        f"{s[n.replace('-', '_') + '_mean']:.2f} / {s[n.replace('-', '_') + '_min']:.2f}",
                        " / ".join(map(str, h["coverage"][n]["nearest_mode_counts"])),
@@ -383,11 +402,12 @@ def render(r: dict) -> Report:
                       for n in names], "llll" + "r" * (len(headers) - 4))
     cold_rows, cold_bars = [], []
     for n, by_t in h.get("temperature", {}).items():
+        own = f"{r['train'][n].get('temperature', 1):g}"  # the row's own temperature (sample.temperature)
         default = {"mean": h[n.replace("-", "_") + "_mean"], "min": h[n.replace("-", "_") + "_min"],
                    "spread": h["spread"][n], "coverage": h["coverage"][n]}
-        seen = {"1": {"mean": s[n.replace("-", "_") + "_mean"], "min": s[n.replace("-", "_") + "_min"]},
+        seen = {own: {"mean": s[n.replace("-", "_") + "_mean"], "min": s[n.replace("-", "_") + "_min"]},
                 **s["temperature"][n]}
-        for t, e in {"1": default, **by_t}.items():
+        for t, e in sorted({own: default, **by_t}.items(), key=lambda te: -float(te[0])):
             cov = e["coverage"]
             cold_rows.append([n, t, f"{e['mean']:.2f} / {e['min']:.2f}", f"{seen[t]['mean']:.2f} / {seen[t]['min']:.2f}",
                               f"{e['mean'] - h['trained_mean']:+.2f}", f"{cov['broken']} of {cov['models']}",
@@ -407,7 +427,9 @@ def render(r: dict) -> Report:
     if "generated_mean" in h:
         for split, b in (("held-out", h), ("seen", s)):
             gap = b["generated_mean"] - b["trained_mean"]
-            bars.append(f"- {split}: generated {b['generated_mean']:.2f} vs trained {b['trained_mean']:.2f} "
+            at = (f" (temperature {r['train']['rpg']['temperature']:g}, the default)"
+                  if "temperature" in r["train"].get("rpg", {}) else "")
+            bars.append(f"- {split}: generated{at} {b['generated_mean']:.2f} vs trained {b['trained_mean']:.2f} "
                         f"({gap:+.2f} pp; bar within 3 pp: **{'met' if gap >= -3 else 'not met'}**)")
             if "rpg_condition_only_mean" in b:
                 bars.append(f"  - the state (ablation): with it {b['generated_mean']:.2f}, code only "
@@ -453,11 +475,11 @@ def render(r: dict) -> Report:
                                "checkpoints of the matching mode (1: as diverse as the zoo within a mode; 0: one "
                                "model per state)."] if spreads else []),
                             *(["## Sampling temperature (`rpgen generate --temperature`)",
-                               "The same generators, sampled from colder noise (the run's sampler, ddim with 60 "
-                               "steps; the noise it starts from scaled by the temperature; 1 is the default).",
+                               temperature_intro(r),
                                temperature_table.markdown()] if cold_rows else []),
                             "## Bars (computed from the numbers above)", "\n".join(bars) or "—",
-                            *(["### At lower temperatures", "\n".join(cold_bars)] if cold_bars else [])])
+                            *([f"### At {'other' if sampled else 'lower'} temperatures", "\n".join(cold_bars)]
+                              if cold_bars else [])])
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from common import Report, Table, command_line, machine, markdown, write_results
 from rpgen.conditions import CONDITIONS_FILE, write_conditions
 from rpgen.config import Config, apply_overrides
 from rpgen.generation import generate
+from rpgen.run import load_run
 from rpgen.training import train
 from rpgen.zoo import digits_tasks as zoo
 
@@ -109,16 +110,28 @@ def measure(run_dir: Path, codes: list[str], train_codes: list[str], zoo_dir: Pa
     per_model = zoo.batch_accuracy(heads, [c for c in codes for _ in range(num_generated)], zoo_dir=zoo_dir)
     num_ckpt = manifest["num_checkpoints"]
     linear_acc = zoo.batch_accuracy([linear.head(c) for c in codes], codes, zoo_dir=zoo_dir)
-    rows = []
+    rows, spreads = [], []
     for i, code in enumerate(codes):
         generated = per_model[i * num_generated:(i + 1) * num_generated]
+        spreads.append(spread(heads[i * num_generated:(i + 1) * num_generated], code, zoo_dir, num_ckpt))
         rows.append({"task": code, "generated": statistics.mean(generated), "generated_min": min(generated),
                      "trained": statistics.mean(manifest["tasks"][code]["accuracy"]),
                      "nearest_seen": nearest_seen_accuracy(code, train_codes, zoo_dir, num_ckpt),
                      "chance": manifest["tasks"][code]["chance"], "linear_map": linear_acc[i]})
     means = {f"{key}_mean": round(statistics.mean(r[key] for r in rows), 2)
              for key in ("generated", "trained", "nearest_seen", "chance", "linear_map")}
-    return {"tasks": codes, **means, "per_task": rows, "generate_s": round(generate_s, 1)}
+    return {"tasks": codes, **means, "spread": round(statistics.median(spreads), 2), "per_task": rows,
+            "generate_s": round(generate_s, 1)}
+
+
+def spread(generated: list[dict[str, torch.Tensor]], code: str, zoo_dir: Path, num_checkpoints: int) -> float:
+    """Mean distance between one task's generated heads over that between its checkpoints (1: as
+    diverse as the zoo for that task; 0: copies of one head)."""
+    folder = zoo.HELDOUT_DIR if code in zoo.HELDOUT else zoo.TRAIN_DIR
+    trained = [load_file(zoo_dir / folder / zoo.checkpoint_name(code, k)) for k in range(num_checkpoints)]
+    flat = [torch.stack([torch.cat([h[k].reshape(-1) for k in sorted(h)]) for h in heads])
+            for heads in (generated, trained)]
+    return float(torch.pdist(flat[0]).mean() / torch.pdist(flat[1]).mean())
 
 
 def main() -> None:
@@ -167,7 +180,8 @@ def main() -> None:
 
     main_run = runs[-1]
     result = {
-        "settings": settings, "collect_s": collect_s, "num_generated_per_task": args.num_generated,
+        "settings": settings, "temperature": load_run(args.out / f"run{main_run['num_tasks']}").config.sample.temperature,
+        "collect_s": collect_s, "num_generated_per_task": args.num_generated,
         "main_run_num_tasks": main_run["num_tasks"], "train_s": main_run["train_s"],
         "heldout": main_run["heldout"], "seen": main_run["seen"],
         "by_num_train_tasks": [{"num_tasks": r["num_tasks"], "heldout_generated_mean": r["heldout"]["generated_mean"],
@@ -196,7 +210,9 @@ def render(r: dict) -> Report:
     return Report(
         title="Unseen tasks benchmark",
         intro="\n".join([
-            f"Generator settings: `{' '.join(r['settings'])}`  ",
+            f"Generator settings: `{' '.join(r['settings'])}`"
+            + (f", sampled at temperature {r['temperature']:g} (the run's `sample.temperature`)" if "temperature" in r
+               else "") + "  ",
             "Zoo collection: " + (f"{r['collect_s']} s" if r["collect_s"] is not None else "reused an existing zoo")
             + f"; main run: {r['main_run_num_tasks']} training tasks, trained in {r['train_s']} s.", "",
             (f"Test accuracy (%) on the digits test split; generated = mean of {r['num_generated_per_task']} "
@@ -210,7 +226,10 @@ def render(r: dict) -> Report:
                       f"{block['nearest_seen_mean']:.2f}", f"{block['chance_mean']:.2f}",
                       f"{block['linear_map_mean']:.2f}", f"{block['generated_mean'] - block['trained_mean']:+.2f}"]
                      for name, block in (("held-out (never seen)", h), ("seen", s))], "lrrrrrrr"),
-        sections=["By number of training tasks (held-out tasks unless noted):", by_size.markdown(),
+        sections=[*([f"Spread (main run): the {r['num_generated_per_task']} generated heads of one task lie "
+                     f"{h['spread']:.2f}x (held-out) and {s['spread']:.2f}x (seen) as far apart as that task's "
+                     "checkpoints (median over tasks of the mean pairwise distances)."] if "spread" in h else []),
+                  "By number of training tasks (held-out tasks unless noted):", by_size.markdown(),
                   "Held-out tasks, one by one (main run):", per_task.markdown()],
     )
 
