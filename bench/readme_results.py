@@ -63,8 +63,9 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     tasks = _load("unseen_tasks")
     unseen = tasks["heldout"]
     at = f", temperature {tasks['temperature']:g} (the default)" if "temperature" in tasks else ""
-    out.append((f"unseen digit tasks ({len(unseen['tasks'])} held out), conditional{at}", f"{unseen['trained_mean']:.2f}",
-                f"{unseen['generated_mean']:.2f}", f"{unseen['linear_map_mean']:.2f} (linear map)", "unseen_tasks"))
+    out.append((f"unseen digit tasks ({len(unseen['tasks'])} held out), conditional{at}",
+                f"{unseen['trained_mean']:.2f}", f"{unseen['generated_mean']:.2f}",
+                f"{unseen['linear_map_mean']:.2f} (linear map)", "unseen_tasks"))
     multimodal = _load("unseen_multimodal")
     for split in ("heldout",):
         block = multimodal[split]
