@@ -193,6 +193,20 @@ def rewrite(name: str, render: Callable[[dict], Report], *, results: Path = RESU
     return write_results(name, data, render, results=results)
 
 
+def flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A state dict as one vector, tensors in key order."""
+    return torch.cat([state[k].reshape(-1) for k in sorted(state)])
+
+
+def spread_ratio(generated: Sequence[dict[str, torch.Tensor]], trained: Sequence[dict[str, torch.Tensor]]) -> float:
+    """Mean pairwise distance between ``generated`` models over that between ``trained`` ones (1: as
+    diverse as those checkpoints; 0: copies of one model)."""
+    def mean_distance(models: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
+        return torch.pdist(torch.stack([flat(m) for m in models])).mean()
+
+    return float(mean_distance(generated) / mean_distance(trained))
+
+
 RENDERERS = {"peers_memory": ("peers_report", "render_memory"), "scale_scan": ("scale", "render"),
              "unseen_multimodal_sampling": ("unseen_multimodal", "render"),
              "unseen_multimodal_default": ("unseen_multimodal", "render")}

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from common import RESULTS, Report, Table, write_results
+from common import RESULTS, Report, Table, flat, spread_ratio, write_results
 from diverse import child, cli
 from rpgen.checkpoints import load_state_dict
 from rpgen.generation import generate
@@ -64,10 +64,6 @@ ROWS = {  # name -> --set settings on top of the plain command
 def head_file(zoo_dir: Path, code: str, mode: int, k: int) -> Path:
     folder = zoo.HELDOUT_DIR if code in zoo.HELDOUT else zoo.TRAIN_DIR
     return zoo_dir / folder / zoo.checkpoint_name(code, k, mode)
-
-
-def flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
-    return torch.cat([state[k].reshape(-1) for k in sorted(state)])
 
 
 def hamming(a: str, b: str) -> int:
@@ -219,10 +215,9 @@ def spread(z: Zoo, codes: list[str], models: list[list[dict]], states: list[list
     ratios = []
     for code, group, drawn in zip(codes, models, states):
         for state in {s for s in drawn if s is not None}:
-            same = [flat(m) for m, s in zip(group, drawn) if s == state]
+            same = [m for m, s in zip(group, drawn) if s == state]
             if len(same) > 1:
-                trained = torch.stack([flat(c) for c in z.checkpoints(code, state)])
-                ratios.append(float(torch.pdist(torch.stack(same)).mean() / torch.pdist(trained).mean()))
+                ratios.append(spread_ratio(same, z.checkpoints(code, state)))
     return round(statistics.median(ratios), 3) if ratios else None
 
 

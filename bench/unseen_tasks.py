@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from common import Report, Table, command_line, machine, markdown, write_results
+from common import Report, Table, command_line, machine, markdown, spread_ratio, write_results
 from rpgen.conditions import CONDITIONS_FILE, write_conditions
 from rpgen.config import Config, apply_overrides
 from rpgen.generation import generate
@@ -128,10 +128,8 @@ def spread(generated: list[dict[str, torch.Tensor]], code: str, zoo_dir: Path, n
     """Mean distance between one task's generated heads over that between its checkpoints (1: as
     diverse as the zoo for that task; 0: copies of one head)."""
     folder = zoo.HELDOUT_DIR if code in zoo.HELDOUT else zoo.TRAIN_DIR
-    trained = [load_file(zoo_dir / folder / zoo.checkpoint_name(code, k)) for k in range(num_checkpoints)]
-    flat = [torch.stack([torch.cat([h[k].reshape(-1) for k in sorted(h)]) for h in heads])
-            for heads in (generated, trained)]
-    return float(torch.pdist(flat[0]).mean() / torch.pdist(flat[1]).mean())
+    return spread_ratio(generated, [load_file(zoo_dir / folder / zoo.checkpoint_name(code, k))
+                                    for k in range(num_checkpoints)])
 
 
 def main() -> None:
