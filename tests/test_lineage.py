@@ -13,10 +13,10 @@ from conftest import check_one_line_error, rpgen, set_args, tiny
 from rpgen.checkpoints import open_checkpoints
 from rpgen.config import Config
 from rpgen.errors import RpgenError
-from rpgen.lineage import find_runs
+from rpgen.lineage import Runs, find_runs
 from rpgen.run import load_run
-from rpgen.sizing import (CONDITIONAL_TEMPERATURE, auto_lr, auto_steps, auto_width, models_per_run,
-                          resolve_sizing)
+from rpgen.sizing import (CONDITIONAL_TEMPERATURE, MAX_STEPS, auto_lr, auto_steps, auto_width, distinct_pairs,
+                          models_per_run, resolve_sizing, steps_for_pairs)
 from rpgen.tokenizer import fit_layout
 
 
@@ -101,6 +101,31 @@ def test_a_conditional_zoo_is_sized_by_its_models(two_run_zoo):
     assert config.model.d_model >= plain.model.d_model and "4 conditions" in record["chosen"][0]
     assert config.sample.temperature == CONDITIONAL_TEMPERATURE < plain.sample.temperature == 1.0
     assert "sample.temperature = 0.25 for a conditional run" in record["chosen"]
+
+
+def test_a_conditional_run_draws_every_condition_and_run_pair(two_run_zoo):
+    """Steps let every distinct (condition, run) pair be drawn DRAWS_PER_PAIR times when the capped
+    count of models would give fewer."""
+    assert steps_for_pairs(992, 8) == 3000  # the single-mode digits-tasks zoo: as auto_steps gives it
+    assert steps_for_pairs(2976, 8) == 9000  # three modes of it
+    assert steps_for_pairs(2976, 32) == 3000 and steps_for_pairs(10**6, 8) == MAX_STEPS
+    runs, layout = runs_of(two_run_zoo[0])  # 4 checkpoints, runs 0 0 1 1
+    same = torch.zeros(4, 3)
+    assert distinct_pairs(same, runs) == 2  # one condition, two runs
+    assert distinct_pairs(torch.eye(4), runs) == 4
+    assert distinct_pairs(torch.tensor([[0.0], [1.0], [0.0], [1.0]]), runs) == 4  # the same two conditions per run
+    few, record = resolve_sizing(Config(), layout, runs, torch.eye(4))
+    assert record["condition_run_pairs"] == 4 and few.train.steps == auto_steps(8)  # 4 pairs: the floor is lower
+    codes = torch.tensor([[float(b) for b in format(n, "010b")] for n in range(1, 993)])  # (992, 10)
+    one_run = Runs((0,) * 992, "test")
+    config, record = resolve_sizing(Config(), layout, one_run, codes)
+    assert config.train.steps == 3000 == auto_steps(11) and "11 distinct model(s)" in record["chosen"][2]
+    three = Runs(tuple(r for r in range(3) for _ in range(992)), "test")  # 3 runs of the 992 codes
+    config, record = resolve_sizing(Config(), layout, three, codes.repeat(3, 1))
+    assert record["condition_run_pairs"] == 2976 and auto_steps(33) == 5000 < config.train.steps == 9000
+    assert "2,976 distinct (condition, run) pairs, each drawn about 24 times in batches of 8" in record["chosen"][2]
+    assert resolve_sizing(Config().replace("train", batch_size=32), layout, three,
+                          codes.repeat(3, 1))[0].train.steps == 5000  # 24 draws fit in auto_steps' 5,000
 
 
 def test_one_state_per_checkpoint_on_request(two_run_zoo, tmp_path):
