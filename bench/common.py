@@ -209,7 +209,8 @@ def spread_ratio(generated: Sequence[dict[str, torch.Tensor]], trained: Sequence
 
 RENDERERS = {"peers_memory": ("peers_report", "render_memory"), "scale_scan": ("scale", "render"),
              "unseen_multimodal_sampling": ("unseen_multimodal", "render"),
-             "unseen_multimodal_default": ("unseen_multimodal", "render")}
+             "unseen_multimodal_default": ("unseen_multimodal", "render"),
+             "unseen_multimodal_sized": ("unseen_multimodal", "render")}
 """Results whose renderer is not ``render`` in the script of the same name: NAME -> (module, function)."""
 
 

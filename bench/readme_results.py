@@ -70,7 +70,8 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     for split in ("heldout",):
         block = multimodal[split]
         out.append((f"unseen digit tasks, multimodal zoo ({len(block['tasks'])} held out, "
-                    f"{multimodal['modes_per_task']} modes per task), default train, sampled at temperature 1",
+                    f"{multimodal['modes_per_task']} modes per task), {multimodal['train']['rpg']['steps']:,} "
+                    "training steps (the sizing of the time), sampled at temperature 1",
                     f"{block['trained_mean']:.2f}",
                     f"{block['generated_mean']:.2f}",
                     f"{block['mse_mean']:.2f} (mse, same command); {block['linear_map_mean']:.2f} (linear map)",
@@ -79,13 +80,15 @@ def rows() -> list[tuple[str, str, str, str, str]]:
             out.append(("the same, condition only (`data.states=none`): per-token noise picks the modes",
                         f"{block['trained_mean']:.2f}", f"{block['rpg_condition_only_mean']:.2f}",
                         f"{block['mse_condition_only_mean']:.2f} (mse, condition only)", "unseen_multimodal"))
-    default = _load("unseen_multimodal_default")
+    default = _load("unseen_multimodal_sized")
     block = default["heldout"]
-    out.append((f"the same zoo collected again (another CPU), default train and generate (temperature "
-                f"{default['train']['rpg']['temperature']:g})",
+    maps = block["mode_map_means"]
+    best = max(maps, key=maps.get)
+    out.append((f"the same zoo collected again (another CPU), default train ({default['train']['rpg']['steps']:,} "
+                f"steps) and generate (temperature {default['train']['rpg']['temperature']:g})",
                 f"{block['trained_mean']:.2f}", f"{block['generated_mean']:.2f}",
-                f"{block['mse_mean']:.2f} (mse, same command); {block['linear_map_mean']:.2f} (linear map)",
-                "unseen_multimodal_default"))
+                f"{block['mse_mean']:.2f} (mse, same command); {block['linear_map_mean']:.2f} (linear map); "
+                f"{maps[best]:.2f} (degree-{best} map given the mode)", "unseen_multimodal_sized"))
     hf = _load("hf")["rows"]
     for key, what in (("tiny-gpt2", "tiny-gpt2 Trainer zoo (transformers folders), 1,000 generator steps"),
                       ("deep-default", "12-layer GPT-2 zoo, sharded save_pretrained folders, default config")):

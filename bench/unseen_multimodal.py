@@ -138,27 +138,52 @@ def head_only_check(z: Zoo, heldout: list[str], codes: list[str] | None = None) 
 
 
 class LinearMap:
-    """Least squares from [code bits, 1] to flattened weights (e.g. of every training checkpoint, all modes)."""
+    """Least squares from the code's monomials (bits, and products of up to ``degree`` bits, and 1) to
+    flattened weights (e.g. of every training checkpoint, all modes; degree 1: a linear map)."""
 
-    def __init__(self, examples: Iterable[tuple[str, dict[str, torch.Tensor]]]) -> None:
+    def __init__(self, examples: Iterable[tuple[str, dict[str, torch.Tensor]]], degree: int = 1) -> None:
         """``examples``: (code, state dict) pairs to fit on."""
+        self.degree = degree
         x, y = [], []
         for code, state in examples:
-            x.append(zoo.code_bits(code) + [1.0])
+            x.append(self.features(code))
             y.append(flat(state))
         self.keys = sorted(state)  # flat()'s order
         self.shapes = {k: state[k].shape for k in self.keys}
         self.weights = torch.linalg.lstsq(torch.tensor(x, dtype=torch.float64),
-                                          torch.stack(y).double()).solution  # (11, P)
+                                          torch.stack(y).double()).solution  # (features, P)
+
+    def features(self, code: str) -> list[float]:
+        bits = zoo.code_bits(code)
+        products = [float(all(bits[i] for i in chosen)) for d in range(2, self.degree + 1)
+                    for chosen in itertools.combinations(range(len(bits)), d)]
+        return bits + products + [1.0]
 
     def model(self, code: str) -> dict[str, torch.Tensor]:
-        values = torch.tensor(zoo.code_bits(code) + [1.0], dtype=torch.float64) @ self.weights
+        values = torch.tensor(self.features(code), dtype=torch.float64) @ self.weights
         out, start = {}, 0
         for key in self.keys:
             n = self.shapes[key].numel()
             out[key] = values[start:start + n].reshape(self.shapes[key]).float()
             start += n
         return out
+
+
+MODE_MAP_DEGREES = (1, 2, 3)
+
+
+def mode_maps(z: Zoo, splits: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """Regressors given the mode, as the state gives it to the generator: for each mode, a least-squares
+    polynomial map code -> weights of degree 1, 2 and 3 fitted on that mode's training checkpoints; the
+    mean accuracy of each task's one model per mode -> {split: {degree: mean}}."""
+    out: dict[str, dict[str, float]] = {split: {} for split in splits}
+    for degree in MODE_MAP_DEGREES:
+        maps = [LinearMap(((c, s) for c in z.train_codes for s in z.checkpoints(c, m)), degree)
+                for m in range(z.modes)]
+        for split, codes in splits.items():
+            models = [f.model(c) for c in codes for f in maps]
+            out[split][str(degree)] = round(statistics.mean(z.accuracy(models, [c for c in codes for _ in maps])), 2)
+    return out
 
 
 def nearest_seen(z: Zoo, code: str) -> float:
@@ -306,6 +331,7 @@ def main() -> None:
               f"{[cold[name][f'{t:g}']['heldout']['mean'] for t in others]}", flush=True)
 
     linear = LinearMap((c, s) for c in z.train_codes for s in z.checkpoints(c))
+    given_mode = mode_maps(z, {"heldout": heldout, "seen": seen})
     result: dict = {"collect_s": collect_s, "modes_per_task": z.modes, "checkpoints_per_mode": z.per_mode,
                     "num_generated_per_task": args.num, "overrides": args.overrides, "mode_check": modes}
     for split, codes in (("heldout", heldout), ("seen", seen)):
@@ -316,7 +342,8 @@ def main() -> None:
                                           for m in range(z.modes)],
                  "nearest_seen_mean": round(statistics.mean(nearest_seen(z, c) for c in codes), 2),
                  "chance_mean": round(statistics.mean(z.manifest["tasks"][c]["chance"] for c in codes), 2),
-                 "linear_map_mean": round(statistics.mean(z.accuracy([linear.model(c) for c in codes], codes)), 2)}
+                 "linear_map_mean": round(statistics.mean(z.accuracy([linear.model(c) for c in codes], codes)), 2),
+                 "mode_map_means": given_mode[split]}
         for name, row in rows.items():
             key = name.replace("-", "_")
             block[f"{key}_mean"], block[f"{key}_min"] = row[split]["mean"], row[split]["min"]
@@ -346,15 +373,24 @@ def timed_by(train: dict) -> dict[str, list[str]]:
     return notes
 
 
+def seed_rows(train: dict) -> list[str]:
+    """Rows that are the rpg row again with another seed (``train.seed=...`` only)."""
+    return [n for n, row in train.items()
+            if n != "rpg" and row["settings"] and all(x.startswith("train.seed=") for x in row["settings"])]
+
+
 def temperature_intro(r: dict) -> str:
     rows = [row for row in r["train"].values() if "temperature" in row]
     if not rows:  # results from before sample.temperature = "auto"
         return ("The same generators, sampled from colder noise (the run's sampler, ddim with 60 steps; the noise "
                 "it starts from scaled by the temperature; 1 is the default).")
     samplers = sorted({f"{row['sampler']} with {row['sample_steps']} steps" for row in rows})
+    temperatures = sorted({f"{row['temperature']:g}" for row in rows  # what "auto" gave the plain commands
+                           if not any(x.startswith("sample.temperature=") for x in row["settings"])})
     return (f"The same generators, sampled from noise of other temperatures (the run's sampler, {', '.join(samplers)}; "
             "the noise it starts from scaled by the temperature). The rows above use each run's own "
-            "`sample.temperature`, which `rpgen train` sets to 0.25 for a conditional run (\"auto\").")
+            f"`sample.temperature`, which `rpgen train` sets to {' / '.join(temperatures)} for a conditional run "
+            "(\"auto\").")
 
 
 def render(r: dict) -> Report:
@@ -429,6 +465,11 @@ def render(r: dict) -> Report:
             if "rpg_condition_only_mean" in b:
                 bars.append(f"  - the state (ablation): with it {b['generated_mean']:.2f}, code only "
                             f"{b['rpg_condition_only_mean']:.2f} ({b['generated_mean'] - b['rpg_condition_only_mean']:+.2f} pp)")
+            for n in seed_rows(r["train"]):
+                mean = b[n.replace("-", "_") + "_mean"]
+                bars.append(f"  - {n} (`{' '.join(r['train'][n]['settings'])}`): {mean:.2f} "
+                            f"({mean - b['trained_mean']:+.2f} pp; within 3 pp: "
+                            f"**{'met' if mean - b['trained_mean'] >= -3 else 'not met'}**)")
             for other in ("linear_map_mean", "mse_mean", "mse_condition_only_mean"):
                 if other in b:
                     lead = b["generated_mean"] - b[other]
@@ -458,6 +499,25 @@ def render(r: dict) -> Report:
         "of the training task with the closest code; linear map = least squares code -> weights over every "
         "training checkpoint; mse = the no-diffusion ablation through the plain command (it takes the state too).",
     ])
+    mode_map_sections = []
+    if "mode_map_means" in h:
+        maps = Table(["map code -> weights, per mode", "held-out", "seen", "generated − map, held-out (pp)"],
+                     [[f"degree {d} ({'linear' if d == '1' else 'products of up to ' + d + ' bits'})",
+                       f"{a:.2f}", f"{s['mode_map_means'][d]:.2f}",
+                       f"{h['generated_mean'] - a:+.2f}" if "generated_mean" in h else "—"]
+                      for d, a in h["mode_map_means"].items()], "lrrr")
+        best = max(h["mode_map_means"], key=h["mode_map_means"].get)
+        mode_map_sections = [
+            "## Regressors given the mode",
+            "What a regressor does when it is told the mode, as the state tells the generator: for each mode, "
+            "least squares from the code's monomials to the weights of that mode's training checkpoints; each task "
+            "gets one model per mode. The linear map above is fitted across modes and averages them.",
+            maps.markdown(),
+            *([f"The best of them (degree {best}) scores {h['mode_map_means'][best]:.2f} on held-out tasks, "
+               f"{h['generated_mean'] - h['mode_map_means'][best]:+.2f} pp from the generator: given the mode, the "
+               "generator's lead over a regressor is "
+               + ("gone." if h["generated_mean"] <= h["mode_map_means"][best] else
+                  f"{h['generated_mean'] - h['mode_map_means'][best]:.2f} pp.")] if "generated_mean" in h else [])]
     title = "Unseen tasks on a multimodal zoo" + (", and the sampling temperature" if cold_rows else "")
     return Report(title=title, intro=intro, table=table,
                   sections=["## Rows: condition + state vs condition only, diffusion vs mse", ablation.markdown(),
@@ -469,6 +529,7 @@ def render(r: dict) -> Report:
                                "models of one task and one state, over the mean distance between that task's "
                                "checkpoints of the matching mode (1: as diverse as the zoo within a mode; 0: one "
                                "model per state)."] if spreads else []),
+                            *mode_map_sections,
                             *(["## Sampling temperature (`rpgen generate --temperature`)",
                                temperature_intro(r),
                                temperature_table.markdown()] if cold_rows else []),

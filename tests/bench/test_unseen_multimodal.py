@@ -4,6 +4,7 @@ and the coverage count, on real trained files.
 """
 
 import pytest
+import torch
 
 from conftest import TASKS_ZOO_CODES, load_bench
 from rpgen.zoo import digits_tasks as zoo
@@ -47,6 +48,28 @@ def test_mode_check_and_linear_map(modes):
     linear = bench.LinearMap((c, s) for c in modes.train_codes for s in modes.checkpoints(c))
     model = linear.model("0110000010")
     zoo.TaskBlock().load_state_dict(model, strict=True)
+
+
+def test_a_polynomial_map_reproduces_products_of_bits():
+    """Degree d fits the bits, their products of up to d bits, and 1: a product of two bits is fitted
+    exactly by degree 2 (on a code it was not fitted on), and not by degree 1."""
+    codes = zoo.all_codes()
+    held = codes[100]
+    examples = [(c, {"w": torch.tensor([b[0] * b[1], 2 * b[2] - 1.0])})
+                for c in codes if c != held for b in [zoo.code_bits(c)]]
+    bits = zoo.code_bits(held)
+    want = torch.tensor([bits[0] * bits[1], 2 * bits[2] - 1.0])
+    assert len(bench.LinearMap(examples[:20], degree=3).features(held)) == 10 + 45 + 120 + 1
+    assert torch.allclose(bench.LinearMap(examples, degree=2).model(held)["w"], want, atol=1e-5)
+    assert not torch.allclose(bench.LinearMap(examples, degree=1).model(held)["w"], want, atol=1e-2)
+
+
+def test_regressors_given_the_mode(modes):
+    splits = {"heldout": [c for c in TASKS_ZOO_CODES if c in zoo.HELDOUT], "seen": modes.train_codes[:2]}
+    result = bench.mode_maps(modes, splits)
+    assert list(result) == ["heldout", "seen"]
+    for means in result.values():
+        assert list(means) == ["1", "2", "3"] and all(0 <= a <= 100 for a in means.values())
 
 
 def test_head_only_modes_are_trained_per_mode(modes):
