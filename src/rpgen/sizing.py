@@ -38,10 +38,11 @@ The steps of a conditional run also let every distinct (condition, run) pair be 
 needs; a map that is far from smooth needs its every point seen. The single-mode zoo (992 tasks,
 one run) gets 3,000 steps and 24 draws per task from the rule above either way, and its generator
 lands 0.13 pp below its checkpoints (bench/results/unseen_tasks.md). The multimodal zoo has 2,976
-pairs, and given the mode its weights are far from linear in the code (a least-squares map per mode
-scores 94.15% on held-out tasks against 98.22% for the trained models); 5,000 steps there (13 draws) leave its generator 3.04 pp below the trained models on
-held-out tasks (bench/results/unseen_multimodal_default.md), and the 9,000 steps this rule gives
-2.81 pp, 2.87 with another seed (bench/results/unseen_multimodal_sized.md).
+pairs, and given the mode its weights are far from linear in the code (a least-squares map per
+mode scores 94.15% on held-out tasks against 98.22% for the trained models). 5,000 steps there (13
+draws) leave its generator 3.04 pp below the trained models on held-out tasks
+(bench/results/unseen_multimodal_default.md); the 9,000 steps this rule gives, 2.81 pp, and 2.87 pp
+with another seed (bench/results/unseen_multimodal_sized.md).
 """
 
 from __future__ import annotations
