@@ -41,8 +41,8 @@ lands 0.13 pp below its checkpoints (bench/results/unseen_tasks.md). The multimo
 pairs, and given the mode its weights are far from linear in the code (a least-squares map per
 mode scores 94.15% on held-out tasks against 98.22% for the trained models). 5,000 steps there (13
 draws) leave its generator 3.04 pp below the trained models on held-out tasks
-(bench/results/unseen_multimodal_default.md); the 9,000 steps this rule gives, 2.81 pp, and 2.87 pp
-with another seed (bench/results/unseen_multimodal_sized.md).
+(bench/results/unseen_multimodal_default.md); the 9,000 steps this rule gives, 2.81 pp, and 2.74
+to 2.87 pp with three other seeds (bench/results/unseen_multimodal_sized.md).
 """
 
 from __future__ import annotations
