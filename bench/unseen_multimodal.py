@@ -61,11 +61,6 @@ ROWS = {  # name -> --set settings on top of the plain command
 }
 
 
-def head_file(zoo_dir: Path, code: str, mode: int, k: int) -> Path:
-    folder = zoo.HELDOUT_DIR if code in zoo.HELDOUT else zoo.TRAIN_DIR
-    return zoo_dir / folder / zoo.checkpoint_name(code, k, mode)
-
-
 def hamming(a: str, b: str) -> int:
     return sum(x != y for x, y in zip(a, b))
 
@@ -82,7 +77,7 @@ class Zoo:
 
     def checkpoints(self, code: str, mode: int | None = None) -> list[dict[str, torch.Tensor]]:
         modes = range(self.modes) if mode is None else [mode]
-        return [load_file(head_file(self.folder, code, m, k)) for m in modes for k in range(self.per_mode)]
+        return [load_file(zoo.checkpoint_path(self.folder, code, k, m)) for m in modes for k in range(self.per_mode)]
 
     def accuracy(self, models: list[dict[str, torch.Tensor]], codes: list[str]) -> list[float]:
         return zoo.batch_accuracy(models, codes, zoo_dir=self.folder)
@@ -97,7 +92,7 @@ def mode_check(z: Zoo, codes: list[str]) -> dict:
     """Accuracy of each mode, of the midpoint of every pair of modes, and of the mean of all modes
     (each task's last checkpoints)."""
     last = z.per_mode - 1
-    ends = {c: [load_file(head_file(z.folder, c, m, last)) for m in range(z.modes)] for c in codes}
+    ends = {c: [load_file(zoo.checkpoint_path(z.folder, c, last, m)) for m in range(z.modes)] for c in codes}
     means = [{k: sum(h[k] for h in e) / len(e) for k in e[0]} for e in ends.values()]
     per_mode = [statistics.mean(z.accuracy([ends[c][m] for c in codes], codes)) for m in range(z.modes)]
     pairs = {}

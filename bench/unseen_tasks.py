@@ -127,9 +127,7 @@ def measure(run_dir: Path, codes: list[str], train_codes: list[str], zoo_dir: Pa
 def spread(generated: list[dict[str, torch.Tensor]], code: str, zoo_dir: Path, num_checkpoints: int) -> float:
     """Mean distance between one task's generated heads over that between its checkpoints (1: as
     diverse as the zoo for that task; 0: copies of one head)."""
-    folder = zoo.HELDOUT_DIR if code in zoo.HELDOUT else zoo.TRAIN_DIR
-    return spread_ratio(generated, [load_file(zoo_dir / folder / zoo.checkpoint_name(code, k))
-                                    for k in range(num_checkpoints)])
+    return spread_ratio(generated, [load_file(zoo.checkpoint_path(zoo_dir, code, k)) for k in range(num_checkpoints)])
 
 
 def main() -> None:

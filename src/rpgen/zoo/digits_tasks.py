@@ -142,6 +142,11 @@ def checkpoint_name(code: str, index: int, mode: int | None = None) -> str:
     return f"{code}_{index}.safetensors" if mode is None else f"r{mode:02d}_{code}_{index}.safetensors"
 
 
+def checkpoint_path(zoo_dir: str | Path, code: str, index: int, mode: int | None = None) -> Path:
+    """Where a collected zoo keeps a task's checkpoint: ``train/`` or, for a held-out task, ``heldout/``."""
+    return Path(zoo_dir) / (HELDOUT_DIR if code in HELDOUT else TRAIN_DIR) / checkpoint_name(code, index, mode)
+
+
 class TaskBlock(nn.Module):
     """conv(16 -> 8, 3x3) -> ReLU -> average pool -> Linear(8, 2) on the extractor's second-block
     maps: 1,178 parameters, the generated part of a multimodal zoo."""
@@ -383,9 +388,6 @@ def collect_digits_tasks(out_dir: str | Path, *, num_checkpoints: int = 3, seed:
     chunks = [codes[i:i + CHUNK_TASKS] for i in range(0, len(codes), CHUNK_TASKS)]
     heldout = set(HELDOUT)
 
-    def path_of(code: str, k: int, mode: int | None) -> Path:
-        return out / (HELDOUT_DIR if code in heldout else TRAIN_DIR) / checkpoint_name(code, k, mode)
-
     with torch_threads(1), progress_bar(enabled=progress, show_loss=False) as bar:
         task = bar.add_task(f"{NAME}: extractor", total=1 + len(codes))
         if (out / EXTRACTOR).is_file():
@@ -398,17 +400,17 @@ def collect_digits_tasks(out_dir: str | Path, *, num_checkpoints: int = 3, seed:
         bar.update(task, advance=1, description=f"{NAME}: task heads")
         for chunk in chunks:
             for mode in mode_ids:
-                if all(path_of(c, k, mode).is_file() for c in chunk for k in range(num_checkpoints)):
+                if all(checkpoint_path(out, c, k, mode).is_file() for c in chunk for k in range(num_checkpoints)):
                     continue
                 for code, states in zip(chunk, _train_heads(chunk, features, y_train, seed=seed, mode=mode or 0,
                                                              num_checkpoints=num_checkpoints, block=block)):
                     for k, state in enumerate(states):
-                        save_state_dict(state, path_of(code, k, mode), metadata={
+                        save_state_dict(state, checkpoint_path(out, code, k, mode), metadata={
                             "zoo": NAME, "task": code, "checkpoint": str(k), "seed": str(seed),
                             **({} if mode is None else {"mode": str(mode)})})
             bar.advance(task, len(chunk))
         bar.update(task, description=f"{NAME}: evaluating")
-        manifest = _manifest(out, codes, num_checkpoints, path_of, settings, mode_ids)
+        manifest = _manifest(out, codes, num_checkpoints, settings, mode_ids)
     for folder, members in ((TRAIN_DIR, [c for c in codes if c not in heldout]),
                             (HELDOUT_DIR, [c for c in codes if c in heldout])):
         conditions = {checkpoint_name(c, k, m): code_bits(c) for c in members for m in mode_ids
@@ -447,15 +449,15 @@ def _prepare(out: Path, settings: dict, *, overwrite: bool) -> None:
     write_text_atomic(out / COLLECT_INFO, json.dumps(settings, indent=1) + "\n")
 
 
-def _manifest(out: Path, codes: list[str], num_checkpoints: int,
-              path_of: Callable[[str, int, int | None], Path], settings: dict, mode_ids: list[int | None]) -> dict:
+def _manifest(out: Path, codes: list[str], num_checkpoints: int, settings: dict,
+              mode_ids: list[int | None]) -> dict:
     """Accuracy of every saved checkpoint on its task (read back from the files; mode by mode, then
     checkpoint by checkpoint) and chance rates."""
     tasks = {}
     per_task = len(mode_ids) * num_checkpoints
     for i in range(0, len(codes), CHUNK_TASKS):
         chunk = codes[i:i + CHUNK_TASKS]
-        heads = [load_file(path_of(c, k, m)) for c in chunk for m in mode_ids for k in range(num_checkpoints)]
+        heads = [load_file(checkpoint_path(out, c, k, m)) for c in chunk for m in mode_ids for k in range(num_checkpoints)]
         accuracy = batch_accuracy(heads, [c for c in chunk for _ in range(per_task)], zoo_dir=out)
         for j, code in enumerate(chunk):
             tasks[code] = {"split": HELDOUT_DIR if code in HELDOUT else TRAIN_DIR,
