@@ -172,9 +172,9 @@ def mode_maps(z: Zoo, splits: dict[str, list[str]]) -> dict[str, dict[str, float
     polynomial map code -> weights of degree 1, 2 and 3 fitted on that mode's training checkpoints; the
     mean accuracy of each task's one model per mode -> {split: {degree: mean}}."""
     out: dict[str, dict[str, float]] = {split: {} for split in splits}
+    examples = [[(c, s) for c in z.train_codes for s in z.checkpoints(c, m)] for m in range(z.modes)]  # read once
     for degree in MODE_MAP_DEGREES:
-        maps = [LinearMap(((c, s) for c in z.train_codes for s in z.checkpoints(c, m)), degree)
-                for m in range(z.modes)]
+        maps = [LinearMap(mode_examples, degree) for mode_examples in examples]
         for split, codes in splits.items():
             models = [f.model(c) for c in codes for f in maps]
             out[split][str(degree)] = round(statistics.mean(z.accuracy(models, [c for c in codes for _ in maps])), 2)

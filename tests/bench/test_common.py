@@ -18,8 +18,8 @@ _spec.loader.exec_module(common)
 # Every results file rendered from its JSON (peers.md waits for a rerun of `bench/peers.py report`,
 # whose JSON then holds every number it states).
 RENDERED = ("quickstart", "sampling", "scale", "memorization", "unseen_tasks", "adapters", "scan", "hf", "diverse",
-            "unseen_multimodal", "unseen_multimodal_sampling", "unseen_multimodal_default", "peers_memory",
-            "scale_scan")
+            "unseen_multimodal", "unseen_multimodal_sampling", "unseen_multimodal_default",
+            "unseen_multimodal_sized", "peers_memory", "scale_scan")
 
 
 def render(data: dict):
