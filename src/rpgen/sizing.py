@@ -154,14 +154,12 @@ def resolve_sizing(config: Config, layout: Layout, runs: Runs,
         config = config.replace("train", lr=auto_lr(runs.num_runs, config.model.d_model))
         chosen.append(f"train.lr = {config.train.lr:g} for a zoo of {kind} and d_model {config.model.d_model}")
     if config.train.steps == 0:
-        steps = auto_steps(models)
         batch = min(config.train.batch_size, len(runs.index))
-        if conditions is not None and steps_for_pairs(pairs, batch) > steps:
-            steps = steps_for_pairs(pairs, batch)
-            why = (f"{pairs:,} distinct (condition, run) pairs, each drawn about {DRAWS_PER_PAIR} times "
-                   f"in batches of {batch}")
-        else:
-            why = f"{models} distinct model(s) ({counted})"
+        by_models = auto_steps(models)
+        by_pairs = 0 if conditions is None else steps_for_pairs(pairs, batch)
+        steps = max(by_models, by_pairs)
+        why = (f"{pairs:,} distinct (condition, run) pairs, each drawn about {DRAWS_PER_PAIR} times in batches "
+               f"of {batch}" if by_pairs > by_models else f"{models} distinct model(s) ({counted})")
         config = config.replace("train", steps=steps)
         chosen.append(f"train.steps = {steps} for {why}")
     if config.sample.temperature == "auto":
