@@ -43,11 +43,13 @@ def peak_rss_gb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")  # pragma: no cover
 
 
-def run_worker(script: str, spec: dict, *, max_rss_gb: float, timeout_s: float, poll_s: float = 0.2) -> dict:
-    """Run ``python SCRIPT worker SPEC`` in a fresh process and return the JSON of its last output line;
-    kill it above ``max_rss_gb`` of resident memory or after ``timeout_s``: then ``{"failed": why, ...}``."""
+def run_worker(script: str, spec: dict, *, max_rss_gb: float, timeout_s: float, poll_s: float = 0.2,
+               env: dict[str, str] | None = None) -> dict:
+    """Run ``python SCRIPT worker SPEC`` in a fresh process (environment ``env``, else this one's) and
+    return the JSON of its last output line; kill it above ``max_rss_gb`` of resident memory or after
+    ``timeout_s``: then ``{"failed": why, ...}``."""
     proc = subprocess.Popen([sys.executable, script, "worker", json.dumps(spec)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     start, peak = time.perf_counter(), 0.0
     while proc.poll() is None:
         try:

@@ -125,6 +125,11 @@ def train(
                                         "with torch.fx to find the hidden units."),
     align_spec: Optional[Path] = typer.Option(None, "--align-spec", help="With --align: a JSON permutation spec "
                                               "instead of --model (format: rpgen.align_spec)."),
+    evaluator: Optional[str] = typer.Option(None, "--evaluator", help="path/file.py:function or module:function "
+                                            "(as for rpgen evaluate): every --set train.eval_every steps, score "
+                                            "a few generated models and stop once they are as good as the "
+                                            "checkpoints, keeping the best generator. Same as --set "
+                                            "train.evaluator=..."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -140,6 +145,7 @@ def train(
     aligning = [f"data.align={align}"] if align else []
     aligning += [f"data.align_model={json.dumps(model)}"] if model else []
     aligning += [f"data.align_spec={json.dumps(str(align_spec))}"] if align_spec else []
+    aligning += [f"train.evaluator={json.dumps(evaluator)}"] if evaluator else []
     start = time.perf_counter()
     try:
         api.train(checkpoints, out, config=config, overrides=[*set_, *aligning], resume=resume, overwrite=overwrite,

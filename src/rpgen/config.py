@@ -26,7 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-Backbone = Literal["mamba", "lstm", "transformer", "gmlp", "none"]
+Backbone = Literal["mamba", "mamba2", "lstm", "transformer", "gmlp", "none"]
 Prediction = Literal["epsilon", "sample", "v_prediction"]
 Sampler = Literal["ddpm", "ddim", "dpm"]
 Method = Literal["rpg", "mse", "pdiff"]
@@ -87,6 +87,10 @@ class ModelConfig:
     num_layers: int = 2
     d_state: int = 0
     """Mamba state size; 0 = auto (128 with CUDA kernels, 16 on CPU)."""
+    headdim: int = 64
+    """Mamba-2 only: channels per head (one scalar decay per head); must divide expand * d_model."""
+    ssd_chunk: int = 64
+    """Mamba-2 only: tokens per chunk of the state space duality (bench/results/step_time.md)."""
     d_conv: int = 4
     expand: int = 2
     mamba_impl: Literal["auto", "torch", "cuda"] = "auto"
@@ -119,6 +123,11 @@ class ModelConfig:
                "must be 'auto', 'on' or 'off'")
         _check(isinstance(self.scan_chunk, int) and self.scan_chunk >= 1, "model.scan_chunk", self.scan_chunk,
                "must be an integer >= 1")
+        _check(isinstance(self.ssd_chunk, int) and self.ssd_chunk >= 1, "model.ssd_chunk", self.ssd_chunk,
+               "must be an integer >= 1")
+        _check(self.headdim >= 1, "model.headdim", self.headdim, "must be >= 1")
+        _check(self.backbone != "mamba2" or self.d_model == 0 or (self.expand * self.d_model) % self.headdim == 0,
+               "model.headdim", self.headdim, "must divide model.expand * model.d_model")
         _check(self.kernel_size % 2 == 1, "model.kernel_size", self.kernel_size, "must be odd")
         ch = self.denoiser_channels
         _check(len(ch) >= 3 and len(ch) % 2 == 1 and ch[0] == 1 and ch[-1] == 1
@@ -164,8 +173,23 @@ class TrainConfig:
     log_every: int = 25
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     """auto = bf16 autocast on CUDA, full precision elsewhere."""
+    evaluator: str = ""
+    """``module:function`` or ``path/file.py:function`` (as for ``rpgen evaluate``): while training,
+    score a few generated models every ``eval_every`` steps and stop once they are as good as the
+    checkpoints (rpgen.stopping); "" = train the whole schedule."""
+    eval_every: int = 0
+    """Steps between evaluations; 0 = auto (a tenth of the steps, at least 100)."""
+    eval_models: int = 4
+    """Models generated per evaluation."""
+    stop_tolerance: float | Literal["auto"] = "auto"
+    """How far below the checkpoints' mean (in the metric's units) the generated mean may stay and
+    count as reached; auto = the standard deviation of the checkpoints' scores."""
 
     def __post_init__(self) -> None:
+        _check(self.eval_every >= 0, "train.eval_every", self.eval_every, "must be >= 1, or 0 (auto)")
+        _check(self.eval_models >= 1, "train.eval_models", self.eval_models, "must be >= 1")
+        _check(self.stop_tolerance == "auto" or self.stop_tolerance >= 0, "train.stop_tolerance", self.stop_tolerance,
+               "must be >= 0 or 'auto'")
         for name in ("batch_size", "diffusion_batch", "save_every", "log_every"):
             _check(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "must be >= 1")
         _check(self.steps >= 0, "train.steps", self.steps, "must be >= 1, or 0 (auto)")

@@ -17,7 +17,7 @@ import torch
 
 from rpgen.config import Config
 from rpgen.errors import RpgenError
-from rpgen.models.backbones import MAMBA_ACTIVATIONS_PER_TOKEN, SEGMENT_BYTES, mamba_recomputes
+from rpgen.models.backbones import SEGMENT_BYTES, kept_floats_per_token, mamba_recomputes
 from rpgen.tokenizer import Layout
 
 GB = 1e9
@@ -110,13 +110,15 @@ def _backbone_activations(config: Config, layout: Layout, batch: int) -> int:
     m = config.model
     length = layout.num_tokens
     work = 0  # per-layer scratch that does not grow with the sequence
-    if m.backbone == "mamba":
+    if m.backbone in ("mamba", "mamba2"):
         d_inner, d_state = m.expand * m.d_model, m.d_state or 16
-        if m.scan == "loop":  # (b, l, e, n) decays, inputs and states, and their gradients
+        if m.backbone == "mamba" and m.scan == "loop":  # (b, l, e, n) decays, inputs and states, and gradients
             per_token = 2 * d_inner * (3 * d_state + 12)
-        else:  # (b, l, e) tensors per layer, one (b, e, n) state per chunk, one chunk's (t, b, e, n) tensors
-            per_token = d_inner * (MAMBA_ACTIVATIONS_PER_TOKEN + d_state / m.scan_chunk)
-            work = 6 * batch * min(m.scan_chunk, length) * d_inner * d_state
+        else:  # what a layer keeps (Mamba-1: + one (b, e, n) state per chunk, one chunk's (t, b, e, n) tensors)
+            per_token = kept_floats_per_token(m)
+            if m.backbone == "mamba":
+                per_token += d_inner * d_state / m.scan_chunk
+                work = 6 * batch * min(m.scan_chunk, length) * d_inner * d_state
             if mamba_recomputes(m, batch=batch, length=length):  # (b, l, d) tensors, and one segment at a time
                 work += 3 * min(SEGMENT_BYTES // 4, batch * length * per_token)
                 return int((batch * length * m.d_model * RECOMPUTED_COPIES + work) * 4)

@@ -43,7 +43,7 @@ from rpgen.conditions import check_conditions, is_binary, write_conditions
 from rpgen.config import Config, Sampler, load_toml
 from rpgen.diffusion import check_sampling, make_scheduler
 from rpgen.errors import RpgenError
-from rpgen.files import atomic_dir, read_json_object
+from rpgen.files import atomic_dir, read_json_object, write_text_atomic
 from rpgen.forms import keep_form
 from rpgen.lineage import Runs
 from rpgen.methods import Method, get_method
@@ -252,6 +252,20 @@ def start_run_dir(run_dir: Path, config: Config, layout: Layout, reference: Lazy
         keep_form(paths[0], tmp)  # generated models take the checkpoints' form
         if conditions is not None:
             write_conditions(tmp / CONDITIONS, {p.name: c.tolist() for p, c in zip(paths, conditions)})
+
+
+def in_training(run_dir: Path, config: Config, layout: Layout, model: torch.nn.Module, method: Method) -> Run:
+    """A :class:`Run` that samples with ``model`` as it is now, while ``run_dir`` is being trained
+    (its static files are written; its generator is not)."""
+    return Run(run_dir, config, layout, read_tensors(run_dir / COPIED), model, read_json_object(run_dir / RUN_INFO),
+               method)
+
+
+def record_stop(run_dir: Path, record: dict) -> None:
+    """Add why training ended (``stopped``) to the run's run.json."""
+    info = read_json_object(run_dir / RUN_INFO)
+    info["stopped"] = record
+    write_text_atomic(run_dir / RUN_INFO, json.dumps(info, indent=1))
 
 
 def load_config(run_dir: str | Path) -> Config:

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 import rpgen.resources as resources
 import rpgen.run as runfiles
+import rpgen.stopping as stopping
 from rpgen.checkpoints import open_checkpoints
 from rpgen.conditions import CONDITIONS_FILE, read_conditions
 from rpgen.config import Config
@@ -35,6 +36,7 @@ from rpgen.methods import Stage, TrainingSet, get_method
 from rpgen.outputs import check_not_overlapping
 from rpgen.plots import plot_loss
 from rpgen.progress import progress_bar
+from rpgen.safetensors_io import read_tensors
 from rpgen.sizing import resolve_sizing
 from rpgen.tokendata import tokens_fit_in_memory
 from rpgen.tokenizer import Layout, fit_layout
@@ -184,7 +186,16 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
     rng = torch.Generator().manual_seed(tc.seed * 1000 + accelerator.process_index)
     data = TrainingSet(checkpoints, layout, conditions, config, accelerator.device, accelerator.num_processes,
                        state_of=state_of)
-    loop = _FitLoop(accelerator, run_dir, tc, resume=resume, stop_after=stop_after)
+    stopper = None
+    if tc.evaluator:
+        if conditions is not None or not method.distributed:
+            raise RpgenError(f"config train.evaluator = {tc.evaluator!r}: evaluating while training applies to "
+                             "unconditional rpg and mse runs; evaluate after training with rpgen evaluate")
+        if accelerator.is_main_process:
+            stopper = stopping.Stopper.start(tc.evaluator, config=config, checkpoints=checkpoints, run_dir=run_dir)
+            stopper.history = stopping.read_history(run_dir / runfiles.METRICS) if resume else []
+    loop = _FitLoop(accelerator, run_dir, tc, resume=resume, stop_after=stop_after, stopper=stopper,
+                    run_of=lambda module: runfiles.in_training(run_dir, config, layout, module, method))
     with progress_bar(enabled=progress and accelerator.is_main_process) as bar, \
             _deferred_interrupt() as interrupted:
         for stage in method.stages(model.to(accelerator.device), data, rng=rng):
@@ -193,8 +204,12 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
     if accelerator.is_main_process:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         weights.update(loop.ema_weights(model))
+        if stopper is not None and stopper.best is not None:  # the best generator evaluated, EMA included
+            weights = read_tensors(run_dir / stopping.BEST)
         with atomic_path(run_dir / method.weights_file) as tmp:
             save_file(weights, str(tmp))
+        runfiles.record_stop(run_dir, loop.stop_record(total=tc.steps))
+        (run_dir / stopping.BEST).unlink(missing_ok=True)
         plot_loss(run_dir / runfiles.METRICS, run_dir / runfiles.LOSS_PLOT)
     accelerator.wait_for_everyone()
     return run_dir
@@ -227,12 +242,18 @@ class _FitLoop:
     """Runs one :class:`~rpgen.methods.Stage` after another: AdamW with warm-up + cosine,
     clipping, EMA, logging to metrics.jsonl, resumable states and early stops."""
 
-    def __init__(self, accelerator, run_dir: Path, tc, *, resume: bool, stop_after: int | None) -> None:
+    def __init__(self, accelerator, run_dir: Path, tc, *, resume: bool, stop_after: int | None,
+                 stopper: stopping.Stopper | None = None, run_of: Callable | None = None) -> None:
         self.accelerator = accelerator
         self.run_dir = run_dir
         self.tc = tc
         self.resume = resume
         self.stop_after = stop_after
+        self.stopper = stopper  # the main process's, when training evaluates (train.evaluator)
+        self.run_of = run_of  # module -> a Run that samples with it
+        self.evaluates = bool(tc.evaluator)
+        self.stopped: tuple[int, str] | None = None  # (step, why) when the evaluations stopped training
+        self.last_step = 0
         self.start = time.perf_counter()
         self._ema: list[tuple[str, torch.Tensor]] = []  # (name in its stage's module, EMA value)
         self._ema_module: torch.nn.Module | None = None  # the module of the stage that kept an EMA
@@ -295,13 +316,59 @@ class _FitLoop:
             bar.update(task, completed=step)
             if stage.resumable and step % tc.save_every == 0 and step < stage.steps:
                 save()
+            if stage.resumable and self.evaluates and self._evaluate(stage, step, module, ema, bar, task, save):
+                break
+        self.last_step = step
         if stage.resumable:
             save()
         if ema is not None:
             names = {id(p): n for n, p in module.named_parameters()}
             self._ema += [(names[id(p)], e) for p, e in zip(module.parameters(), ema)]
             self._ema_module = module
-        return step >= stage.steps
+        return step >= stage.steps or self.stopped is not None
+
+    def _evaluate(self, stage: Stage, step: int, module: torch.nn.Module, ema, bar, task, save) -> bool:
+        """Score the generator when an evaluation is due (main process); True when training should
+        stop (every process learns it). An evaluator that fails saves a resumable state first."""
+        every = self.tc.eval_every or stopping.auto_eval_every(stage.steps)
+        if not (step % every == 0 or step == stage.steps):
+            return False
+        stop = None
+        if self.stopper is not None:
+            try:
+                with stopping.evaluating(module, ema) as m:
+                    record = self.stopper.evaluate(self.run_of(m), step)
+            except RpgenError:
+                save()
+                raise
+            stopping.log_evaluation(self.run_dir / runfiles.METRICS, stage.name, record,
+                                    time.perf_counter() - self.start)
+            if not bar.disable:
+                bar.console.print(f"step {step}: generated {record['metric']} {record['generated_mean']:.4g} "
+                                  f"(min {record['generated_min']:.4g}), checkpoints {record['checkpoints_mean']:.4g}")
+            stop = self.stopper.reason() if self.stopper.should_stop() and step < stage.steps else None
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            stop = broadcast_object_list([stop])[0]
+        if stop is None:
+            return False
+        self.stopped = (step, stop)
+        return True
+
+    def stop_record(self, *, total: int) -> dict:
+        """Why training ended, for run.json."""
+        record = {"step": self.last_step, "steps": total}
+        if self.stopped is not None:
+            record["reason"] = f"stopped at step {self.stopped[0]} of {total}: {self.stopped[1]}"
+        else:
+            record["reason"] = f"the schedule ended (step {total})"
+        if self.stopper is not None and self.stopper.best is not None:
+            best = self.stopper.best
+            record.update(best_step=best["step"], best_generated_mean=best["generated_mean"],
+                          checkpoints_mean=best["checkpoints_mean"], metric=best["metric"])
+            record["reason"] += f"; kept the generator of step {best['step']}, the best evaluated"
+        return record
 
     def ema_weights(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The EMA values of the trained stages, under their names in ``model``'s state_dict."""

@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rpgen.config import ModelConfig
 from rpgen.errors import RpgenError
+from rpgen.models.mamba2 import Mamba2
 
 
 def mamba_ssm_available() -> bool:
@@ -230,9 +231,29 @@ SEGMENT_BYTES = 2**26
 only one segment's activations are alive in backward."""
 
 
+def kept_floats_per_token(cfg: ModelConfig) -> int:
+    """Float32 values one pure-PyTorch Mamba layer keeps for backward per token of one sequence.
+
+    Mamba-1: :data:`MAMBA_ACTIVATIONS_PER_TOKEN` (b, l, e) tensors. Mamba-2: about 13 (b, l, e)
+    tensors, 16 per state channel (B, C and their products), 3 values per head and token of a chunk
+    (the decays of its tokens on each other) and two (e, n) states per chunk, from autograd's saved
+    tensors at d_model 64-128, d_state 16-64, chunks of 32-64 (an upper bound within 15%,
+    tests/models/test_mamba2.py)."""
+    e = cfg.expand * cfg.d_model
+    if cfg.backbone == "mamba2":
+        n = cfg.d_state or 16
+        return 13 * e + 16 * n + 3 * cfg.ssd_chunk * (e // cfg.headdim) + 2 * e * n // cfg.ssd_chunk
+    return MAMBA_ACTIVATIONS_PER_TOKEN * e
+
+
 def _kept_bytes_per_token(cfg: ModelConfig, *, batch: int) -> int:
     """Bytes of activations one Mamba layer keeps for backward per token of the sequence."""
-    return batch * cfg.expand * cfg.d_model * MAMBA_ACTIVATIONS_PER_TOKEN * 4
+    return batch * kept_floats_per_token(cfg) * 4
+
+
+def _chunk_of(cfg: ModelConfig) -> int:
+    """Tokens per chunk of the layer's scan (Mamba-1) or state space duality (Mamba-2)."""
+    return cfg.ssd_chunk if cfg.backbone == "mamba2" else cfg.scan_chunk
 
 
 def mamba_recomputes(cfg: ModelConfig, *, batch: int, length: int) -> bool:
@@ -243,9 +264,10 @@ def mamba_recomputes(cfg: ModelConfig, *, batch: int, length: int) -> bool:
 
 
 def recompute_segment(cfg: ModelConfig, *, batch: int) -> int:
-    """Tokens per segment of a recomputed layer: a whole number of scan chunks, about ``SEGMENT_BYTES``
+    """Tokens per segment of a recomputed layer: a whole number of chunks, about ``SEGMENT_BYTES``
     of kept activations."""
-    return max(1, SEGMENT_BYTES // (_kept_bytes_per_token(cfg, batch=batch) * cfg.scan_chunk)) * cfg.scan_chunk
+    chunk = _chunk_of(cfg)
+    return max(1, SEGMENT_BYTES // (_kept_bytes_per_token(cfg, batch=batch) * chunk)) * chunk
 
 
 def _residual_segment(layer: Residual, x: Tensor, tail: Tensor | None,
@@ -255,7 +277,7 @@ def _residual_segment(layer: Residual, x: Tensor, tail: Tensor | None,
 
 
 def recomputed_in_segments(layer: Residual, x: Tensor, tokens: int) -> Tensor:
-    """``layer(x)`` for a Mamba :class:`Residual`, ``tokens`` tokens at a time: autograd keeps each
+    """``layer(x)`` for a Mamba or Mamba-2 :class:`Residual`, ``tokens`` tokens at a time: autograd keeps each
     segment's input and the conv tail and scan state between segments, and backward recomputes
     one segment at a time. (b, l, d) -> (b, l, d)."""
     tail = h = None
@@ -276,6 +298,14 @@ class MambaBackbone(nn.Module):
         d_state = cfg.d_state or 16
 
         def mixer() -> nn.Module:
+            if cfg.backbone == "mamba2":
+                if use_cuda_kernels:
+                    from mamba_ssm import Mamba2 as CudaMamba2
+
+                    return CudaMamba2(cfg.d_model, d_state=d_state, d_conv=cfg.d_conv, expand=cfg.expand,
+                                      headdim=cfg.headdim, chunk_size=cfg.ssd_chunk)
+                return Mamba2(cfg.d_model, d_state=d_state, d_conv=cfg.d_conv, expand=cfg.expand, headdim=cfg.headdim,
+                              chunk=cfg.ssd_chunk)
             if use_cuda_kernels:
                 from mamba_ssm import Mamba as CudaMamba
 
@@ -293,7 +323,7 @@ class MambaBackbone(nn.Module):
         for layer in self.layers:
             if not recompute:
                 x = layer(x)
-            elif self.cfg.scan == "chunked":
+            elif self.cfg.backbone == "mamba2" or self.cfg.scan == "chunked":
                 x = recomputed_in_segments(layer, x, self.segment or recompute_segment(self.cfg, batch=x.shape[0]))
             else:  # the loop scan runs whole sequences only
                 x = checkpoint(layer, x, use_reentrant=False)
@@ -374,7 +404,7 @@ def build_backbone(cfg: ModelConfig, *, seq_len: int) -> nn.Module:
     if cfg.d_model == 0:
         raise RpgenError("config model.d_model = 0 (auto) is sized from a zoo when training starts "
                          "(rpgen.sizing.resolve_sizing); give a width to build a model without one")
-    if cfg.backbone == "mamba":
+    if cfg.backbone in ("mamba", "mamba2"):
         return MambaBackbone(cfg, use_cuda_kernels=cfg.mamba_impl == "cuda")
     if cfg.backbone == "lstm":
         return LSTMBackbone(cfg)
