@@ -96,3 +96,26 @@ def test_the_stop_rule_and_its_defaults():
     assert not stopper.should_stop()
     stopper.history.append({"reached": True})
     assert stopper.should_stop()
+
+
+def test_the_loss_plateau_rule_waits_for_the_second_half_and_two_flat_windows():
+    from rpgen.stopping import LossPlateau
+
+    falling = LossPlateau(2000, [(s, 1.0 / s) for s in range(25, 2001, 25)])
+    assert not any(falling.should_stop(s) for s in range(200, 2001, 200))
+    flat = LossPlateau(2000, [(s, 1.0 if s <= 800 else 0.5) for s in range(25, 2001, 25)])
+    assert falling.window == 200
+    stops = [s for s in range(200, 2001, 200) if flat.should_stop(s)]
+    assert stops == [1400, 1600, 1800]  # after 1,000 + 2 windows, once two windows stopped falling
+    short = LossPlateau(300, [(s, 1.0) for s in range(5, 301, 5)])
+    assert not any(short.should_stop(s) for s in range(1, 301))
+
+
+def test_a_run_that_stops_on_a_plateau_says_so(digits_zoo, tmp_path):
+    run = tmp_path / "run"
+    # a learning rate of 1e-12: the loss cannot fall, so the rule ends the run at step 300 of 400
+    result = rpgen("train", digits_zoo, "--out", run, "--no-progress",
+                   *set_args(tiny("train.steps=400", "train.lr=1e-12", "train.log_every=20", "train.save_every=100")))
+    assert result.exit_code == 0, result.output
+    stopped = json.loads((run / "run.json").read_text())["stopped"]
+    assert stopped["step"] == 300 and "loss stopped falling" in stopped["reason"]

@@ -177,13 +177,16 @@ class TrainConfig:
     """``module:function`` or ``path/file.py:function`` (as for ``rpgen evaluate``): while training,
     score a few generated models every ``eval_every`` steps and stop once they are as good as the
     checkpoints (rpgen.stopping); "" = train the whole schedule."""
+    stop_on_plateau: bool = True
+    """Without an evaluator: end training in the second half of the schedule once the loss has
+    stopped falling (rpgen.stopping.LossPlateau)."""
     eval_every: int = 0
     """Steps between evaluations; 0 = auto (a tenth of the steps, at least 100)."""
     eval_models: int = 4
     """Models generated per evaluation."""
     stop_tolerance: float | Literal["auto"] = "auto"
     """How far below the checkpoints' mean (in the metric's units) the generated mean may stay and
-    count as reached; auto = the standard deviation of the checkpoints' scores."""
+    count as reached; auto = two standard deviations of the checkpoints' scores."""
 
     def __post_init__(self) -> None:
         _check(self.eval_every >= 0, "train.eval_every", self.eval_every, "must be >= 1, or 0 (auto)")

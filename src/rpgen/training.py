@@ -252,6 +252,7 @@ class _FitLoop:
         self.stopper = stopper  # the main process's, when training evaluates (train.evaluator)
         self.run_of = run_of  # module -> a Run that samples with it
         self.evaluates = bool(tc.evaluator)
+        self.plateau: stopping.LossPlateau | None = None  # the loss rule, without an evaluator
         self.stopped: tuple[int, str] | None = None  # (step, why) when the evaluations stopped training
         self.last_step = 0
         self.start = time.perf_counter()
@@ -285,6 +286,10 @@ class _FitLoop:
 
         last = stage.steps if self.stop_after is None else min(stage.steps, step + self.stop_after)
         task = bar.add_task(stage.title, total=stage.steps, completed=step, loss=float("nan"))
+        if stage.resumable and tc.stop_on_plateau and not self.evaluates:
+            self.plateau = stopping.LossPlateau(stage.steps, [
+                (s, v) for s, v in stopping.read_losses(self.run_dir / runfiles.METRICS) if s <= step]
+                if self.resume else [])
         running, since_log = 0.0, 0
         while step < last:
             if interrupted():
@@ -312,7 +317,13 @@ class _FitLoop:
                 bar.update(task, loss=running / since_log)
                 if main:
                     self._log(stage, step, running / since_log, optimizer.param_groups[0]["lr"])
+                if self.plateau is not None:
+                    self.plateau.add(step, running / since_log)
                 running, since_log = 0.0, 0
+            if self.plateau is not None and step % self.plateau.window == 0 and self._agree(
+                    self.plateau.should_stop(step)):
+                self.stopped = (step, self.plateau.reason(step))
+                break
             bar.update(task, completed=step)
             if stage.resumable and step % tc.save_every == 0 and step < stage.steps:
                 save()
@@ -347,14 +358,19 @@ class _FitLoop:
                 bar.console.print(f"step {step}: generated {record['metric']} {record['generated_mean']:.4g} "
                                   f"(min {record['generated_min']:.4g}), checkpoints {record['checkpoints_mean']:.4g}")
             stop = self.stopper.reason() if self.stopper.should_stop() and step < stage.steps else None
-        if self.accelerator.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            stop = broadcast_object_list([stop])[0]
+        stop = self._agree(stop)
         if stop is None:
             return False
         self.stopped = (step, stop)
         return True
+
+    def _agree(self, decision):
+        """The main process's ``decision``, on every process (each sees its own losses)."""
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            decision = broadcast_object_list([decision])[0]
+        return decision
 
     def stop_record(self, *, total: int) -> dict:
         """Why training ended, for run.json."""
