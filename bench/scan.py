@@ -27,6 +27,30 @@ FULL_TENSORS = 6
 """(b, l, e, n) float32 tensors the loop holds at its peak (decay, input, states, their stack, grads)."""
 
 
+def parallel_scan(dt, A, B, C, x, *, chunk: int):
+    """The selective scan with no loop over tokens: inside each chunk a Hillis-Steele doubling scan
+    (log2(chunk) steps over the whole chunk), a loop over chunks carrying the state; backward by
+    autograd. Bench-only: the candidate for taking Mamba-1's per-token loop out."""
+    import torch
+
+    b, l, e = x.shape
+    h = x.new_zeros(b, e, A.shape[1])  # (b, e, n)
+    ys = []
+    for start in range(0, l, chunk):
+        s = slice(start, min(start + chunk, l))
+        a = torch.exp(dt[:, s].unsqueeze(-1) * A)  # (b, t, e, n)
+        u = (dt[:, s] * x[:, s]).unsqueeze(-1) * B[:, s].unsqueeze(2)  # (b, t, e, n)
+        u = torch.cat([u[:, :1] + a[:, :1] * h.unsqueeze(1), u[:, 1:]], dim=1)
+        k = 1
+        while k < u.shape[1]:  # after the step for k, position t holds the sum over its last 2k inputs
+            u = torch.cat([u[:, :k], torch.addcmul(u[:, k:], a[:, k:], u[:, :-k])], dim=1)
+            a = torch.cat([a[:, :k], a[:, k:] * a[:, :-k]], dim=1)
+            k *= 2
+        h = u[:, -1]
+        ys.append(torch.einsum("bten,btn->bte", u, C[:, s]))
+    return torch.cat(ys, dim=1)
+
+
 def worker(spec: dict) -> dict:
     import torch
 
@@ -38,6 +62,8 @@ def worker(spec: dict) -> dict:
     b, l, e, n = spec["batch"], spec["tokens"], 2 * spec["d_model"], D_STATE
 
     def scan(*t):
+        if spec["impl"] == "parallel":
+            return parallel_scan(*t, chunk=spec["chunk"])
         return selective_scan_reference(*t) if spec["impl"] == "loop" else selective_scan(*t, chunk=spec["chunk"])[0]
 
     def inputs(length: int) -> list:
@@ -89,6 +115,7 @@ def scan_rows(args: argparse.Namespace) -> list[dict]:
     for batch in args.batches:
         for tokens in args.tokens:
             impls = [("loop", None)] + [("chunked", c) for c in (args.chunks if tokens < 100_000 else [args.default])]
+            impls += [("parallel", c) for c in args.parallel_chunks]
             for impl, chunk in impls:
                 row = {"impl": impl, "tokens": tokens, "batch": batch, "d_model": args.d_model, "chunk": chunk}
                 full_gb = FULL_TENSORS * batch * tokens * 2 * args.d_model * D_STATE * 4 / 1e9
@@ -135,6 +162,11 @@ def conclusions(rows: list[dict], default: int) -> list[str]:
             lines.append(f"- batch {batch}, {tokens:,} tokens: chunked scan (chunk {default}) did not run.")
             continue
         best = min(timed, key=total)
+        for par in (r for r in same if r["impl"] == "parallel" and "skipped" not in r):
+            lines.append(f"- batch {batch}, {tokens:,} tokens: the parallel scan inside chunks of {par['chunk']} "
+                         f"(no per-token loop) takes {total(par):.3f} s forward + backward, "
+                         f"{total(par) / total(new):.2f}x the chunked scan's {total(new):.3f} s (chunk {default}), "
+                         f"at {par['peak_rss_gb']:.2f} GB peak RSS.")
         if "skipped" in loop:
             lines.append(f"- batch {batch}, {tokens:,} tokens: loop skipped ({loop['skipped']}); chunked scan "
                          f"(chunk {default}) {total(new):.2f} s forward + backward at {new['peak_rss_gb']:.2f} GB peak RSS.")
@@ -196,6 +228,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-rss-gb", type=float, default=8.0)
     parser.add_argument("--timeout-s", type=float, default=600.0)
+    parser.add_argument("--parallel-chunks", type=int, nargs="*", default=[],
+                        help="also time parallel_scan (no per-token loop) at these chunk sizes")
     parser.add_argument("--backbones", action="store_true", help="add the backbones table")
     parser.add_argument("--backbone-tokens", type=int, nargs="*", default=[1_000, 4_000, 16_000])
     parser.add_argument("--shared", default="", help="a note on the machine's load, written into the results")
