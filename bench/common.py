@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from rpgen.files import write_text_atomic
+from rpgen.safety.atomic import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"

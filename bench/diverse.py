@@ -39,8 +39,8 @@ import diverse_mlp
 import rpgen
 from common import RESULTS, Report, Table, command_line, write_results
 from rpgen.align import interpolate, permute, spec_from_model, weight_matching
-from rpgen.files import atomic_path
-from rpgen.plots import pyplot
+from rpgen.safety.atomic import atomic_path
+from rpgen.display import pyplot
 from rpgen.zoo import digits
 
 ROOT = Path(__file__).resolve().parent.parent

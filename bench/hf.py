@@ -128,8 +128,8 @@ def run_zoo(name: str, zoo: Path, out: Path, *, num: int, collect_s: float, sett
 
 
 def digits_order(out: Path) -> dict:
-    from rpgen.checkpoints import open_checkpoints
-    from rpgen.tokenizer import fit_layout
+    from rpgen.formats.checkpoints import open_checkpoints
+    from rpgen.data.tokenizer import fit_layout
     from rpgen.zoo.digits import collect_digits
 
     zoo = out / "digits"

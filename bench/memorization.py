@@ -29,12 +29,12 @@ from safetensors.torch import load_file, save_file
 
 from common import RESULTS, Report, Table, write_results
 from rpgen.evaluation import memorization
-from rpgen.checkpoints import load_state_dict
+from rpgen.formats.checkpoints import load_state_dict
 from rpgen.config import apply_overrides, load_toml, preset
 from rpgen.evaluation import evaluate_run
 from rpgen.generation import generate
-from rpgen.run import COPIED, CONFIG, GENERATOR, RUN_INFO, TOKENIZER
-from rpgen.tokenizer import Layout, flatten
+from rpgen.run_dir import COPIED, CONFIG, GENERATOR, RUN_INFO, TOKENIZER
+from rpgen.data.tokenizer import Layout, flatten
 from rpgen.training import train
 from rpgen.zoo.digits import collect_digits
 

@@ -107,11 +107,11 @@ def worker(spec: dict) -> dict:
 
 def training_estimate_gb(ckpts: str, run: str) -> float | None:
     """What rpgen estimated (and checked against free RAM) for the training of ``run``, in GB."""
-    import rpgen.run as runfiles
-    from rpgen.checkpoints import open_checkpoints
+    import rpgen.run_dir as runfiles
+    from rpgen.formats.checkpoints import open_checkpoints
     from rpgen.methods import get_method
-    from rpgen.tokendata import tokens_fit_in_memory
-    from rpgen.tokenizer import fit_layout
+    from rpgen.data.tokens import tokens_fit_in_memory
+    from rpgen.data.tokenizer import fit_layout
 
     config = runfiles.load_config(Path(run))
     checkpoints = open_checkpoints(ckpts)

@@ -27,11 +27,11 @@ from pathlib import Path
 from common import RESULTS, Report, Table, write_results
 from wide_mlp import collect_wide_mlp
 
-from rpgen.checkpoints import open_checkpoints
+from rpgen.formats.checkpoints import open_checkpoints
 from rpgen.config import apply_overrides, preset
-from rpgen.resources import generation_memory, training_memory
-from rpgen.tokendata import tokens_fit_in_memory
-from rpgen.tokenizer import fit_layout
+from rpgen.safety.resources import generation_memory, training_memory
+from rpgen.data.tokens import tokens_fit_in_memory
+from rpgen.data.tokenizer import fit_layout
 
 GB = 1e9
 

@@ -46,7 +46,7 @@ from safetensors.torch import load_file
 
 from common import RESULTS, Report, Table, flat, spread_ratio, write_results
 from diverse import child, cli
-from rpgen.checkpoints import load_state_dict
+from rpgen.formats.checkpoints import load_state_dict
 from rpgen.generation import generate
 from rpgen.zoo import digits_tasks as zoo
 from rpgen.zoo.digits import load_split

@@ -32,10 +32,10 @@ import torch
 from safetensors.torch import load_file
 
 from common import Report, Table, command_line, machine, markdown, spread_ratio, write_results
-from rpgen.conditions import CONDITIONS_FILE, write_conditions
+from rpgen.data.conditions import CONDITIONS_FILE, write_conditions
 from rpgen.config import Config, apply_overrides
 from rpgen.generation import generate
-from rpgen.run import load_run
+from rpgen.run_dir import load_run
 from rpgen.training import train
 from rpgen.zoo import digits_tasks as zoo
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from rpgen.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from rpgen.checkpoints import LazyCheckpoint, list_checkpoints, load_state_dict
+from rpgen.formats.adapter_folders import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from rpgen.formats.checkpoints import LazyCheckpoint, list_checkpoints, load_state_dict
 from conftest import rpgen, set_args, tiny
 from rpgen.errors import RpgenError
 

@@ -25,7 +25,7 @@ from rpgen.align import (
     weight_distance,
     weight_matching,
 )
-from rpgen.checkpoints import save_state_dict
+from rpgen.formats.checkpoints import save_state_dict
 from rpgen.errors import RpgenError
 from rpgen.zoo.digits import DigitsCNN, collect_digits, load_split
 

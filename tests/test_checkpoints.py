@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from rpgen.checkpoints import (
+from rpgen.formats.checkpoints import (
     CHECKPOINT_SUFFIXES,
     list_checkpoints,
     load_checkpoints,

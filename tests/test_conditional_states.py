@@ -16,7 +16,7 @@ from conftest import TASKS_ZOO_CODES, rpgen, set_args, tiny
 from conftest import check_one_line_error as one_line_error
 from rpgen.config import Config, apply_overrides
 from rpgen.models.generator import PrototypeNet
-from rpgen.run import load_run
+from rpgen.run_dir import load_run
 from rpgen.zoo import digits_tasks as zoo
 
 TINY = tiny("train.batch_size=4")

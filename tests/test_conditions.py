@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from rpgen.conditions import (
+from rpgen.data.conditions import (
     check_conditions,
     is_binary,
     parse_condition,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rpgen.config import Config, DiffusionConfig
-from rpgen.diffusion import alphas_cumprod, make_scheduler, noised, sample_loop
+from rpgen.methods.diffusion import alphas_cumprod, make_scheduler, noised, sample_loop
 from rpgen.errors import RpgenError
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rpgen.checkpoints import load_state_dict
+from rpgen.formats.checkpoints import load_state_dict
 from rpgen.generation import generate
 from rpgen.zoo.digits import evaluate
 

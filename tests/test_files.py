@@ -1,4 +1,4 @@
-"""rpgen.files: atomic outputs, the "only rpgen outputs are replaced" rule, stale .partial folders."""
+"""rpgen.safety.atomic: atomic outputs, the "only rpgen outputs are replaced" rule, stale .partial folders."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 from conftest import start_python
 
 from rpgen.errors import RpgenError
-from rpgen.files import OWNER, atomic_dir, atomic_path, check_output_dir, make_folder, remove_stale_partials
+from rpgen.safety.atomic import OWNER, atomic_dir, atomic_path, check_output_dir, make_folder, remove_stale_partials
 
 BUILD = """
 import sys, time
-from rpgen.files import atomic_dir
+from rpgen.safety.atomic import atomic_dir
 with atomic_dir(sys.argv[1]) as tmp:
     (tmp / "0000.safetensors").write_bytes(b"half")
     print(tmp, flush=True)

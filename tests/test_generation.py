@@ -6,9 +6,9 @@ from safetensors.torch import load_file
 from conftest import TINY
 
 from rpgen.config import Config, apply_overrides
-from rpgen.diffusion import make_scheduler
+from rpgen.methods.diffusion import make_scheduler
 from rpgen.generation import generate
-from rpgen.run import load_run
+from rpgen.run_dir import load_run
 from rpgen.zoo.digits import DigitsCNN
 
 

@@ -1,5 +1,5 @@
-"""transformers model folders as checkpoints (rpgen.hf), generated models in the same form
-(rpgen.forms), and the order of tensors in the token sequence (checkpoints.tensor_order).
+"""transformers model folders as checkpoints (rpgen.formats.model_folders), generated models in the same form
+(rpgen.formats.output_forms), and the order of tensors in the token sequence (checkpoints.tensor_order).
 
 The folders are real: random-init GPT-2 models with tied embeddings written by ``save_pretrained``
 (sharded with ``max_shard_size``), and Trainer ``checkpoint-N/`` folders from the tiny-gpt2 zoo.
@@ -16,11 +16,11 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from conftest import rpgen, set_args, tiny
-from rpgen import hf
-from rpgen.checkpoints import LazyCheckpoint, list_checkpoints, load_state_dict, open_checkpoints, tensor_order
+import rpgen.formats.model_folders as hf
+from rpgen.formats.checkpoints import LazyCheckpoint, list_checkpoints, load_state_dict, open_checkpoints, tensor_order
 from rpgen.errors import RpgenError
-from rpgen.safetensors_io import SafetensorsReader
-from rpgen.tokenizer import fit_layout
+from rpgen.formats.safetensors_io import SafetensorsReader
+from rpgen.data.tokenizer import fit_layout
 
 TINY = tiny("model.denoiser_channels=[1, 8, 1]", "train.steps=6", "train.diffusion_batch=32", "sample.steps=3")
 SHARD = "3KB"  # forces several shards on these tiny models

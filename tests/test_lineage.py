@@ -10,14 +10,14 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import check_one_line_error, rpgen, set_args, tiny
-from rpgen.checkpoints import open_checkpoints
+from rpgen.formats.checkpoints import open_checkpoints
 from rpgen.config import Config
 from rpgen.errors import RpgenError
-from rpgen.lineage import Runs, find_runs
-from rpgen.run import load_run
-from rpgen.sizing import (CONDITIONAL_TEMPERATURE, MAX_STEPS, auto_lr, auto_steps, auto_width, distinct_pairs,
+from rpgen.data.lineage import Runs, find_runs
+from rpgen.run_dir import load_run
+from rpgen.training.resolve import (CONDITIONAL_TEMPERATURE, MAX_STEPS, auto_lr, auto_steps, auto_width, distinct_pairs,
                           models_per_run, resolve_sizing, steps_for_pairs)
-from rpgen.tokenizer import fit_layout
+from rpgen.data.tokenizer import fit_layout
 
 
 def runs_of(folder):

@@ -1,4 +1,4 @@
-"""rpgen.lock: run_lock refuses while a live process holds it and takes over a dead one's lock."""
+"""rpgen.safety.locks: run_lock refuses while a live process holds it and takes over a dead one's lock."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 from conftest import start_python
 
 from rpgen.errors import RpgenError
-from rpgen.lock import lock_path, other_holder, run_lock
+from rpgen.safety.locks import lock_path, other_holder, run_lock
 
 HOLD = """
 import sys, time
-from rpgen.lock import run_lock
+from rpgen.safety.locks import run_lock
 with run_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(120)

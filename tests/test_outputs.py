@@ -1,4 +1,4 @@
-"""rpgen.outputs: what --overwrite may replace, and outputs that overlap inputs."""
+"""rpgen.safety.overwrite: what --overwrite may replace, and outputs that overlap inputs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from rpgen.errors import RpgenError
-from rpgen.outputs import check_not_overlapping, check_replaceable, is_rpgen_output
+from rpgen.safety.overwrite import check_not_overlapping, check_replaceable, is_rpgen_output
 
 
 def test_rpgen_outputs_are_recognised(tmp_path, digits_zoo):

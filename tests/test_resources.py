@@ -5,7 +5,7 @@ from conftest import TINY, rpgen, set_args
 from conftest import check_one_line_error as one_line_error
 
 from rpgen.errors import RpgenError
-from rpgen.resources import available_memory, check_resources, free_disk, size_text
+from rpgen.safety.resources import available_memory, check_resources, free_disk, size_text
 
 
 def test_check_resources_names_what_and_numbers(tmp_path):
@@ -43,8 +43,8 @@ def test_training_estimate_follows_the_scan_and_recompute():
     import torch
 
     from rpgen.config import apply_overrides, preset
-    from rpgen.resources import training_memory
-    from rpgen.tokenizer import fit_layout
+    from rpgen.safety.resources import training_memory
+    from rpgen.data.tokenizer import fit_layout
 
     sds = [{"w": torch.randn(64 * 20_000, generator=torch.Generator().manual_seed(i))} for i in range(2)]
     layout = fit_layout(sds, token_size=64)  # 20,000 tokens, batch 8: the loop holds 8 x 20K x 128 x 16 floats

@@ -1,4 +1,4 @@
-"""The run directory (rpgen.run): what a run start writes, loading any method's run, the saved state."""
+"""The run directory (rpgen.run_dir): what a run start writes, loading any method's run, the saved state."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from conftest import TINY
 from rpgen.config import Config, apply_overrides
 from rpgen.errors import RpgenError
-from rpgen.run import STATE, load_run, state_path
+from rpgen.run_dir import STATE, load_run, state_path
 from rpgen.training import train
 
 PDIFF = ["model.method=pdiff", "pdiff.channels=[4, 8]", "pdiff.denoiser_channels=[1, 4, 1]", "pdiff.ae_steps=3",

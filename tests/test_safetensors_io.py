@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rpgen.errors import RpgenError
-from rpgen.safetensors_io import SafetensorsReader, SafetensorsWriter
+from rpgen.formats.safetensors_io import SafetensorsReader, SafetensorsWriter
 
 
 def tensors():

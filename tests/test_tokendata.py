@@ -7,11 +7,11 @@ import torch
 from safetensors.torch import load_file
 from conftest import TINY
 
-from rpgen.checkpoints import load_checkpoints, open_checkpoints
+from rpgen.formats.checkpoints import load_checkpoints, open_checkpoints
 from rpgen.config import Config, apply_overrides
 from rpgen.errors import RpgenError
-from rpgen.tokendata import InMemoryTokens, LazyTokens
-from rpgen.tokenizer import fit_layout, tokenize
+from rpgen.data.tokens import InMemoryTokens, LazyTokens
+from rpgen.data.tokenizer import fit_layout, tokenize
 
 
 def test_lazy_checkpoints_fit_the_same_layout(digits_zoo):

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from rpgen.errors import RpgenError
-from rpgen.tokenizer import Layout, detokenize, fit_layout, flatten, tokenize, unflatten
+from rpgen.data.tokenizer import Layout, detokenize, fit_layout, flatten, tokenize, unflatten
 
 
 class SmallCNN(nn.Module):

@@ -124,7 +124,7 @@ def train(
                                         "that builds the checkpoints' model (called with no arguments), traced "
                                         "with torch.fx to find the hidden units."),
     align_spec: Optional[Path] = typer.Option(None, "--align-spec", help="With --align: a JSON permutation spec "
-                                              "instead of --model (format: rpgen.align_spec)."),
+                                              "instead of --model (format: rpgen.align.spec)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -184,7 +184,7 @@ def generate(
     """Generate new complete parameter sets (state dicts as safetensors; for a run trained on peft
     adapter folders, adapter folders that PeftModel.from_pretrained(base, folder) loads)."""
     import rpgen.api as api
-    from rpgen.conditions import parse_condition
+    from rpgen.data.conditions import parse_condition
 
     conditions = [parse_condition(c) for c in condition] or None
     start = time.perf_counter()
@@ -234,7 +234,7 @@ def quickstart(
     """Everything on the built-in digits zoo: collect 50 checkpoints, train, generate, evaluate."""
     from rpgen.evaluation.report import results_table
     from rpgen.evaluation.verdict import comparison_line
-    from rpgen.quickstart import run_quickstart
+    from rpgen.api import run_quickstart
 
     result, times = run_quickstart(out, num=num, seed=seed, overrides=set_, overwrite=overwrite,
                                    progress=progress, announce=console.rule)

@@ -43,7 +43,7 @@ class DataConfig:
     ones are read from the files token by token as steps need them (0 = always). Same results."""
     states: Literal["auto", "checkpoint", "run", "none"] = "auto"
     """Permutation states: one per checkpoint, one per training run (runs from runs.json, rNN_
-    file prefixes, or estimated: rpgen.lineage), or none (one shared state; a conditional run then
+    file prefixes, or estimated: rpgen.data.lineage), or none (one shared state; a conditional run then
     sees the condition only). auto = one per run when the zoo has several runs (the original RPG
     code keeps one state per seed), else one per checkpoint (unconditional) or none (conditional).
     A conditional run with states "run" takes the state beside the condition: which of the
@@ -58,12 +58,12 @@ class DataConfig:
     """``module:factory`` or ``path/file.py:factory`` building the checkpoints' model, traced with
     torch.fx to find which hidden units may be permuted together."""
     align_spec: str = ""
-    """A permutation spec file (JSON, rpgen.align_spec) instead of tracing a model."""
+    """A permutation spec file (JSON, rpgen.align.spec) instead of tracing a model."""
     tensor_order: Literal["model", "name"] = "model"
     """Order of the tensors in the token sequence. model: as the model defines it (a .pt file's
     saved order, a shard index's order, else a numeric-aware sort of the key: ``h.2`` before
     ``h.10``); name: a plain sort of the key names (``h.10`` before ``h.2``; rpgen's order for
-    safetensors before this setting existed). See rpgen.checkpoints.tensor_order."""
+    safetensors before this setting existed). See rpgen.formats.checkpoints.tensor_order."""
 
     def __post_init__(self) -> None:
         _check(self.token_size >= 1, "data.token_size", self.token_size, "must be >= 1")
@@ -80,7 +80,7 @@ class ModelConfig:
     d_model: int = 0
     """Width of the recurrent backbone and of the prototypes (independent of token_size); 0 = auto:
     sized from the zoo's distinct values (training runs x parameters, x conditions in a conditional
-    zoo; rpgen.sizing)."""
+    zoo; rpgen.training.resolve)."""
     film: bool = True
     """The permutation state (or condition) also scales and shifts the backbone's input (FiLM), not
     only adds to it: a multiplicative path lets a small backbone tell many runs apart (DESIGN.md §6)."""
@@ -146,14 +146,14 @@ class DiffusionConfig:
 class TrainConfig:
     steps: int = 0
     """Optimisation steps; 0 = auto: 2,000 for a zoo of one training run, 3,000 or more for several
-    (and for a conditional zoo, which stands for more models than runs; rpgen.sizing)."""
+    (and for a conditional zoo, which stands for more models than runs; rpgen.training.resolve)."""
     batch_size: int = 8
     """Checkpoints (sequences) per step run through the backbone."""
     diffusion_batch: int = 256
     """Tokens per step sent through the denoiser (random subset of the batch's tokens)."""
     lr: float = 0.0
     """Peak AdamW learning rate; 0 = auto: 2e-2 for a zoo of one training run at d_model 64, else
-    3e-3 (2e-2 stalls on multi-run zoos and spikes at larger widths, rpgen.sizing)."""
+    3e-3 (2e-2 stalls on multi-run zoos and spikes at larger widths, rpgen.training.resolve)."""
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0
@@ -183,7 +183,7 @@ class SampleConfig:
     the models move toward what the denoiser expects on average: less diverse, and on conditions the
     generator never saw more accurate (bench/results/unseen_multimodal_default.md); 0 gives one model
     per state (and condition), whatever the seed. auto = 1 for an unconditional run, 0.25 for a
-    conditional one (rpgen.sizing.auto_temperature); training writes the number into the run's config."""
+    conditional one (rpgen.training.resolve.auto_temperature); training writes the number into the run's config."""
     chunk_tokens: int = 8192
     """Tokens denoised at once; bounds sampling memory."""
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rpgen.config import Config, apply_overrides
-from rpgen.diffusion import make_scheduler
+from rpgen.methods.diffusion import make_scheduler
 from rpgen.methods import TrainingSet, get_method
 from rpgen.methods.rpg import draw_rows
 from rpgen.models.generator import Generator

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rpgen.checkpoints import load_checkpoints, load_state_dict
+from rpgen.formats.checkpoints import load_checkpoints, load_state_dict
 from rpgen.errors import RpgenError
 from rpgen.zoo.digits import NAME, DigitsCNN, collect_digits, evaluate, load_split
 

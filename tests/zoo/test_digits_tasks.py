@@ -10,8 +10,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from rpgen.checkpoints import load_checkpoints
-from rpgen.conditions import read_conditions
+from rpgen.formats.checkpoints import load_checkpoints
+from rpgen.data.conditions import read_conditions
 from rpgen.errors import RpgenError
 from rpgen.zoo import digits_tasks as zoo
 
@@ -63,7 +63,7 @@ def test_heads_learn_their_task_and_the_evaluator_agrees(tasks_zoo):
 
 
 def test_heads_do_not_depend_on_the_other_tasks(tasks_zoo):
-    from rpgen.checkpoints import load_state_dict
+    from rpgen.formats.checkpoints import load_state_dict
     from rpgen.zoo.digits import load_split
 
     x_train, y_train, _, _ = load_split()

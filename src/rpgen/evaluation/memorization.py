@@ -1,6 +1,6 @@
 """Does a generator copy its training checkpoints? Baselines, novelty and behaviour.
 
-Pure functions over weight vectors. A model's vector is :func:`rpgen.tokenizer.flatten` of its
+Pure functions over weight vectors. A model's vector is :func:`rpgen.data.tokenizer.flatten` of its
 state dict: every generated value, normalised per tensor with the checkpoint set's statistics,
 so one unit is one standard deviation of that tensor across the checkpoints.
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 import rpgen.evaluation.memorization as memorization
-from rpgen.checkpoints import check_structure, is_checkpoint, list_checkpoints, load_state_dict, structure
+from rpgen.formats.checkpoints import check_structure, is_checkpoint, list_checkpoints, load_state_dict, structure
 from rpgen.config import load_toml
 from rpgen.errors import RpgenError
 from rpgen.evaluation.evaluator import Evaluation, check_per_example, higher_is_better, load_evaluator, run_evaluator
@@ -23,9 +23,9 @@ from rpgen.evaluation.plots import plot_evaluation
 from rpgen.evaluation.report import format_report
 from rpgen.evaluation.result import EvaluationResult
 from rpgen.evaluation.verdict import against_noise, summarize, verdict
-from rpgen.files import write_text_atomic
-from rpgen.progress import progress_bar
-from rpgen.tokenizer import fit_layout, flatten, unflatten
+from rpgen.safety.atomic import write_text_atomic
+from rpgen.display import progress_bar
+from rpgen.data.tokenizer import fit_layout, flatten, unflatten
 
 
 def evaluate_models(

@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from rpgen.checkpoints import LazyCheckpoint
+from rpgen.formats.checkpoints import LazyCheckpoint
 from rpgen.config import Config
-from rpgen.tokenizer import Layout, TensorInfo
+from rpgen.data.tokenizer import Layout, TensorInfo
 
 Selector = Any  # a permutation-state index, a {state: weight} mixture, a condition vector (list of floats), or None
 

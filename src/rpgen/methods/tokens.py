@@ -22,12 +22,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-import rpgen.resources as resources
+import rpgen.safety.resources as resources
 from rpgen.config import Config
 from rpgen.methods.base import Method, Selector, Stage, TrainingSet
 from rpgen.models.generator import PrototypeNet
-from rpgen.tokendata import token_source
-from rpgen.tokenizer import Layout, TensorInfo, detokenize_tensor
+from rpgen.data.tokens import token_source
+from rpgen.data.tokenizer import Layout, TensorInfo, detokenize_tensor
 
 
 class TokenMethod(Method):

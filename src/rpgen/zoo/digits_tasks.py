@@ -74,12 +74,12 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from rpgen.checkpoints import load_state_dict, save_state_dict
-from rpgen.conditions import CONDITIONS_FILE, write_conditions
+from rpgen.formats.checkpoints import load_state_dict, save_state_dict
+from rpgen.data.conditions import CONDITIONS_FILE, write_conditions
 from rpgen.errors import RpgenError
-from rpgen.files import write_text_atomic
-from rpgen.outputs import check_replaceable
-from rpgen.progress import progress_bar
+from rpgen.safety.atomic import write_text_atomic
+from rpgen.safety.overwrite import check_replaceable
+from rpgen.display import progress_bar
 from rpgen.zoo.digits import (
     BATCH_SIZE,
     PRETRAIN_LR,

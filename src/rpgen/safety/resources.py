@@ -18,7 +18,7 @@ import torch
 from rpgen.config import Config
 from rpgen.errors import RpgenError
 from rpgen.models.backbones import MAMBA_ACTIVATIONS_PER_TOKEN, SEGMENT_BYTES, mamba_recomputes
-from rpgen.tokenizer import Layout
+from rpgen.data.tokenizer import Layout
 
 GB = 1e9
 BASELINE = 0.6e9

@@ -22,22 +22,22 @@ from typing import Callable, Iterator
 import torch
 from safetensors.torch import save_file
 
-import rpgen.resources as resources
-import rpgen.run as runfiles
-from rpgen.checkpoints import open_checkpoints
-from rpgen.conditions import CONDITIONS_FILE, read_conditions
+import rpgen.safety.resources as resources
+import rpgen.run_dir as runfiles
+from rpgen.formats.checkpoints import open_checkpoints
+from rpgen.data.conditions import CONDITIONS_FILE, read_conditions
 from rpgen.config import Config
 from rpgen.errors import RpgenError
-from rpgen.files import atomic_path, check_output_dir, write_text_atomic
-from rpgen.lineage import find_runs
-from rpgen.lock import run_lock
+from rpgen.safety.atomic import atomic_path, check_output_dir, write_text_atomic
+from rpgen.data.lineage import find_runs
+from rpgen.safety.locks import run_lock
 from rpgen.methods import Stage, TrainingSet, get_method
-from rpgen.outputs import check_not_overlapping
-from rpgen.plots import plot_loss
-from rpgen.progress import progress_bar
-from rpgen.sizing import resolve_sizing
-from rpgen.tokendata import tokens_fit_in_memory
-from rpgen.tokenizer import Layout, fit_layout
+from rpgen.safety.overwrite import check_not_overlapping
+from rpgen.training.loss_plot import plot_loss
+from rpgen.display import progress_bar
+from rpgen.training.resolve import resolve_sizing
+from rpgen.data.tokens import tokens_fit_in_memory
+from rpgen.data.tokenizer import Layout, fit_layout
 
 
 def resolve_config(config: Config, *, device: torch.device) -> Config:
@@ -87,7 +87,7 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
     tokens per step, so the effective batch and the learning dynamics match one process.
 
     If ``checkpoint_dir`` holds a ``conditions.json`` (checkpoint file -> vector, see
-    :mod:`rpgen.conditions`), the generator is conditional: it learns to produce a checkpoint
+    :mod:`rpgen.data.conditions`), the generator is conditional: it learns to produce a checkpoint
     from its condition vector instead of its permutation state.
     """
     from accelerate import PartialState
@@ -210,7 +210,7 @@ def _check_align(config: Config) -> None:
 def _permutation_spec(checkpoint_dir: Path, config: Config):
     """The permutation groups of the zoo's model: traced from data.align_model, or data.align_spec."""
     import rpgen.align as align
-    from rpgen.checkpoints import list_checkpoints, load_state_dict
+    from rpgen.formats.checkpoints import list_checkpoints, load_state_dict
 
     first = list_checkpoints(checkpoint_dir)[0]
     if first.is_dir():

@@ -1,4 +1,8 @@
-"""Progress bars (rich), one style for the whole tool."""
+"""What rpgen shows while and after it works: one progress-bar style (rich) for every long step,
+and matplotlib on the Agg backend for every PNG (no display needed).
+
+Both sit below every subpackage: training, generation, alignment, evaluation and the zoos use them.
+"""
 
 from __future__ import annotations
 
@@ -17,3 +21,13 @@ def progress_bar(*, enabled: bool = True, show_loss: bool = True) -> Iterator[Pr
     columns += [TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
     with Progress(*columns, disable=not enabled, transient=False) as bar:
         yield bar
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (imported on first use; no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -18,8 +18,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from rpgen.checkpoints import LazyCheckpoint
-from rpgen.tokenizer import Layout, normalize_values, tokenize
+from rpgen.formats.checkpoints import LazyCheckpoint
+from rpgen.data.tokenizer import Layout, normalize_values, tokenize
 
 
 class TokenSource(Protocol):

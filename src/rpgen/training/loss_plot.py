@@ -1,12 +1,12 @@
-"""PNG plots (matplotlib, no display needed): the training loss. The evaluation's plots live in
-:mod:`rpgen.evaluation.plots`."""
+"""The training loss plot, ``RUN_DIR/loss.png``: loss (log scale) and learning rate against step."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from rpgen.files import atomic_path
+from rpgen.display import pyplot
+from rpgen.safety.atomic import atomic_path
 
 
 def plot_loss(metrics_jsonl: str | Path, out_png: str | Path) -> None:
@@ -29,13 +29,3 @@ def plot_loss(metrics_jsonl: str | Path, out_png: str | Path) -> None:
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
-
-
-def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend (imported on first use; no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

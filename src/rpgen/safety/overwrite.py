@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rpgen.errors import RpgenError
-from rpgen.lock import other_holder
+from rpgen.safety.locks import other_holder
 
 MARKERS: tuple[tuple[str, ...], ...] = (
-    ("config.toml", "run.json"),  # a run directory (rpgen.run: rpgen train)
+    ("config.toml", "run.json"),  # a run directory (rpgen.run_dir: rpgen train)
     ("generation.json",),  # generated models (rpgen generate)
     ("zoo.json",),  # a finished zoo of rpgen collect (digits-tasks, minilm-sentiment)
     ("collect.json",),  # an interrupted digits-tasks collect
@@ -80,7 +80,7 @@ def _is_zoo_checkpoint(path: Path) -> bool:
     """A safetensors file whose metadata names the zoo that wrote it (``{"zoo": ...}``, rpgen.zoo)."""
     if not (path.is_file() and path.suffix == ".safetensors"):
         return False
-    from rpgen.safetensors_io import SafetensorsReader
+    from rpgen.formats.safetensors_io import SafetensorsReader
 
     try:
         reader = SafetensorsReader(path)

@@ -11,7 +11,7 @@ A folder with only pickled weights (``pytorch_model.bin``) is refused with the w
 Every model folder must share the first one's ``config.json`` except :data:`IGNORED_FIELDS`, which
 do not change what a weight means. Runs trained on model folders keep the first folder's
 ``config.json`` (and ``generation_config.json``, and the shard index when the zoo was sharded);
-:mod:`rpgen.forms` writes each generated model as a folder with those files, so
+:mod:`rpgen.formats.output_forms` writes each generated model as a folder with those files, so
 ``AutoModel...from_pretrained(folder)`` loads it unchanged. Tied weights are saved once by
 ``save_pretrained``, so they are generated once and written once.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rpgen.errors import RpgenError
-from rpgen.files import read_json_object
+from rpgen.formats.json_files import read_json_object
 
 MODEL_CONFIG = "config.json"
 GENERATION_CONFIG = "generation_config.json"

@@ -136,7 +136,7 @@ def fit_layout(state_dicts: Iterable[Mapping[str, Tensor]], *, token_size: int) 
 
     Statistics are accumulated in one streaming pass (sum and sum of squares in float64), so
     ``state_dicts`` may be a lazy iterable of lazy mappings (e.g.
-    :class:`rpgen.checkpoints.LazyCheckpoint`): each tensor is read exactly once.
+    :class:`rpgen.formats.checkpoints.LazyCheckpoint`): each tensor is read exactly once.
     """
     if token_size < 1:
         raise RpgenError(f"token_size must be >= 1, got {token_size}")

@@ -4,7 +4,7 @@ The method yields each model's generated tensors in layout order (:meth:`rpgen.m
 :class:`ModelWriter` appends each to its file as it comes (a model folder's shards: the file the
 zoo's index names), with the copied tensors in between, so peak memory is the method's working
 set and about one tensor, not the whole model. Models take the training checkpoints' form
-(:mod:`rpgen.forms`).
+(:mod:`rpgen.formats.output_forms`).
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from pathlib import Path
 
 import torch
 
-import rpgen.resources as resources
+import rpgen.safety.resources as resources
 from rpgen.config import Sampler
-from rpgen.diffusion import make_scheduler
+from rpgen.methods.diffusion import make_scheduler
 from rpgen.errors import RpgenError
-from rpgen.files import atomic_dir
-from rpgen.forms import output_form
-from rpgen.outputs import check_not_overlapping
-from rpgen.progress import progress_bar
-from rpgen.run import Run, load_run
-from rpgen.safetensors_io import SafetensorsWriter
-from rpgen.tokenizer import Layout, TensorInfo
+from rpgen.safety.atomic import atomic_dir
+from rpgen.formats.output_forms import output_form
+from rpgen.safety.overwrite import check_not_overlapping
+from rpgen.display import progress_bar
+from rpgen.run_dir import Run, load_run
+from rpgen.formats.safetensors_io import SafetensorsWriter
+from rpgen.data.tokenizer import Layout, TensorInfo
 
 
 class ModelWriter:
@@ -76,11 +76,11 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     A run trained on peft adapter folders writes adapter folders ``out_dir/NNNN/`` instead
     (``adapter_config.json`` + ``adapter_model.safetensors``), which peft loads unchanged; a run
     trained on transformers model folders writes model folders ``out_dir/NNNN/`` (``config.json``,
-    weights sharded like the zoo's), which ``from_pretrained`` loads unchanged (:mod:`rpgen.forms`).
+    weights sharded like the zoo's), which ``from_pretrained`` loads unchanged (:mod:`rpgen.formats.output_forms`).
 
     ``states`` picks the permutation state of each of the ``num`` models (default: drawn at random
     with ``seed``); ``mix`` instead makes each model from a mixture of two states of different
-    training runs, weights ``1 - mix`` and ``mix`` (:meth:`rpgen.run.Run.draw_states`): models
+    training runs, weights ``1 - mix`` and ``mix`` (:meth:`rpgen.run_dir.Run.draw_states`): models
     between the runs. A conditional run (trained with a ``conditions.json``) takes ``conditions``
     instead: ``num`` models per condition vector, condition after condition; each file's metadata
     and ``generation.json`` record what it was made for. Methods without states (p-diff) take

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rpgen.errors import RpgenError
+from rpgen.errors import RpgenError, first_line
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -96,7 +96,7 @@ class SafetensorsReader:
             raise
         except Exception as exc:  # any parse failure is the file's fault
             self.close()
-            raise RpgenError(f"{self.path}: not a readable checkpoint ({_short(exc)})") from None
+            raise RpgenError(f"{self.path}: not a readable checkpoint ({first_line(exc, typed=False, limit=160)})") from None
         entries.sort(key=lambda e: e.offset)
         self.entries: dict[str, Entry] = {e.name: e for e in entries}
 
@@ -176,9 +176,3 @@ class SafetensorsWriter:
         self._file.close()
         if self._next != len(self._expected):
             raise ValueError(f"only {self._next} of {len(self._expected)} tensors were written")
-
-
-def _short(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."

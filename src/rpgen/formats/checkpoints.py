@@ -2,8 +2,8 @@
 
 A checkpoint folder holds ``*.safetensors`` files (``*.pt``/``*.pth`` are read with
 ``weights_only=True``), each a full state_dict with the same keys, shapes and dtypes; or peft
-adapter folders (:mod:`rpgen.adapters`); or transformers model folders as ``save_pretrained``
-and ``Trainer`` write them (:mod:`rpgen.hf`, single or sharded safetensors). A folder counts as
+adapter folders (:mod:`rpgen.formats.adapter_folders`); or transformers model folders as ``save_pretrained``
+and ``Trainer`` write them (:mod:`rpgen.formats.model_folders`, single or sharded safetensors). A folder counts as
 one checkpoint named by the folder. Names sort naturally (``checkpoint-500`` before
 ``checkpoint-1000``). Every problem is raised as :class:`RpgenError` naming the file and the key
 at fault.
@@ -31,11 +31,11 @@ from typing import Literal
 import torch
 from safetensors.torch import load_file, save_file
 
-import rpgen.hf as hf
-from rpgen.adapters import check_adapter_folders, is_adapter_dir, weights_file
-from rpgen.errors import RpgenError
-from rpgen.files import atomic_path
-from rpgen.safetensors_io import SafetensorsReader
+import rpgen.formats.model_folders as hf
+from rpgen.formats.adapter_folders import check_adapter_folders, is_adapter_dir, weights_file
+from rpgen.errors import RpgenError, first_line
+from rpgen.safety.atomic import atomic_path
+from rpgen.formats.safetensors_io import SafetensorsReader
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 TensorOrder = Literal["model", "name"]
@@ -141,7 +141,7 @@ def load_state_dict(path: str | Path, *, order: TensorOrder = "model") -> dict[s
         except RpgenError:
             raise
         except Exception as exc:  # any reader failure is the file's fault
-            raise RpgenError(f"{where}: not a readable checkpoint ({_short(exc)})") from None
+            raise RpgenError(f"{where}: not a readable checkpoint ({first_line(exc, typed=False, limit=160)})") from None
         part = _checked_mapping(part, where)
         _check_shard(path, file, part, weight_map)
         tensors.update(part)
@@ -347,12 +347,6 @@ def save_state_dict(
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
 
-
-def _short(exc: BaseException) -> str:
-    """First line of an exception message, capped, for one-line errors."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _dtype(dtype: torch.dtype) -> str:

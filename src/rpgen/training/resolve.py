@@ -53,8 +53,8 @@ from typing import Any
 import torch
 
 from rpgen.config import Config
-from rpgen.lineage import Runs
-from rpgen.tokenizer import Layout
+from rpgen.data.lineage import Runs
+from rpgen.data.tokenizer import Layout
 
 BASE_WIDTH = 64
 MAX_WIDTH = 256

@@ -39,8 +39,7 @@ from torch.fx import GraphModule, Node, symbolic_trace
 from torch.fx.node import _get_qualified_name
 from torch.fx.passes.shape_prop import ShapeProp
 
-from rpgen.callables import first_line
-from rpgen.errors import RpgenError
+from rpgen.errors import RpgenError, first_line
 
 FIXED = 0  # union-find id of the units that never move
 Entry = tuple[str, int, str, int]  # key, axis, group name, block

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from rpgen.errors import RpgenError
-from rpgen.files import read_json_object
+from rpgen.formats.json_files import read_json_object
 
 CONDITIONS_FILE = "conditions.json"
 

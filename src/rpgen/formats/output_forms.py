@@ -6,10 +6,10 @@ beside its weights, copied from the first checkpoint into the run directory) and
 
 - :class:`FileForm`: ``NNNN.safetensors`` (checkpoint files);
 - :class:`AdapterForm`: ``NNNN/`` with ``adapter_config.json`` + ``adapter_model.safetensors``
-  (peft adapter folders, :mod:`rpgen.adapters`);
+  (peft adapter folders, :mod:`rpgen.formats.adapter_folders`);
 - :class:`ModelFolderForm`: ``NNNN/`` with ``config.json`` (+ ``generation_config.json``) and
   ``model.safetensors``, or the zoo's shards and ``model.safetensors.index.json`` with the same
-  key-to-shard assignment (transformers model folders, :mod:`rpgen.hf`).
+  key-to-shard assignment (transformers model folders, :mod:`rpgen.formats.model_folders`).
 
 Each form's :meth:`~OutputForm.open` makes one model's entry and says which file each tensor
 goes to; :class:`rpgen.generation.ModelWriter` streams the tensors into those files.
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import rpgen.hf as hf
-from rpgen.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, copy_adapter_config, is_adapter_dir
+import rpgen.formats.model_folders as hf
+from rpgen.formats.adapter_folders import ADAPTER_CONFIG, ADAPTER_WEIGHTS, copy_adapter_config, is_adapter_dir
 
 
 @dataclass(frozen=True)

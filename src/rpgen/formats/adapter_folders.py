@@ -6,7 +6,7 @@ checkpoint files; each then counts as one checkpoint, named by its folder, whose
 its ``adapter_model.safetensors``. Every adapter must share the settings that give its weights
 their meaning (:data:`MATCHING_FIELDS`: base model, method, rank, targets, ...). Generated
 models of an adapter run are written as adapter folders with the training adapters' config
-(:mod:`rpgen.forms`), so ``PeftModel.from_pretrained(base, folder)`` loads them unchanged.
+(:mod:`rpgen.formats.output_forms`), so ``PeftModel.from_pretrained(base, folder)`` loads them unchanged.
 
 Nothing here imports peft: the folders are JSON + safetensors.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rpgen.errors import RpgenError
-from rpgen.files import read_json_object
+from rpgen.formats.json_files import read_json_object
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -15,7 +15,7 @@ this order:
    :data:`SAME_RUN_MSD` are joined into one run (single linkage). Measured on the digits zoos:
    checkpoints of one run lie at most 0.05 apart, independent runs about 2.0.
 
-The number of runs sizes the generator (:mod:`rpgen.sizing`); with ``data.states = "run"`` each
+The number of runs sizes the generator (:mod:`rpgen.training.resolve`); with ``data.states = "run"`` each
 run gets one permutation state.
 
 Glossary: ``K`` checkpoints, ``P`` sampled values per checkpoint.
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from rpgen.checkpoints import LazyCheckpoint
+from rpgen.formats.checkpoints import LazyCheckpoint
 from rpgen.errors import RpgenError
-from rpgen.files import read_json_object
-from rpgen.tokenizer import Layout, normal_values
+from rpgen.formats.json_files import read_json_object
+from rpgen.data.tokenizer import Layout, normal_values
 
 RUNS_FILE = "runs.json"
 SAME_RUN_MSD = 0.5

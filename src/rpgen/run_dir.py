@@ -12,17 +12,17 @@ RUN_DIR/
                          ``condition_dim`` and ``binary_conditions``
   conditions.json        conditional runs only: the training conditions (checkpoint file -> vector)
   adapter_config.json    runs trained on peft adapter folders: their config, written beside each
-                         generated adapter (rpgen.forms)
+                         generated adapter (rpgen.formats.output_forms)
   config.json            runs trained on transformers model folders: the first folder's config.json,
                          generation_config.json (if any) and model.safetensors.index.json (if sharded),
-                         written into each generated model folder (rpgen.forms)
+                         written into each generated model folder (rpgen.formats.output_forms)
   pdiff.safetensors      instead of generator.safetensors when model.method = "pdiff"
   aligned/               with data.align: the checkpoints permuted to match the first one (same
                          functions, rpgen.align) and align.json; the run trains on and is evaluated
                          against these
 
 While a process trains a run, ``.NAME.lock`` beside the run directory holds its PID and host
-(:func:`rpgen.lock.run_lock`): a second training of the same run is refused.
+(:func:`rpgen.safety.locks.run_lock`): a second training of the same run is refused.
 """
 
 from __future__ import annotations
@@ -38,20 +38,21 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from rpgen.checkpoints import LazyCheckpoint, check_finite
-from rpgen.conditions import check_conditions, is_binary, write_conditions
+from rpgen.formats.checkpoints import LazyCheckpoint, check_finite
+from rpgen.data.conditions import check_conditions, is_binary, write_conditions
 from rpgen.config import Config, Sampler, load_toml
-from rpgen.diffusion import check_sampling, make_scheduler
-from rpgen.errors import RpgenError
-from rpgen.files import atomic_dir, read_json_object
-from rpgen.forms import keep_form
-from rpgen.lineage import Runs
+from rpgen.methods.diffusion import check_sampling, make_scheduler
+from rpgen.errors import RpgenError, first_line
+from rpgen.formats.json_files import read_json_object
+from rpgen.safety.atomic import atomic_dir
+from rpgen.formats.output_forms import keep_form
+from rpgen.data.lineage import Runs
 from rpgen.methods import Method, get_method
 from rpgen.methods.base import Selector, states_beside_condition
 from rpgen.models.backbones import mamba_ssm_available
-from rpgen.safetensors_io import read_tensors
-from rpgen.sizing import auto_temperature
-from rpgen.tokenizer import Layout, copied_tensors
+from rpgen.formats.safetensors_io import read_tensors
+from rpgen.training.resolve import auto_temperature
+from rpgen.data.tokenizer import Layout, copied_tensors
 
 CONFIG = "config.toml"
 TOKENIZER = "tokenizer.json"
@@ -279,7 +280,7 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
     try:
         layout = Layout.from_json((run_dir / TOKENIZER).read_text(encoding="utf-8"))
     except (ValueError, KeyError, TypeError, RpgenError) as e:  # JSONDecodeError and UnicodeDecodeError included
-        raise RpgenError(f"{run_dir / TOKENIZER}: not a valid tokenizer file ({str(e).splitlines()[0]})") from None
+        raise RpgenError(f"{run_dir / TOKENIZER}: not a valid tokenizer file ({first_line(e, typed=False)})") from None
     info = read_json_object(run_dir / RUN_INFO)
     num_states, cond_dim = info.get("num_states", info.get("num_checkpoints")), info.get("condition_dim")
     if not (isinstance(num_states, int) and num_states >= 1) or not (cond_dim is None or isinstance(cond_dim, int)):
@@ -293,7 +294,7 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
-        raise RpgenError(f"{weights}: cannot load the trained model ({str(e).splitlines()[0]})") from None
+        raise RpgenError(f"{weights}: cannot load the trained model ({first_line(e, typed=False)})") from None
     copied = read_tensors(run_dir / COPIED)
     want = {t.name: (t.shape, t.dtype) for t in layout.tensors if not t.generated}
     have = {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in copied.items()}
@@ -344,8 +345,7 @@ def load_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     except Exception as e:  # a damaged state: any of safetensors', torch's or our own key errors
-        raise RpgenError(f"{path}: cannot restore the training state ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); start the run again") from None
+        raise RpgenError(f"{path}: cannot restore the training state ({first_line(e)}); start the run again") from None
     if ema is not None:
         for i, e in enumerate(ema):
             e.copy_(tensors.get(f"ema.{i}", e))

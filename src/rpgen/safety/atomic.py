@@ -1,18 +1,17 @@
-"""Small file helpers: outputs appear complete or not at all."""
+"""Atomic outputs: a file or folder appears complete or not at all, never half-written."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from rpgen.errors import RpgenError
-from rpgen.lock import create_owned, release, take
-from rpgen.outputs import check_replaceable
+from rpgen.safety.locks import create_owned, release, take
+from rpgen.safety.overwrite import check_replaceable
 
 OWNER = ".rpgen-owner"  # inside a ``.partial`` folder: the PID and host of the process building it
 
@@ -45,7 +44,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     """Build a directory under a temporary name and move it to ``path`` when the block succeeds.
 
     Refuses an existing ``path`` unless ``overwrite``, and even then replaces only an rpgen output
-    (:func:`rpgen.outputs.check_replaceable`); on failure nothing is left at ``path``. The temporary
+    (:func:`rpgen.safety.overwrite.check_replaceable`); on failure nothing is left at ``path``. The temporary
     ``.NAME.XXXX.partial`` folder records its owner (``.rpgen-owner``: PID and host, held locked);
     those of dead owners (a SIGKILL, a power cut) in the same parent are removed first.
     """
@@ -116,14 +115,3 @@ def check_output_dir(path: Path, *, overwrite: bool) -> None:
     if not overwrite:
         raise RpgenError(f"output directory {path} already exists (pass --overwrite to replace it)")
     check_replaceable(path)
-
-
-def read_json_object(path: Path, *, expected: str = "a JSON object") -> dict[str, Any]:
-    """The JSON object in ``path``; one-line errors for invalid JSON and for any other JSON value."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RpgenError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise RpgenError(f"{path}: must be {expected}")
-    return data

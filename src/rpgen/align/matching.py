@@ -8,8 +8,8 @@ that brings its weights closest to one reference checkpoint; a generator then se
 canonical form instead of many symmetric copies.
 
 - :class:`PermutationSpec` says which axes each permutation moves: :func:`spec_from_model`
-  derives it by tracing a model (:mod:`rpgen.align_trace` lists what is supported), and a spec
-  file (:func:`load_spec` / :func:`save_spec`, format in :mod:`rpgen.align_spec`) covers the rest.
+  derives it by tracing a model (:mod:`rpgen.align.trace` lists what is supported), and a spec
+  file (:func:`load_spec` / :func:`save_spec`, format in :mod:`rpgen.align.spec`) covers the rest.
 - :func:`weight_matching` finds the permutations, :func:`permute` applies them,
   :func:`align_checkpoints` does both for a checkpoint folder.
 - :func:`load_model_factory` and :func:`check_matches` build the model to trace from a
@@ -31,20 +31,20 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from rpgen.align_spec import (
+from rpgen.align.spec import (
     PermutationSpec,
     PermutedAxis,
     load_spec,
     save_spec,
     spec_from_model,
 )
-from rpgen.callables import first_line, resolve_callable
-from rpgen.checkpoints import list_checkpoints, load_state_dict, open_checkpoints, save_state_dict
-from rpgen.errors import RpgenError
-from rpgen.files import atomic_dir
-from rpgen.outputs import check_not_overlapping
-from rpgen.progress import progress_bar
-from rpgen.safetensors_io import SafetensorsReader
+from rpgen.callables import resolve_callable
+from rpgen.formats.checkpoints import list_checkpoints, load_state_dict, open_checkpoints, save_state_dict
+from rpgen.errors import RpgenError, first_line
+from rpgen.safety.atomic import atomic_dir
+from rpgen.safety.overwrite import check_not_overlapping
+from rpgen.display import progress_bar
+from rpgen.formats.safetensors_io import SafetensorsReader
 
 __all__ = [
     "PermutationSpec",

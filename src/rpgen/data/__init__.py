@@ -1,0 +1,1 @@
+"""What training learns from: the checkpoint set, its tokens, conditions and training runs."""
