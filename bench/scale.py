@@ -27,9 +27,9 @@ from pathlib import Path
 from common import RESULTS, Report, Table, write_results
 from wide_mlp import collect_wide_mlp
 
-from rpgen.formats.checkpoints import open_checkpoints
+from rpgen.data.checkpoint_set import CheckpointSet
 from rpgen.config import apply_overrides, preset
-from rpgen.safety.resources import generation_memory, training_memory
+from rpgen.methods.memory import generation_memory, training_memory
 from rpgen.data.tokens import tokens_fit_in_memory
 from rpgen.data.tokenizer import fit_layout
 
@@ -67,7 +67,7 @@ def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_f
     paths = collect_wide_mlp(zoo, params=size, num_checkpoints=checkpoints, seed=0)
     zoo_s = time.perf_counter() - start
     config = preset("cpu-large")
-    layout = fit_layout(open_checkpoints(zoo)[:1], token_size=config.data.token_size)
+    layout = fit_layout(CheckpointSet.open(zoo).checkpoints[:1], token_size=config.data.token_size)
     rows = []
     for scan in scans:
         rows.append(measure_scan(scan, zoo=zoo, run=run, gen=gen, paths=paths, zoo_s=zoo_s, layout=layout,

@@ -24,8 +24,8 @@ from typing import Any, Callable
 import torch
 
 from rpgen.config import Config, Sampler, config_from
-from rpgen.run_dir import Run
-from rpgen.run_dir import load_run as _load_run
+from rpgen.generation.loaded import Run
+from rpgen.generation.loaded import load_run as _load_run
 
 
 def train(checkpoints: str | Path, out: str | Path, *, config: Config | str | Path | None = None,

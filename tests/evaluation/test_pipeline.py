@@ -15,7 +15,8 @@ from rich.console import Console
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from rpgen.formats.checkpoints import list_checkpoints, load_state_dict, save_state_dict
+from rpgen.formats.checkpoints import load_state_dict, save_state_dict
+from rpgen.formats.listing import list_checkpoints
 from rpgen.errors import RpgenError
 from rpgen.evaluation import EvaluationResult, evaluate_models, evaluate_run
 from rpgen.evaluation.report import results_table

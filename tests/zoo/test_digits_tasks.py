@@ -10,7 +10,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from rpgen.formats.checkpoints import load_checkpoints
+from rpgen.data.checkpoint_set import CheckpointSet
+from rpgen.formats.checkpoints import load_state_dict
 from rpgen.data.conditions import read_conditions
 from rpgen.errors import RpgenError
 from rpgen.zoo import digits_tasks as zoo
@@ -32,7 +33,8 @@ def test_codes_and_heldout():
 
 
 def test_zoo_layout_and_conditions(tasks_zoo):
-    paths, state_dicts = load_checkpoints(tasks_zoo / "train")
+    paths = CheckpointSet.open(tasks_zoo / "train").paths
+    state_dicts = [load_state_dict(p) for p in paths]
     assert [p.name for p in paths] == sorted(f"{c}_{k}.safetensors" for c in SEEN for k in range(2))
     for sd in state_dicts:
         zoo.TaskHead().load_state_dict(sd, strict=True)

@@ -1,67 +1,29 @@
-"""Canonical checkpoints: permute hidden units to match a reference (Git Re-Basin weight matching).
+"""Git Re-Basin weight matching: the permutations that bring one checkpoint closest to another.
 
 Permuting a layer's hidden units (its output rows, the next layer's input columns, the
 normalisation vectors between them) leaves what a network computes unchanged, so independent
 runs differ by an arbitrary permutation on top of their real differences. Weight matching
 (Ainsworth et al. 2022, "Git Re-Basin", Algorithm 2) picks, for every checkpoint, the permutation
 that brings its weights closest to one reference checkpoint; a generator then sees one
-canonical form instead of many symmetric copies.
-
-- :class:`PermutationSpec` says which axes each permutation moves: :func:`spec_from_model`
-  derives it by tracing a model (:mod:`rpgen.align.trace` lists what is supported), and a spec
-  file (:func:`load_spec` / :func:`save_spec`, format in :mod:`rpgen.align.spec`) covers the rest.
-- :func:`weight_matching` finds the permutations, :func:`permute` applies them,
-  :func:`align_checkpoints` does both for a checkpoint folder.
-- :func:`load_model_factory` and :func:`check_matches` build the model to trace from a
-  ``module:factory`` or ``path/file.py:factory`` spec.
-- :func:`interpolate`: the midpoint of two checkpoints (the classic test of alignment).
+canonical form instead of many symmetric copies. :func:`permute` applies the permutations,
+:func:`interpolate` makes the midpoint of two checkpoints (the classic test of alignment).
 
 Shapes: n = units of a group, m = the other entries of a tensor seen from one of its axes.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from torch import Tensor, nn
+from torch import Tensor
 
-from rpgen.align.spec import (
-    PermutationSpec,
-    PermutedAxis,
-    load_spec,
-    save_spec,
-    spec_from_model,
-)
-from rpgen.callables import resolve_callable
-from rpgen.formats.checkpoints import list_checkpoints, load_state_dict, open_checkpoints, save_state_dict
-from rpgen.errors import RpgenError, first_line
-from rpgen.safety.atomic import atomic_dir
-from rpgen.safety.overwrite import check_not_overlapping
-from rpgen.display import progress_bar
-from rpgen.formats.safetensors_io import SafetensorsReader
+from rpgen.align.spec import PermutationSpec, PermutedAxis
+from rpgen.errors import RpgenError
 
-__all__ = [
-    "PermutationSpec",
-    "PermutedAxis",
-    "align_checkpoints",
-    "check_matches",
-    "interpolate",
-    "load_model_factory",
-    "load_spec",
-    "permute",
-    "save_spec",
-    "spec_from_model",
-    "weight_distance",
-    "weight_matching",
-]
 
-SUMMARY = "align.json"  # written beside the aligned checkpoints
 STATS = (".running_mean", ".running_var")  # permuted, but not matched on (not weights)
 
 
@@ -150,107 +112,3 @@ def interpolate(a: Mapping[str, Tensor], b: Mapping[str, Tensor], alpha: float) 
     if set(a) != set(b):
         raise RpgenError(f"cannot interpolate state_dicts with different keys (e.g. {min(set(a) ^ set(b))!r})")
     return {k: torch.lerp(v, b[k].to(v.dtype), alpha) if v.is_floating_point() else v for k, v in a.items()}
-
-
-def align_checkpoints(checkpoint_dir: str | Path, out_dir: str | Path, spec: PermutationSpec | str | Path, *,
-                      reference: int | str = 0, max_iter: int = 100, seed: int = 0, overwrite: bool = False,
-                      progress: bool = True, runs: Sequence[int] | None = None) -> dict:
-    """Write every checkpoint of ``checkpoint_dir`` into ``out_dir`` aligned to one of them.
-
-    ``spec``: a :class:`PermutationSpec` or a spec file; ``reference``: the reference checkpoint's
-    index or file name (written unchanged); ``overwrite`` replaces an earlier aligned folder (never
-    anything rpgen did not write). Files keep their names (as ``.safetensors``, with their
-    metadata plus ``aligned_to``); ``out_dir`` appears complete or not at all and also holds
-    ``align.json``, the summary returned: the reference, each checkpoint's weight distance
-    (:func:`weight_distance`) to the reference before and after alignment, and the seconds taken.
-    Only checkpoint files (state_dicts) are supported, not peft adapter or model folders.
-
-    ``runs`` (the training run of each checkpoint, in folder order): checkpoints of one run share
-    their hidden units' identity, so each run is matched once (on its first checkpoint) and that
-    permutation moves all of its checkpoints; the reference's run is left as it is. Matching every
-    checkpoint alone can permute two epochs of one run differently (measured on the 10-run digits
-    zoo: a generator with one state per run then ended at loss 0.09 instead of 0.0004).
-    """
-    start = time.perf_counter()
-    folder = next((p for p in list_checkpoints(checkpoint_dir) if p.is_dir()), None)
-    if folder is not None:
-        raise RpgenError(f"{folder}: align_checkpoints reads checkpoint files (state_dicts), not adapter or model "
-                         "folders")
-    checkpoints = open_checkpoints(checkpoint_dir)
-    paths = [c.path for c in checkpoints]
-    stems = [p.stem for p in paths]
-    twin = next((p for p in paths if stems.count(p.stem) > 1), None)
-    if twin is not None:
-        raise RpgenError(f"{twin}: another checkpoint of {checkpoint_dir} has the name {twin.stem!r}, and both would "
-                         f"be written as {twin.stem}.safetensors")
-    names = [p.name for p in paths]
-    if isinstance(reference, str):
-        if reference not in names:
-            raise RpgenError(f"reference {reference!r} is not a checkpoint of {checkpoint_dir} ({names[0]}, ...)")
-        reference = names.index(reference)
-    if not 0 <= reference < len(paths):
-        raise RpgenError(f"reference index {reference} is out of range for {len(paths)} checkpoints")
-    if not isinstance(spec, PermutationSpec):
-        spec = load_spec(spec, checkpoints[reference].meta())
-    spec.check(checkpoints[reference].meta(), where=paths[reference])
-    check_not_overlapping(out_dir, {"checkpoint folder": checkpoint_dir})
-    ref_path = paths[reference]
-    ref = load_state_dict(ref_path)
-    summary: dict = {"reference": ref_path.name, "groups": spec.groups, "distance_before": {}, "distance_after": {}}
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(enabled=progress, show_loss=False) as bar:
-        task = bar.add_task("aligning", total=len(paths))
-        run_perms: dict[int, dict[str, Tensor] | None] = {}  # training run -> its permutation (None: the reference's)
-        if runs is not None:
-            run_perms[runs[reference]] = None
-        for i, path in enumerate(paths):
-            state_dict = ref if path == ref_path else load_state_dict(path)
-            run = runs[i] if runs is not None else -1 - i  # without runs, every checkpoint is matched alone
-            if run not in run_perms:
-                run_perms[run] = (None if path == ref_path
-                                  else weight_matching(ref, state_dict, spec, max_iter=max_iter, seed=seed))
-            perms = run_perms[run]
-            aligned = state_dict if perms is None else permute(state_dict, spec, perms)
-            summary["distance_before"][path.name] = weight_distance(state_dict, ref)
-            summary["distance_after"][path.name] = weight_distance(aligned, ref)
-            metadata = {**_metadata(path), "aligned_to": ref_path.name}
-            save_state_dict(aligned, tmp / f"{path.stem}.safetensors", metadata=metadata)
-            bar.advance(task)
-        summary["seconds"] = round(time.perf_counter() - start, 3)
-        (tmp / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    return summary
-
-
-def _metadata(path: Path) -> dict[str, str]:
-    """A safetensors file's metadata ({} for other files)."""
-    if path.suffix.lower() != ".safetensors":
-        return {}
-    reader = SafetensorsReader(path)
-    try:
-        return dict(reader.metadata)
-    finally:
-        reader.close()
-
-
-def load_model_factory(spec: str) -> nn.Module:
-    """The model that ``module:factory`` or ``path/file.py:factory`` builds (called with no arguments)."""
-    factory = resolve_callable(spec, what="model factory")
-    try:
-        model = factory()
-    except Exception as exc:
-        raise RpgenError(f"model factory {spec!r} raised {first_line(exc)}") from None
-    if not isinstance(model, nn.Module):
-        raise RpgenError(f"model factory {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-def check_matches(model: nn.Module, state_dict: Mapping[str, Tensor], path: str | Path) -> None:
-    """Raise unless ``model``'s state_dict has the keys and shapes of checkpoint ``path``."""
-    expected = model.state_dict()
-    for key in [*expected, *(k for k in state_dict if k not in expected)]:
-        if key not in state_dict:
-            raise RpgenError(f"{path}: the model has key {key!r}, which the checkpoint does not hold")
-        if key not in expected:
-            raise RpgenError(f"{path}: the checkpoint has key {key!r}, which the model does not")
-        if tuple(state_dict[key].shape) != tuple(expected[key].shape):
-            raise RpgenError(f"{path}: key {key!r} has shape {list(state_dict[key].shape)}, the model's is "
-                             f"{list(expected[key].shape)}")

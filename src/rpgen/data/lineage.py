@@ -1,8 +1,9 @@
-"""Which training run each checkpoint comes from.
+"""Lineage: which training run each checkpoint comes from.
 
 A zoo mixes training runs (seeds, hyper-parameters, fine-tunes of one base); checkpoints of one
-run lie in one basin, checkpoints of different runs far apart. rpgen reads the runs from, in
-this order:
+run lie in one basin, checkpoints of different runs far apart. In code the training runs of a
+zoo are its *lineage* (:class:`Lineage`): "run" alone names a run directory
+(:mod:`rpgen.run_dir`). rpgen reads the training runs from, in this order:
 
 1. ``runs.json`` in the checkpoint folder, mapping a run name to its checkpoint files; every
    checkpoint listed exactly once::
@@ -15,8 +16,8 @@ this order:
    :data:`SAME_RUN_MSD` are joined into one run (single linkage). Measured on the digits zoos:
    checkpoints of one run lie at most 0.05 apart, independent runs about 2.0.
 
-The number of runs sizes the generator (:mod:`rpgen.training.resolve`); with ``data.states = "run"`` each
-run gets one permutation state.
+The number of training runs sizes the generator (:mod:`rpgen.training.resolve`); with
+``data.states = "run"`` each training run gets one permutation state.
 
 Glossary: ``K`` checkpoints, ``P`` sampled values per checkpoint.
 """
@@ -33,7 +34,7 @@ import torch
 from rpgen.formats.checkpoints import LazyCheckpoint
 from rpgen.errors import RpgenError
 from rpgen.formats.json_files import read_json_object
-from rpgen.data.tokenizer import Layout, normal_values
+from rpgen.data.tokenizer import Layout, standardize
 
 RUNS_FILE = "runs.json"
 SAME_RUN_MSD = 0.5
@@ -43,9 +44,9 @@ _PREFIX = re.compile(r"^(r\d+)_")
 
 
 @dataclass(frozen=True)
-class Runs:
-    """The run of every checkpoint (``index[k]`` in 0..num_runs-1, first appearance order) and
-    where that came from."""
+class Lineage:
+    """The training run of every checkpoint (``index[k]`` in 0..num_runs-1, in order of first
+    appearance) and where that came from."""
 
     index: tuple[int, ...]
     source: str  # "runs.json", "file names rNN_" or "estimated from weight distances"
@@ -55,22 +56,22 @@ class Runs:
         return max(self.index) + 1
 
 
-def find_runs(folder: str | Path, names: Sequence[str], checkpoints: Sequence[LazyCheckpoint],
-              layout: Layout, *, estimate: bool = True) -> Runs:
-    """The runs of the checkpoints ``names`` (file names in ``folder``, in training order).
+def find_lineage(folder: str | Path, names: Sequence[str], checkpoints: Sequence[LazyCheckpoint],
+                 layout: Layout, *, estimate: bool = True) -> Lineage:
+    """The lineage of the checkpoints ``names`` (file names in ``folder``, in training order).
 
     Without ``estimate``, a folder that declares no runs is one run (a conditional zoo: its
     checkpoints differ by their conditions, so weight distances do not tell runs apart).
     """
     declared = read_runs_file(folder, names)
     if declared is not None:
-        return Runs(_renumber(declared), RUNS_FILE)
+        return Lineage(_renumber(declared), RUNS_FILE)
     prefixes = [_PREFIX.match(n) for n in names]
     if len(names) > 1 and all(prefixes):
-        return Runs(_renumber([m.group(1) for m in prefixes]), "file names rNN_")
+        return Lineage(_renumber([m.group(1) for m in prefixes]), "file names rNN_")
     if not estimate:
-        return Runs((0,) * len(names), "not declared (runs.json or rNN_ file names): one run")
-    return Runs(_renumber(estimate_runs(checkpoints, layout)), "estimated from weight distances")
+        return Lineage((0,) * len(names), "not declared (runs.json or rNN_ file names): one run")
+    return Lineage(_renumber(estimate_lineage(checkpoints, layout)), "estimated from weight distances")
 
 
 def read_runs_file(folder: str | Path, names: Sequence[str]) -> list[str] | None:
@@ -97,7 +98,7 @@ def read_runs_file(folder: str | Path, names: Sequence[str]) -> list[str] | None
     return [run_of[n] for n in names]
 
 
-def estimate_runs(checkpoints: Sequence[LazyCheckpoint], layout: Layout) -> list[int]:
+def estimate_lineage(checkpoints: Sequence[LazyCheckpoint], layout: Layout) -> list[int]:
     """A run label per checkpoint: single-linkage groups of checkpoints closer than
     :data:`SAME_RUN_MSD`, compared on the first values of every generated tensor (about 65K values
     per checkpoint in all), normalised."""
@@ -106,7 +107,7 @@ def estimate_runs(checkpoints: Sequence[LazyCheckpoint], layout: Layout) -> list
     per_tensor = max(16, _SAMPLE_VALUES // len(layout.generated))  # bounds memory: K x ~65K values
     rows = []
     for ckpt in checkpoints:
-        rows.append(torch.cat([normal_values(ckpt.read_flat(info.name, 0, min(info.numel, per_tensor)), info)
+        rows.append(torch.cat([standardize(ckpt.read_flat(info.name, 0, min(info.numel, per_tensor)), info)
                                for info in layout.generated]))
     x = torch.stack(rows)  # (K, P)
     close = (torch.cdist(x, x).pow(2) / x.shape[1]) < SAME_RUN_MSD  # (K, K)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from rpgen.errors import RpgenError
+from rpgen.formats.dtypes import dtype_from_name, dtype_name
 
 LOG_SUFFIXES = ("running_var",)
 STD_FLOOR = 1e-8
@@ -106,14 +107,6 @@ class Layout:
         return cls(token_size=int(data["token_size"]), tensors=tensors)
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _dtype(name: str) -> torch.dtype:
-    return getattr(torch, name)
-
-
 def _is_log(name: str) -> bool:
     return name.endswith(LOG_SUFFIXES)
 
@@ -149,7 +142,7 @@ def fit_layout(state_dicts: Iterable[Mapping[str, Tensor]], *, token_size: int) 
             infos, values = [], []
             for k, v in sd.items():
                 generated = v.is_floating_point() and v.numel() > 0
-                infos.append(TensorInfo(name=k, shape=tuple(v.shape), dtype=_dtype_name(v.dtype),
+                infos.append(TensorInfo(name=k, shape=tuple(v.shape), dtype=dtype_name(v.dtype),
                                         generated=generated, log=generated and _is_log(k)))
                 values.append(_moments(v, infos[-1]))
             sums, sq_sums = [m[0] for m in values], [m[1] for m in values]
@@ -185,7 +178,7 @@ def tokenize(state_dict: Mapping[str, Tensor], layout: Layout) -> Tensor:
     return tokens
 
 
-def normal_values(values: Tensor, info: TensorInfo) -> Tensor:
+def standardize(values: Tensor, info: TensorInfo) -> Tensor:
     """Raw values of (part of) one generated tensor -> (n,) float64 values in normalised weight space
     (``running_var`` in log space, minus the tensor's mean, over its std)."""
     return (_to_normal_space(values, info) - info.mean) / info.std
@@ -197,7 +190,7 @@ def flatten(state_dict: Mapping[str, Tensor], layout: Layout) -> Tensor:
     The weight space in which rpgen measures distances: one unit is one (per-tensor) standard
     deviation of the checkpoint set; ``running_var`` is in log space.
     """
-    parts = [normal_values(state_dict[info.name], info).to(torch.float32) for info in layout.generated]
+    parts = [standardize(state_dict[info.name], info).to(torch.float32) for info in layout.generated]
     return torch.cat(parts)
 
 
@@ -216,7 +209,7 @@ def unflatten(vector: Tensor, layout: Layout, reference: Mapping[str, Tensor]) -
     return out
 
 
-def normalize_values(values: Tensor, info: TensorInfo, token_size: int) -> Tensor:
+def values_to_tokens(values: Tensor, info: TensorInfo, token_size: int) -> Tensor:
     """Raw values of (part of) one tensor, whole tokens of it -> (n, S) tokens as :func:`tokenize` makes them.
 
     ``values`` holds elements ``j * S : min((j + n) * S, numel)`` of the flattened tensor; the
@@ -224,7 +217,7 @@ def normalize_values(values: Tensor, info: TensorInfo, token_size: int) -> Tenso
     """
     n = math.ceil(values.numel() / token_size)
     tokens = torch.full((n, token_size), float("nan"), dtype=torch.float32)
-    tokens.view(-1)[: values.numel()] = normal_values(values, info).to(torch.float32)
+    tokens.view(-1)[: values.numel()] = standardize(values, info).to(torch.float32)
     return tokens
 
 
@@ -233,28 +226,31 @@ def detokenize_tensor(tokens: Tensor, info: TensorInfo) -> Tensor:
     x = tokens.reshape(-1)[: info.numel].to("cpu", torch.float64) * info.std + info.mean
     if info.log:
         x = x.exp()
-    return x.to(_dtype(info.dtype)).reshape(info.shape)
-
-
-def detokenize(tokens: Tensor, layout: Layout, reference: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """(L, S) tokens -> state dict in the original key order.
-
-    ``reference`` provides the tensors that are not generated (it may hold only those).
-    """
-    if tuple(tokens.shape) != (layout.num_tokens, layout.token_size):
-        raise RpgenError(
-            f"expected tokens of shape {(layout.num_tokens, layout.token_size)}, got {tuple(tokens.shape)}"
-        )
-    slices = {info.name: sl for info, sl in layout.token_slices()}
-    out: dict[str, Tensor] = {}
-    for info in layout.tensors:
-        if info.generated:
-            out[info.name] = detokenize_tensor(tokens[slices[info.name]], info)
-        else:
-            out[info.name] = reference[info.name].clone()
-    return out
+    return x.to(dtype_from_name(info.dtype)).reshape(info.shape)
 
 
 def copied_tensors(state_dict: Mapping[str, Tensor], layout: Layout) -> dict[str, Tensor]:
     """The tensors that are copied, not generated (saved beside the generator)."""
     return {t.name: state_dict[t.name].detach().cpu().contiguous() for t in layout.tensors if not t.generated}
+
+
+class TensorAssembler:
+    """Collects one model's tokens in order; returns each generated tensor once its tokens are in."""
+
+    def __init__(self, layout: Layout) -> None:
+        self._todo = [(info, sl.stop - sl.start) for info, sl in layout.token_slices()]
+        self._pending: list[Tensor] = []
+        self._have = 0
+
+    def add(self, tokens: Tensor) -> list[tuple[TensorInfo, Tensor]]:
+        """tokens: (n, S), the next tokens of the sequence -> the tensors they complete."""
+        self._pending.append(tokens)
+        self._have += tokens.shape[0]
+        done = []
+        while self._todo and self._have >= self._todo[0][1]:
+            info, n = self._todo.pop(0)
+            pending = torch.cat(self._pending) if len(self._pending) > 1 else self._pending[0]
+            done.append((info, detokenize_tensor(pending[:n], info)))
+            self._pending = [pending[n:]] if pending.shape[0] > n else []
+            self._have -= n
+        return done

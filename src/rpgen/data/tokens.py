@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from rpgen.formats.checkpoints import LazyCheckpoint
-from rpgen.data.tokenizer import Layout, normalize_values, tokenize
+from rpgen.data.tokenizer import Layout, values_to_tokens, tokenize
 
 
 class TokenSource(Protocol):
@@ -63,7 +63,7 @@ class LazyTokens:
             info = self._infos[int(self._owner[j])]
             start = (j - int(self._first[j])) * s
             values = self.checkpoints[k].read_flat(info.name, start, min(start + s, info.numel))
-            out[i] = normalize_values(values, info, s)[0]
+            out[i] = values_to_tokens(values, info, s)[0]
         return out
 
 

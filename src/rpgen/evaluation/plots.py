@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from rpgen.evaluation.memorization import baseline_label
+from rpgen.evaluation.baselines import baseline_label
 from rpgen.evaluation.result import EvaluationResult
 from rpgen.safety.atomic import atomic_path
 from rpgen.display import pyplot

@@ -1,29 +1,23 @@
-"""Checkpoint folders: list, load, validate and save state_dicts.
+"""One checkpoint's tensors: load, read lazily, validate and save state_dicts.
 
-A checkpoint folder holds ``*.safetensors`` files (``*.pt``/``*.pth`` are read with
-``weights_only=True``), each a full state_dict with the same keys, shapes and dtypes; or peft
-adapter folders (:mod:`rpgen.formats.adapter_folders`); or transformers model folders as ``save_pretrained``
-and ``Trainer`` write them (:mod:`rpgen.formats.model_folders`, single or sharded safetensors). A folder counts as
-one checkpoint named by the folder. Names sort naturally (``checkpoint-500`` before
-``checkpoint-1000``). Every problem is raised as :class:`RpgenError` naming the file and the key
-at fault.
+A checkpoint is a file (``*.safetensors``; ``*.pt``/``*.pth`` read with ``weights_only=True``),
+a peft adapter folder or a transformers model folder (single or sharded safetensors), each a full
+state_dict. Every problem is raised as :class:`RpgenError` naming the file and the key at fault.
 
 Key order (:func:`tensor_order`, the order tokens follow): ``"model"`` (default) is the order
 the model defines as far as the files tell it: ``.pt``/``.pth`` files keep the order they were
 saved in (the modules' order); a sharded model folder keeps its index file's order when that is
 not just sorted; otherwise (safetensors store tensors by name) a numeric-aware natural sort of
-the key path, so ``h.2`` comes before ``h.10``. ``"name"`` is a plain sort by key name (what
-rpgen did for safetensors before, ``h.10`` before ``h.2``), kept for comparison and old runs.
+the key path, so ``h.2`` comes before ``h.10``. ``"name"`` is a plain sort by key name
+(``h.10`` before ``h.2``), for comparison and for runs trained with it.
 
-:func:`open_checkpoints` is the scalable path used by training: it reads only the headers
-(structure checks cost no tensor reads) and returns :class:`LazyCheckpoint` mappings that read a
-tensor, or a range of its elements, when asked. Memory then does not grow with the number of
-checkpoints or their size.
+:class:`LazyCheckpoint` is the scalable path used by training: it reads only the headers
+(structure checks cost no tensor reads) and reads a tensor, or a range of its elements, when
+asked. Memory then does not grow with the number of checkpoints or their size.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -32,22 +26,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import rpgen.formats.model_folders as hf
-from rpgen.formats.adapter_folders import check_adapter_folders, is_adapter_dir, weights_file
 from rpgen.errors import RpgenError, first_line
-from rpgen.safety.atomic import atomic_path
+from rpgen.formats.adapter_folders import is_adapter_dir, weights_file
+from rpgen.formats.dtypes import dtype_name
+from rpgen.formats.listing import natural_key
 from rpgen.formats.safetensors_io import SafetensorsReader
+from rpgen.safety.atomic import atomic_path
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 TensorOrder = Literal["model", "name"]
 
 # key -> (shape, dtype): everything two compatible state_dicts must share.
 Structure = dict[str, tuple[tuple[int, ...], torch.dtype]]
-
-
-def natural_key(name: str) -> tuple[str, str]:
-    """Sort key that compares digit runs by value (``h.2`` < ``h.10``, ``checkpoint-500`` <
-    ``checkpoint-1000``) and agrees with a plain string sort when no two numbers differ in width."""
-    return re.sub(r"\d+", lambda m: m.group().rjust(24, "0"), name), name
 
 
 def tensor_order(names: Iterable[str], *, order: TensorOrder = "model", recorded: Sequence[str] | None = None
@@ -63,54 +52,6 @@ def tensor_order(names: Iterable[str], *, order: TensorOrder = "model", recorded
     if recorded is not None and list(recorded) != sorted(recorded):
         return list(recorded)
     return sorted(names, key=natural_key)
-
-
-def list_checkpoints(folder: str | Path) -> list[Path]:
-    """Checkpoint files directly in ``folder``, or its peft adapter folders, or its transformers
-    model folders, in natural order of their names.
-
-    Folders are checked to be complete and to share their config (adapters: base model, rank and
-    targets; model folders: config.json).
-    """
-    folder = Path(folder)
-    if not folder.exists():
-        raise RpgenError(f"checkpoint folder {folder} does not exist")
-    if not folder.is_dir():
-        raise RpgenError(f"checkpoint folder {folder} is not a directory")
-    entries = sorted(folder.iterdir(), key=lambda p: natural_key(p.name))
-    kinds = {"checkpoint files": [p for p in entries if _is_checkpoint_file(p)],
-             "peft adapter folders": [p for p in entries if is_adapter_dir(p)],
-             "model folders": [p for p in entries if hf.is_model_dir(p) and not is_adapter_dir(p)]}
-    if hf.is_single_model(folder) and not kinds["model folders"]:
-        raise RpgenError(f"{folder} is one model folder ({hf.MODEL_CONFIG} + weights); give rpgen the folder that "
-                         "holds several, e.g. a Trainer output_dir with its checkpoint-N/ folders")
-    found = [(kind, paths) for kind, paths in kinds.items() if paths]
-    if len(found) > 1:
-        (kind_a, a), (kind_b, b) = found[:2]
-        raise RpgenError(f"{folder} mixes {kind_a} ({a[0].name}, ...) and {kind_b} ({b[0].name}, ...); "
-                         "keep one kind per folder (a model saved at the top of a Trainer output_dir belongs in its "
-                         "own folder)")
-    if not found:
-        raise RpgenError(
-            f"no checkpoint files in {folder} (expected {', '.join('*' + s for s in CHECKPOINT_SUFFIXES)}, "
-            "peft adapter folders, or model folders as save_pretrained writes them)"
-        )
-    kind, paths = found[0]
-    if kind == "peft adapter folders":
-        check_adapter_folders(paths)
-    elif kind == "model folders":
-        hf.check_model_folders(paths)
-    return paths
-
-
-def _is_checkpoint_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in CHECKPOINT_SUFFIXES
-
-
-def is_checkpoint(path: Path) -> bool:
-    """True for what :func:`list_checkpoints` counts: a checkpoint file, a peft adapter folder or a
-    model folder."""
-    return _is_checkpoint_file(path) or is_adapter_dir(path) or hf.is_model_dir(path)
 
 
 def _files_of(path: Path) -> tuple[list[Path], dict[str, str] | None]:
@@ -213,8 +154,8 @@ def check_structure(
             )
         if tensor.dtype != dtype:
             raise RpgenError(
-                f"{name}: key {key!r} has dtype {_dtype(tensor.dtype)}, "
-                f"expected {_dtype(dtype)} (as in {reference_name})"
+                f"{name}: key {key!r} has dtype {dtype_name(tensor.dtype)}, "
+                f"expected {dtype_name(dtype)} (as in {reference_name})"
             )
 
 
@@ -225,27 +166,6 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], *, name: str | Path) ->
             if not bool(torch.isfinite(tensor).all()):
                 kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
                 raise RpgenError(f"{name}: key {key!r} contains {kind} values")
-
-
-def validate_state_dicts(paths: Sequence[Path], state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> None:
-    """Check a checkpoint set: at least 2, same structure as the first, all values finite."""
-    if len(paths) != len(state_dicts):
-        raise ValueError(f"got {len(paths)} paths but {len(state_dicts)} state_dicts")
-    if len(paths) < 2:
-        where = f" in {Path(paths[0]).parent}" if paths else ""
-        raise RpgenError(f"need at least 2 checkpoints{where}, found {len(paths)}")
-    reference = structure(state_dicts[0])
-    for path, state_dict in zip(paths, state_dicts):
-        check_structure(reference, state_dict, name=path, reference_name=paths[0])
-        check_finite(state_dict, name=path)
-
-
-def load_checkpoints(folder: str | Path) -> tuple[list[Path], list[dict[str, torch.Tensor]]]:
-    """List, load and validate every checkpoint in ``folder``."""
-    paths = list_checkpoints(folder)
-    state_dicts = [load_state_dict(p) for p in paths]
-    validate_state_dicts(paths, state_dicts)
-    return paths, state_dicts
 
 
 class LazyCheckpoint(Mapping[str, torch.Tensor]):
@@ -320,21 +240,6 @@ class LazyCheckpoint(Mapping[str, torch.Tensor]):
         return f"LazyCheckpoint({str(self.path)!r})"
 
 
-def open_checkpoints(folder: str | Path, *, order: TensorOrder = "model") -> list[LazyCheckpoint]:
-    """List and open every checkpoint in ``folder``; check the structures from the headers.
-
-    Values are not read here; a NaN or Inf is reported when the tensor holding it is first
-    read (training's statistics pass reads every float tensor once). ``order``: see
-    :func:`tensor_order`.
-    """
-    paths = list_checkpoints(folder)
-    if len(paths) < 2:
-        raise RpgenError(f"need at least 2 checkpoints in {Path(folder)}, found {len(paths)}")
-    checkpoints = [LazyCheckpoint(p, order=order) for p in paths]
-    reference = structure(checkpoints[0].meta())
-    for ckpt in checkpoints:
-        check_structure(reference, ckpt.meta(), name=ckpt.path, reference_name=paths[0])
-    return checkpoints
 def save_state_dict(
     state_dict: Mapping[str, torch.Tensor],
     path: str | Path,
@@ -346,8 +251,3 @@ def save_state_dict(
     tensors = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-
-
-
-def _dtype(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")

@@ -1,5 +1,8 @@
-"""Sampling new parameter sets from a trained run and writing them (see :mod:`rpgen.generation.writer`)."""
+"""Generation: a trained run loaded for sampling (:mod:`~rpgen.generation.loaded`), what each model
+is made for (:mod:`~rpgen.generation.selectors`), and the models streamed into files in the
+zoo's form (:mod:`~rpgen.generation.writer`)."""
 
-from rpgen.generation.writer import ModelWriter, generate
+from rpgen.generation.loaded import Run, load_run
+from rpgen.generation.writer import ModelWriter, generate, write_models
 
-__all__ = ["ModelWriter", "generate"]
+__all__ = ["ModelWriter", "Run", "generate", "load_run", "write_models"]

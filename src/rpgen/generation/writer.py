@@ -1,4 +1,4 @@
-"""Sampling new parameter sets from a trained run (any method) and writing them as safetensors.
+"""Writing generated models: sampled from a trained run (any method), streamed into safetensors.
 
 The method yields each model's generated tensors in layout order (:meth:`rpgen.methods.Method.sample`);
 :class:`ModelWriter` appends each to its file as it comes (a model folder's shards: the file the
@@ -15,17 +15,20 @@ from pathlib import Path
 
 import torch
 
-import rpgen.safety.resources as resources
 from rpgen.config import Sampler
-from rpgen.methods.diffusion import make_scheduler
-from rpgen.errors import RpgenError
-from rpgen.safety.atomic import atomic_dir
-from rpgen.formats.output_forms import output_form
-from rpgen.safety.overwrite import check_not_overlapping
-from rpgen.display import progress_bar
-from rpgen.run_dir import Run, load_run
-from rpgen.formats.safetensors_io import SafetensorsWriter
 from rpgen.data.tokenizer import Layout, TensorInfo
+from rpgen.display import progress_bar
+from rpgen.errors import RpgenError
+from rpgen.formats.dtypes import dtype_from_name
+from rpgen.formats.output_forms import OutputForm, output_form
+from rpgen.formats.safetensors_io import SafetensorsWriter
+from rpgen.generation.loaded import Run, load_run
+from rpgen.generation.selectors import draw_states, records, requested
+from rpgen.methods.diffusion import make_scheduler
+from rpgen.methods.memory import model_bytes
+from rpgen.safety.atomic import atomic_dir
+from rpgen.safety.overwrite import check_not_overlapping
+from rpgen.safety.resources import check_resources
 
 
 class ModelWriter:
@@ -42,7 +45,7 @@ class ModelWriter:
         self._files = files
         entries: dict[Path, list] = {}
         for t in self._order:
-            entries.setdefault(files[t.name], []).append((t.name, getattr(torch, t.dtype), t.shape))
+            entries.setdefault(files[t.name], []).append((t.name, dtype_from_name(t.dtype), t.shape))
         self._writers = {path: SafetensorsWriter(path, items, metadata=metadata) for path, items in entries.items()}
         self._next = 0
         self._write_copied()
@@ -80,7 +83,7 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
 
     ``states`` picks the permutation state of each of the ``num`` models (default: drawn at random
     with ``seed``); ``mix`` instead makes each model from a mixture of two states of different
-    training runs, weights ``1 - mix`` and ``mix`` (:meth:`rpgen.run_dir.Run.draw_states`): models
+    training runs, weights ``1 - mix`` and ``mix`` (:func:`rpgen.generation.selectors.draw_states`): models
     between the runs. A conditional run (trained with a ``conditions.json``) takes ``conditions``
     instead: ``num`` models per condition vector, condition after condition; each file's metadata
     and ``generation.json`` record what it was made for. Methods without states (p-diff) take
@@ -98,39 +101,32 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
         from accelerate import PartialState
 
         device = PartialState().device
-    run = load_run(run_dir, device=device)
+    return write_models(load_run(run_dir, device=device), out_dir, num=num, seed=seed, sampler=sampler, steps=steps,
+                        states=states, conditions=conditions, mix=mix, temperature=temperature, overwrite=overwrite,
+                        progress=progress)
+
+
+def write_models(run: Run, out_dir: str | Path, *, num: int, seed: int = 0, sampler: Sampler | None = None,
+                 steps: int | None = None, states: Sequence[int] | None = None,
+                 conditions: Sequence[Sequence[float]] | None = None, mix: float | None = None,
+                 temperature: float | None = None, overwrite: bool = False, progress: bool = True) -> list[Path]:
+    """:func:`generate` from a run already loaded (its model may have been changed in memory)."""
     sampler, steps, temperature = run.sampling(sampler, steps, temperature)
-    selectors = run.selectors(num=num, states=states, conditions=conditions, mix=mix)
+    selectors = requested(run, num=num, states=states, conditions=conditions, mix=mix)
     out_dir = Path(out_dir)
-    per_group = run.method.models_per_group(run.config, run.layout)
-    memory = run.method.generation_memory(run.config, run.layout, num_states=run.num_states,
-                                          models_at_once=min(len(selectors), per_group))
-    if torch.device(device).type == "cpu" and memory is not None:  # before anything of size ``num`` is made
-        resources.check_resources(
-            f"generating {len(selectors)} models of {run.layout.num_params:,} parameters from {run.path}",
-            memory=memory, disk=len(selectors) * resources.model_bytes(run.layout), disk_path=out_dir.parent)
+    _check_resources(run, out_dir, len(selectors))  # before anything of size ``num`` is made
     rng = torch.Generator().manual_seed(seed)
-    selectors = run.draw_states(selectors, rng=rng, mix=mix)  # after the checks: a huge --num allocates nothing before
-    metadata, record = _records(run, selectors)
+    selectors = draw_states(run, selectors, rng=rng, mix=mix)
+    metadata, record = records(run, selectors)
     scheduler = make_scheduler(run.config.diffusion, sampler, steps, temperature)
     form = output_form(run.path)
-    names = [t.name for t in run.layout.tensors]
     paths = []
     with atomic_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(enabled=progress, show_loss=False) as bar:
         task = bar.add_task(f"generating ({run.method.name})", total=len(selectors))
-        for first in range(0, len(selectors), per_group):
-            group = selectors[first:first + per_group]
-            slots = [form.open(tmp, i, names) for i in range(first, first + len(group))]
-            writers = [ModelWriter(slot.files, run.layout, run.copied,
-                                   {**slot.metadata, "rpgen_run": str(run.path.resolve()), "method": run.method.name,
-                                    **meta})
-                       for slot, meta in zip(slots, metadata[first:first + per_group])]
-            for m, info, tensor in run.method.sample(run.model, run.layout, run.config, group, copied=run.copied,
-                                                     scheduler=scheduler, rng=rng):
-                writers[m].put(info, tensor)
-            for w in writers:
-                w.close()
-            paths += [out_dir / slot.name for slot in slots]
+        for first, group in run.groups(selectors):
+            names = _write_group(run, form, tmp, first, group, metadata[first:first + len(group)],
+                                 scheduler=scheduler, rng=rng)
+            paths += [out_dir / name for name in names]
             bar.update(task, advance=len(group))
         (tmp / "generation.json").write_text(json.dumps({
             "run_dir": str(run.path.resolve()), "method": run.method.name, "num": num, "seed": seed,
@@ -139,16 +135,26 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     return paths
 
 
-def _records(run: Run, selectors: list) -> tuple[list[dict[str, str]], dict]:
-    """Each model's file metadata, and what generation.json records of the selectors."""
-    if not run.method.takes_selectors:
-        return [{} for _ in selectors], {}
-    if run.states_beside_condition:
-        return ([{"condition": json.dumps(c), "permutation_state": str(s)} for c, s in selectors],
-                {"conditions": [c for c, _ in selectors], "permutation_states": [s for _, s in selectors]})
-    if run.condition_dim is not None:
-        return [{"condition": json.dumps(c)} for c in selectors], {"conditions": selectors}
-    if any(isinstance(s, dict) for s in selectors):
-        selectors = [{str(state): w for state, w in s.items()} for s in selectors]
-        return [{"permutation_state": json.dumps(s)} for s in selectors], {"permutation_states": selectors}
-    return [{"permutation_state": str(s)} for s in selectors], {"permutation_states": selectors}
+def _check_resources(run: Run, out_dir: Path, count: int) -> None:
+    """Refuse in one line when ``count`` models would not fit in RAM (on the CPU) or on disk."""
+    device = next(run.model.parameters()).device
+    per_group = run.method.models_per_group(run.config, run.layout)
+    memory = run.method.generation_memory(run.config, run.layout, num_states=run.num_states,
+                                          models_at_once=min(count, per_group))
+    if device.type == "cpu" and memory is not None:
+        check_resources(f"generating {count} models of {run.layout.num_params:,} parameters from {run.path}",
+                        memory=memory, disk=count * model_bytes(run.layout), disk_path=out_dir.parent)
+
+
+def _write_group(run: Run, form: OutputForm, folder: Path, first: int, group: Sequence, metadata: list[dict],
+                 *, scheduler, rng: torch.Generator) -> list[str]:
+    """Sample one group of models into ``folder``, each tensor written as it comes; their entry names."""
+    slots = [form.open(folder, i, [t.name for t in run.layout.tensors]) for i in range(first, first + len(group))]
+    writers = [ModelWriter(slot.files, run.layout, run.copied,
+                           {**slot.metadata, "rpgen_run": str(run.path.resolve()), "method": run.method.name, **meta})
+               for slot, meta in zip(slots, metadata)]
+    for m, info, tensor in run.tensors(group, scheduler=scheduler, rng=rng):
+        writers[m].put(info, tensor)
+    for w in writers:
+        w.close()
+    return [slot.name for slot in slots]

@@ -86,10 +86,9 @@ class Method(ABC):
     """A checkpoint folder's conditions.json makes the model conditional."""
     distributed: ClassVar[bool] = True
     """Trains under several processes and can be resumed."""
-
-    def resolve(self, config: Config) -> Config:
-        """Settings this method fixes (e.g. full precision); the result is what config.toml records."""
-        return config
+    mixed_precision: ClassVar[bool] = True
+    """Trains under bf16 autocast on CUDA (``train.mixed_precision = "auto"``); False: always in full
+    precision (:mod:`rpgen.training.resolve`)."""
 
     @abstractmethod
     def build(self, config: Config, layout: Layout, *, num_states: int, cond_dim: int | None) -> nn.Module:

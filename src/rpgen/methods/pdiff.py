@@ -37,9 +37,7 @@ class PDiff(Method):
     takes_selectors = False
     takes_conditions = False
     distributed = False
-
-    def resolve(self, config: Config) -> Config:
-        return config.replace("train", mixed_precision="no")
+    mixed_precision = False
 
     def build(self, config: Config, layout: Layout, *, num_states: int, cond_dim: int | None) -> PDiffModel:
         return PDiffModel(config.pdiff, num_params=layout.num_params)

@@ -22,12 +22,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-import rpgen.safety.resources as resources
+import rpgen.methods.memory as memory
 from rpgen.config import Config
 from rpgen.methods.base import Method, Selector, Stage, TrainingSet
 from rpgen.models.generator import PrototypeNet
 from rpgen.data.tokens import token_source
-from rpgen.data.tokenizer import Layout, TensorInfo, detokenize_tensor
+from rpgen.data.tokenizer import Layout, TensorAssembler, TensorInfo
 
 
 class TokenMethod(Method):
@@ -104,33 +104,11 @@ class TokenMethod(Method):
 
     def training_memory(self, config: Config, layout: Layout, *, num_checkpoints: int, num_processes: int,
                         in_memory: bool) -> int | None:
-        return resources.training_memory(config, layout, num_checkpoints=num_checkpoints,
-                                         num_processes=num_processes, in_memory=in_memory)
+        return memory.training_memory(config, layout, num_checkpoints=num_checkpoints,
+                                      num_processes=num_processes, in_memory=in_memory)
 
     def generation_memory(self, config: Config, layout: Layout, *, num_states: int, models_at_once: int) -> int | None:
-        return resources.generation_memory(config, layout, num_states=num_states, models_at_once=models_at_once)
-
-
-class TensorAssembler:
-    """Collects one model's tokens in order; returns each generated tensor once its tokens are in."""
-
-    def __init__(self, layout: Layout) -> None:
-        self._todo = [(info, sl.stop - sl.start) for info, sl in layout.token_slices()]
-        self._pending: list[Tensor] = []
-        self._have = 0
-
-    def add(self, tokens: Tensor) -> list[tuple[TensorInfo, Tensor]]:
-        """tokens: (n, S), the next tokens of the sequence -> the tensors they complete."""
-        self._pending.append(tokens)
-        self._have += tokens.shape[0]
-        done = []
-        while self._todo and self._have >= self._todo[0][1]:
-            info, n = self._todo.pop(0)
-            pending = torch.cat(self._pending) if len(self._pending) > 1 else self._pending[0]
-            done.append((info, detokenize_tensor(pending[:n], info)))
-            self._pending = [pending[n:]] if pending.shape[0] > n else []
-            self._have -= n
-        return done
+        return memory.generation_memory(config, layout, num_states=num_states, models_at_once=models_at_once)
 
 
 def selector_tensor(selectors: Sequence[Selector], model: PrototypeNet) -> Tensor:

@@ -373,7 +373,7 @@ def build_backbone(cfg: ModelConfig, *, seq_len: int) -> nn.Module:
     resolved."""
     if cfg.d_model == 0:
         raise RpgenError("config model.d_model = 0 (auto) is sized from a zoo when training starts "
-                         "(rpgen.training.resolve.resolve_sizing); give a width to build a model without one")
+                         "(rpgen.sizing.resolve_sizing); give a width to build a model without one")
     if cfg.backbone == "mamba":
         return MambaBackbone(cfg, use_cuda_kernels=cfg.mamba_impl == "cuda")
     if cfg.backbone == "lstm":

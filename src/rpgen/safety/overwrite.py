@@ -80,13 +80,10 @@ def _is_zoo_checkpoint(path: Path) -> bool:
     """A safetensors file whose metadata names the zoo that wrote it (``{"zoo": ...}``, rpgen.zoo)."""
     if not (path.is_file() and path.suffix == ".safetensors"):
         return False
-    from rpgen.formats.safetensors_io import SafetensorsReader
+    from safetensors import safe_open
 
     try:
-        reader = SafetensorsReader(path)
-    except RpgenError:
+        with safe_open(str(path), framework="pt") as opened:  # the header only
+            return "zoo" in (opened.metadata() or {})
+    except Exception:  # not a readable safetensors file: not one rpgen wrote
         return False
-    try:
-        return "zoo" in reader.metadata
-    finally:
-        reader.close()

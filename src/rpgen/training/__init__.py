@@ -1,9 +1,8 @@
-"""Training a method on a checkpoint set (see :mod:`rpgen.training.trainer`)."""
+"""Training: the trainer (:mod:`~rpgen.training.trainer`), the one resolution pass of every "auto"
+setting (:mod:`~rpgen.training.resolve`), the fit loop (:mod:`~rpgen.training.fit`), the resumable
+state (:mod:`~rpgen.training.state`) and the loss plot (:mod:`~rpgen.training.loss_plot`)."""
 
+from rpgen.training.state import saved_config
+from rpgen.training.trainer import train
 
-def __getattr__(name: str):
-    if name in ("train", "saved_config"):
-        from rpgen.training import trainer
-
-        return getattr(trainer, name)
-    raise AttributeError(f"module 'rpgen.training' has no attribute {name!r}")
+__all__ = ["saved_config", "train"]

@@ -7,16 +7,18 @@ import torch
 from safetensors.torch import load_file
 from conftest import TINY
 
-from rpgen.formats.checkpoints import load_checkpoints, open_checkpoints
 from rpgen.config import Config, apply_overrides
-from rpgen.errors import RpgenError
-from rpgen.data.tokens import InMemoryTokens, LazyTokens
+from rpgen.data.checkpoint_set import CheckpointSet
 from rpgen.data.tokenizer import fit_layout, tokenize
+from rpgen.data.tokens import InMemoryTokens, LazyTokens
+from rpgen.errors import RpgenError
+from rpgen.formats.checkpoints import load_state_dict
 
 
 def test_lazy_checkpoints_fit_the_same_layout(digits_zoo):
-    _, state_dicts = load_checkpoints(digits_zoo)
-    lazy = open_checkpoints(digits_zoo)
+    checkpoints = CheckpointSet.open(digits_zoo)
+    state_dicts = [load_state_dict(p) for p in checkpoints.paths]
+    lazy = checkpoints.checkpoints
     assert [list(c) for c in lazy] == [list(sd) for sd in state_dicts]
     for token_size in (7, 64):
         assert fit_layout(lazy, token_size=token_size) == fit_layout(state_dicts, token_size=token_size)
@@ -30,7 +32,7 @@ def test_lazy_and_in_memory_tokens_are_identical(digits_zoo, tmp_path, suffix, m
         folder = tmp_path
     else:
         folder = digits_zoo
-    ckpts = open_checkpoints(folder)
+    ckpts = CheckpointSet.open(folder).checkpoints
     layout = fit_layout(ckpts, token_size=5)
     lazy, ram = LazyTokens(ckpts, layout), InMemoryTokens(ckpts, layout)
     states = torch.tensor([1, 0, 1])
@@ -61,4 +63,4 @@ def test_nan_in_a_lazily_read_checkpoint_names_file_and_key(digits_zoo, tmp_path
     sd["conv1.weight"][0, 0, 0, 0] = float("inf")
     save_file(sd, folder / "0002.safetensors")
     with pytest.raises(RpgenError, match=r"0002\.safetensors: key 'conv1\.weight' contains Inf"):
-        fit_layout(open_checkpoints(folder), token_size=16)
+        fit_layout(CheckpointSet.open(folder).checkpoints, token_size=16)

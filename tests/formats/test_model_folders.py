@@ -17,10 +17,11 @@ from safetensors.torch import load_file, save_file
 
 from conftest import rpgen, set_args, tiny
 import rpgen.formats.model_folders as hf
-from rpgen.formats.checkpoints import LazyCheckpoint, list_checkpoints, load_state_dict, open_checkpoints, tensor_order
+from rpgen.data.checkpoint_set import CheckpointSet
+from rpgen.formats.checkpoints import LazyCheckpoint, load_state_dict, tensor_order
+from rpgen.formats.listing import list_checkpoints
 from rpgen.errors import RpgenError
 from rpgen.formats.safetensors_io import SafetensorsReader
-from rpgen.data.tokenizer import fit_layout
 
 TINY = tiny("model.denoiser_channels=[1, 8, 1]", "train.steps=6", "train.diffusion_batch=32", "sample.steps=3")
 SHARD = "3KB"  # forces several shards on these tiny models
@@ -230,10 +231,10 @@ def test_token_order_follows_the_layers(tmp_path):
     zoo = tmp_path / "deep"
     for i in range(2):
         gpt2(i, n_layer=12).save_pretrained(zoo / f"m{i}")
-    layers = [int(k.split(".")[2]) for k in fit_layout(open_checkpoints(zoo), token_size=16).tensors
+    layers = [int(k.split(".")[2]) for k in CheckpointSet.open(zoo).layout(16).tensors
               for k in [k.name] if k.startswith("transformer.h.")]
     assert layers == sorted(layers) and layers[-1] == 11
-    old = [t.name for t in fit_layout(open_checkpoints(zoo, order="name"), token_size=16).tensors]
+    old = [t.name for t in CheckpointSet.open(zoo, order="name").layout(16).tensors]
     assert old.index("transformer.h.10.ln_1.weight") < old.index("transformer.h.2.ln_1.weight")
     # A sharded folder whose index lists the tensors in model order (not sorted) keeps that order.
     model_order = list(gpt2(0, n_layer=12).state_dict())[:-1]  # without the tied lm_head.weight

@@ -8,7 +8,7 @@ from conftest import TINY
 from rpgen.config import Config, apply_overrides
 from rpgen.methods.diffusion import make_scheduler
 from rpgen.generation import generate
-from rpgen.run_dir import load_run
+from rpgen.generation import load_run
 from rpgen.zoo.digits import DigitsCNN
 
 

@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rpgen.formats.adapter_folders import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from rpgen.formats.checkpoints import LazyCheckpoint, list_checkpoints, load_state_dict
+from rpgen.formats.checkpoints import LazyCheckpoint, load_state_dict
+from rpgen.formats.listing import list_checkpoints
 from conftest import rpgen, set_args, tiny
 from rpgen.errors import RpgenError
 

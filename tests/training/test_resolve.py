@@ -1,58 +1,45 @@
-"""Which training run each checkpoint comes from: runs.json, rNN_ prefixes, or the distance estimate."""
+"""The one resolution pass: the "auto" settings sized from the zoo, filled from the machine, and
+the record run.json keeps."""
 
 from __future__ import annotations
 
-import json
-import shutil
+from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from conftest import check_one_line_error, rpgen, set_args, tiny
-from rpgen.formats.checkpoints import open_checkpoints
 from rpgen.config import Config
+from rpgen.data.checkpoint_set import CheckpointSet
+from rpgen.data.lineage import Lineage
 from rpgen.errors import RpgenError
-from rpgen.data.lineage import Runs, find_runs
-from rpgen.run_dir import load_run
-from rpgen.training.resolve import (CONDITIONAL_TEMPERATURE, MAX_STEPS, auto_lr, auto_steps, auto_width, distinct_pairs,
-                          models_per_run, resolve_sizing, steps_for_pairs)
-from rpgen.data.tokenizer import fit_layout
+from rpgen.methods import get_method
+from rpgen.training.resolve import (
+    CONDITIONAL_TEMPERATURE,
+    FILLED_ON_START,
+    MAX_STEPS,
+    RULES,
+    Facts,
+    auto_lr,
+    auto_steps,
+    auto_width,
+    distinct_pairs,
+    models_per_run,
+    resolve,
+    steps_for_pairs,
+)
 
 
 def runs_of(folder):
-    checkpoints = open_checkpoints(folder)
-    layout = fit_layout(checkpoints, token_size=16)
-    return find_runs(folder, [c.path.name for c in checkpoints], checkpoints, layout), layout
+    checkpoints = CheckpointSet.open(folder)
+    layout = checkpoints.layout(16)
+    return checkpoints.lineage(layout), layout
 
 
-def test_runs_from_file_prefixes(two_run_zoo):
-    runs, _ = runs_of(two_run_zoo[0])
-    assert runs.index == (0, 0, 1, 1) and runs.source.startswith("file names")
-
-
-def test_runs_estimated_from_distances(two_run_zoo, digits_zoo):
-    runs, _ = runs_of(two_run_zoo[1])
-    assert runs.index == (0, 0, 1, 1) and runs.source.startswith("estimated")
-    one, _ = runs_of(digits_zoo)  # five epochs of one run
-    assert one.num_runs == 1
-
-
-def test_runs_json_wins_and_is_checked(two_run_zoo, tmp_path):
-    folder = tmp_path / "zoo"
-    shutil.copytree(two_run_zoo[1], folder)
-    (folder / "runs.json").write_text(json.dumps({"x": ["a.safetensors", "c.safetensors"],
-                                                  "y": ["b.safetensors", "d.safetensors"]}))
-    runs, _ = runs_of(folder)
-    assert runs.index == (0, 1, 0, 1) and runs.source == "runs.json"
-    for content, needle in (({"x": ["a.safetensors", "b.safetensors", "c.safetensors"]}, "'d.safetensors' is in no run"),
-                            ({"x": ["a.safetensors", "zz.safetensors"]}, "'zz.safetensors'"),
-                            ({"x": ["a.safetensors"], "y": ["a.safetensors", "b.safetensors"]}, "listed in runs"),
-                            ({"x": "a.safetensors"}, "non-empty list")):
-        (folder / "runs.json").write_text(json.dumps(content))
-        with pytest.raises(RpgenError, match="runs.json") as e:
-            runs_of(folder)
-        assert needle in str(e.value) and "\n" not in str(e.value)
+def resolve_sizing(config, layout, lineage, conditions=None, *, device="cpu", resume=False):
+    """The resolution pass on a zoo of ``layout`` and ``lineage``, as ``rpgen train`` runs it."""
+    facts = Facts(folder=Path("zoo"), num_params=layout.num_params, lineage=lineage, conditions=conditions,
+                  method=get_method(config.model.method), device=torch.device(device), resume=resume)
+    return resolve(config, facts)
 
 
 def test_auto_width_follows_distinct_values():
@@ -117,47 +104,15 @@ def test_a_conditional_run_draws_every_condition_and_run_pair(two_run_zoo):
     few, record = resolve_sizing(Config(), layout, runs, torch.eye(4))
     assert record["condition_run_pairs"] == 4 and few.train.steps == auto_steps(8)  # 4 pairs: the floor is lower
     codes = torch.tensor([[float(b) for b in format(n, "010b")] for n in range(1, 993)])  # (992, 10)
-    one_run = Runs((0,) * 992, "test")
+    one_run = Lineage((0,) * 992, "test")
     config, record = resolve_sizing(Config(), layout, one_run, codes)
     assert config.train.steps == 3000 == auto_steps(11) and "11 distinct model(s)" in record["chosen"][2]
-    three = Runs(tuple(r for r in range(3) for _ in range(992)), "test")  # 3 runs of the 992 codes
+    three = Lineage(tuple(r for r in range(3) for _ in range(992)), "test")  # 3 runs of the 992 codes
     config, record = resolve_sizing(Config(), layout, three, codes.repeat(3, 1))
     assert record["condition_run_pairs"] == 2976 and auto_steps(33) == 5000 < config.train.steps == 9000
     assert "2,976 distinct (condition, run) pairs, each drawn about 24 times in batches of 8" in record["chosen"][2]
     assert resolve_sizing(Config().replace("train", batch_size=32), layout, three,
                           codes.repeat(3, 1))[0].train.steps == 5000  # 24 draws fit in auto_steps' 5,000
-
-
-def test_one_state_per_checkpoint_on_request(two_run_zoo, tmp_path):
-    result = rpgen("train", two_run_zoo[1], "--out", tmp_path / "run", "--no-progress",
-                   *set_args(tiny("data.states=checkpoint", "train.steps=2")))
-    assert result.exit_code == 0, result.output
-    info = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert info["num_states"] == 4 and info["run_of_checkpoint"] == [0, 0, 1, 1]
-    assert info["sizing"]["runs_from"].startswith("estimated")
-
-
-def test_per_run_states_train_and_mix(two_run_zoo, tmp_path):
-    run, gen = tmp_path / "run", tmp_path / "gen"
-    result = rpgen("train", two_run_zoo[0], "--out", run, "--no-progress",
-                   *set_args(tiny("train.steps=4")))  # data.states = auto: one per run, the zoo has two
-    assert result.exit_code == 0, result.output
-    info = json.loads((run / "run.json").read_text())
-    assert info["num_states"] == 2 and info["state_of_checkpoint"] == [0, 0, 1, 1]
-    assert info["sizing"]["runs"] == 2 and info["sizing"]["runs_from"].startswith("file names")
-    result = rpgen("generate", run, "--num", 3, "--out", gen, "--mix", 0.5, "--no-progress")
-    assert result.exit_code == 0, result.output
-    states = json.loads((gen / "generation.json").read_text())["permutation_states"]
-    assert all(sorted(s.values()) == [0.5, 0.5] and set(s) == {"0", "1"} for s in states)
-    in_memory = load_run(run).sample(3, mix=0.5, seed=0)  # the same models as the files
-    for i, model in enumerate(in_memory):
-        written = load_file(gen / f"{i:04d}.safetensors")
-        assert all(torch.equal(model[k], written[k]) for k in written)
-    plain = load_run(run).sample(1, states=[0], seed=0)[0]
-    assert any(not torch.equal(plain[k], in_memory[0][k]) for k in plain if plain[k].is_floating_point())
-    check_one_line_error(rpgen("generate", run, "--num", 1, "--out", tmp_path / "g2", "--mix", 1.5), "--mix 1.5")
-    check_one_line_error(rpgen("generate", run, "--num", 1, "--out", tmp_path / "g3", "--mix", 0.5, "--state", 0),
-                         "--mix")
 
 
 def test_the_defaults_on_a_one_run_zoo_are_the_quickstart_preset(digits_zoo):
@@ -169,3 +124,28 @@ def test_the_defaults_on_a_one_run_zoo_are_the_quickstart_preset(digits_zoo):
     quick, _ = resolve_sizing(preset("quickstart"), layout, runs)  # as a quickstart run resolves it
     for section in ("data", "model", "diffusion", "train", "sample"):
         assert getattr(config, section) == getattr(quick, section), section
+
+
+def test_filled_on_start_is_every_setting_the_pass_fills():
+    assert FILLED_ON_START == {(r.section, r.key) for r in RULES}
+    assert {("data", "checkpoint_dir"), ("data", "states"), ("model", "mamba_impl"), ("model", "d_state"),
+            ("model", "d_model"), ("sample", "temperature")} <= FILLED_ON_START
+    for section, key in FILLED_ON_START:  # every rule names a real setting
+        assert hasattr(getattr(Config(), section), key), (section, key)
+
+
+def test_states_devices_and_precision_are_filled_too(two_run_zoo, digits_zoo):
+    runs, layout = runs_of(two_run_zoo[0])
+    config, _ = resolve_sizing(Config(), layout, runs)
+    assert config.data.states == "run" and config.data.checkpoint_dir == str(Path("zoo").resolve())
+    assert (config.model.mamba_impl, config.model.d_state, config.train.mixed_precision) == ("torch", 16, "no")
+    one, one_layout = runs_of(digits_zoo)
+    assert resolve_sizing(Config(), one_layout, one)[0].data.states == "checkpoint"
+    conditional, _ = resolve_sizing(Config(), one_layout, one, torch.eye(5))
+    assert conditional.data.states == "none"  # the condition alone
+    with pytest.raises(RpgenError, match="data.states = 'checkpoint' does not fit a conditional run"):
+        resolve_sizing(Config().replace("data", states="checkpoint"), one_layout, one, torch.eye(5))
+    with pytest.raises(RpgenError, match="mamba_impl = 'cuda' needs a CUDA device"):
+        resolve_sizing(Config().replace("model", mamba_impl="cuda"), one_layout, one)
+    pdiff = Config().replace("model", method="pdiff").replace("train", mixed_precision="bf16")
+    assert resolve_sizing(pdiff, one_layout, one)[0].train.mixed_precision == "no"  # p-diff: full precision only

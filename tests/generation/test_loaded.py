@@ -1,4 +1,4 @@
-"""The run directory (rpgen.run_dir): what a run start writes, loading any method's run, the saved state."""
+"""A finished run loaded for sampling (rpgen.generation.loaded): any method, refusals with the way on."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from conftest import TINY
 from rpgen.config import Config, apply_overrides
 from rpgen.errors import RpgenError
-from rpgen.run_dir import STATE, load_run, state_path
+from rpgen.generation import load_run
 from rpgen.training import train
 
 PDIFF = ["model.method=pdiff", "pdiff.channels=[4, 8]", "pdiff.denoiser_channels=[1, 4, 1]", "pdiff.ae_steps=3",
@@ -50,13 +50,3 @@ def test_an_unfinished_run_is_refused_with_the_way_on(runs, tmp_path):
         load_run(runs / "unfinished")
     with pytest.raises(RpgenError, match="not an rpgen run directory"):
         load_run(tmp_path)
-
-
-def test_state_path_prefers_the_complete_state(runs):
-    run = runs / "unfinished"
-    assert state_path(run) == run / STATE
-    (run / STATE / "optimizer.pt").rename(run / "optimizer.pt.moved")  # a state missing a file is not used
-    try:
-        assert state_path(run) is None
-    finally:
-        (run / "optimizer.pt.moved").rename(run / STATE / "optimizer.pt")
