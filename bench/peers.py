@@ -219,7 +219,8 @@ def main() -> None:
     parser.add_argument("--max-step-s", type=float, default=120.0)
     parser.add_argument("--methods", nargs="*", choices=list(MEMORY_METHODS), help="(memory) only these methods")
     parser.add_argument("--note", default="", help="(memory) how the machine was shared, for the results file")
-    parser.add_argument("--name", default="peers_memory", help="(memory) results name: bench/results/NAME.{json,md,png}")
+    parser.add_argument("--name", default="peers_memory",
+                        help="(memory) results name: bench/results/NAME.{json,md,png}")
     args = parser.parse_args()
     if args.stage == "worker":
         print(json.dumps(worker(json.loads(args.spec))))
@@ -259,7 +260,8 @@ def main() -> None:
                 p["train_estimate_gb"] = training_estimate_gb(str(args.out / "mlp_zoos" / str(p["size"])), str(run))
         memory_report(points, RESULTS, name=args.name, max_rss_gb=args.max_rss_gb, max_step_s=args.max_step_s,
                       note=args.note,
-                      commands=[*sweep.get("commands", []), *([common.command_line()] if args.stage != "memory" else [])])
+                      commands=[*sweep.get("commands", []),
+                                *([common.command_line()] if args.stage != "memory" else [])])
     if args.stage == "report":
         report(args.out, RESULTS, rows={name: spec[0] for name, spec in ROWS.items()}, max_rss_gb=args.max_rss_gb,
                max_step_s=args.max_step_s)

@@ -387,7 +387,8 @@ MEMORY_RATIO_BAR = 0.3
 def memory_report(points: list[dict], results: Path = RESULTS, *, name: str = "peers_memory", max_rss_gb: float,
                   max_step_s: float, note: str = "", commands: list[str] = ()) -> None:
     """bench/results/NAME.{md,json,png} from the points of ``peers.py memory`` (run by ``commands``)."""
-    data = {"commands": list(commands), "settings": {**settings(), "max_rss_gb": max_rss_gb, "max_step_s": max_step_s}, "note": note,
+    data = {"commands": list(commands),
+            "settings": {**settings(), "max_rss_gb": max_rss_gb, "max_step_s": max_step_s}, "note": note,
             "points": [{**{k: v for k, v in p.items() if k != "failed"},
                         **({"stopped": p["failed"]} if "failed" in p else {})} for p in points]}
     print(write_results(name, {**data, "plot": f"{name}.png"}, render_memory, results=results))
@@ -411,7 +412,8 @@ def memory_bars(points: list[dict]) -> list[str]:
         p = _near(points, method, params)
         if p is None or "stopped" in p:
             why = f" ({p['stopped']})" if p else ""
-            lines.append(f"- {method} did not train at about {params:,} params{why}: bar (under {gb:g} GB) **not met**.")
+            lines.append(f"- {method} did not train at about {params:,} params{why}: bar (under {gb:g} GB) "
+                         "**not met**.")
             continue
         ok = p["train_peak_rss_gb"] < gb
         lines.append(f"- {method} trains {p['params']:,} params at {p['train_peak_rss_gb']:.2f} GB peak RSS "

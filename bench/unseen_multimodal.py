@@ -112,7 +112,7 @@ def head_only_check(z: TasksZoo, heldout: list[str], codes: list[str] | None = N
     for mode in range(z.modes):
         for i in range(0, len(codes), zoo.CHUNK_TASKS):
             chunk = codes[i:i + zoo.CHUNK_TASKS]
-            for code, states in zip(chunk, zoo._train_heads(chunk, features, y_train, seed=z.manifest["seed"],
+            for code, states in zip(chunk, zoo.train_heads(chunk, features, y_train, seed=z.manifest["seed"],
                                                              num_checkpoints=1, mode=mode)):
                 heads[mode][code] = states[-1]
     ends = [[heads[m][c] for m in range(z.modes)] for c in heldout]
@@ -164,7 +164,8 @@ def generated(run: Path, codes: list[str], num: int, out: Path, temperature: flo
             [states[i * num:(i + 1) * num] for i in range(len(codes))])
 
 
-def coverage(z: TasksZoo, codes: list[str], models: list[list[dict]], states: list[list], accuracy: list[list[float]]) -> dict:
+def coverage(z: TasksZoo, codes: list[str], models: list[list[dict]], states: list[list],
+             accuracy: list[list[float]]) -> dict:
     """Nearest trained mode of every generated model, relative distances, broken averages."""
     hits, modes_reached, broken, relative, state_match = [0] * z.modes, [], 0, [], []
     for code, group, drawn, acc in zip(codes, models, states, accuracy):
@@ -203,7 +204,8 @@ def spread(z: TasksZoo, codes: list[str], models: list[list[dict]], states: list
     return round(statistics.median(ratios), 3) if ratios else None
 
 
-def evaluate_row(z: TasksZoo, run: Path, codes: list[str], num: int, out: Path, temperature: float | None = None) -> dict:
+def evaluate_row(z: TasksZoo, run: Path, codes: list[str], num: int, out: Path,
+                 temperature: float | None = None) -> dict:
     models, states = generated(run, codes, num, out, temperature)
     flat_acc = z.accuracy([m for g in models for m in g], [c for c in codes for _ in range(num)])
     acc = [flat_acc[i * num:(i + 1) * num] for i in range(len(codes))]
@@ -299,8 +301,8 @@ def main() -> None:
                                           for m in range(z.modes)],
                  "nearest_seen_mean": round(statistics.mean(nearest_seen(z, c) for c in codes), 2),
                  "chance_mean": round(statistics.mean(z.manifest["tasks"][c]["chance"] for c in codes), 2),
-                 "linear_map_mean": round(statistics.mean(z.accuracy([linear.model(zoo.code_bits(c)) for c in codes], codes)),
-                                         2),
+                 "linear_map_mean": round(statistics.mean(
+                     z.accuracy([linear.model(zoo.code_bits(c)) for c in codes], codes)), 2),
                  "mode_map_means": given_mode[split]}
         for name, row in rows.items():
             key = name.replace("-", "_")
@@ -387,7 +389,8 @@ def render(r: dict) -> Report:
                        else f"{h['coverage'][n]['state_is_nearest_mode']} of {h['coverage'][n]['models']}",
                        *(["—" if h["spread"][n] is None else f"{h['spread'][n]:.2f}"] if spreads else []),
                        f"{r['train'][n]['train_s']:.0f}" + ("*" if r["train"][n].get("timed_by") else ""),
-                       "—" if r["train"][n]["train_peak_rss_gb"] is None else f"{r['train'][n]['train_peak_rss_gb']:.2f}"]
+                       "—" if r["train"][n]["train_peak_rss_gb"] is None
+                       else f"{r['train'][n]['train_peak_rss_gb']:.2f}"]
                       for n in names], "llll" + "r" * (len(headers) - 4))
     cold_rows, cold_bars = [], []
     for n, by_t in h.get("temperature", {}).items():
@@ -398,9 +401,11 @@ def render(r: dict) -> Report:
                 **s["temperature"][n]}
         for t, e in sorted({own: default, **by_t}.items(), key=lambda te: -float(te[0])):
             cov = e["coverage"]
-            cold_rows.append([n, t, f"{e['mean']:.2f} / {e['min']:.2f}", f"{seen[t]['mean']:.2f} / {seen[t]['min']:.2f}",
+            cold_rows.append([n, t, f"{e['mean']:.2f} / {e['min']:.2f}",
+                              f"{seen[t]['mean']:.2f} / {seen[t]['min']:.2f}",
                               f"{e['mean'] - h['trained_mean']:+.2f}", f"{cov['broken']} of {cov['models']}",
-                              "—" if cov["state_is_nearest_mode"] is None else f"{cov['state_is_nearest_mode']} of {cov['models']}",
+                              "—" if cov["state_is_nearest_mode"] is None
+                              else f"{cov['state_is_nearest_mode']} of {cov['models']}",
                               "—" if e["spread"] is None else f"{e['spread']:.2f}"])
         for t, e in by_t.items():
             for split, b, mean in (("held-out", h, e["mean"]), ("seen", s, seen[t]["mean"])):
@@ -408,9 +413,11 @@ def render(r: dict) -> Report:
                 leads = ", ".join(f"{other.removesuffix('_mean').replace('_', ' ')} {mean - b[other]:+.2f} pp"
                                   for other in ("linear_map_mean", "mse_mean", "mse_condition_only_mean") if other in b)
                 cold_bars.append(f"- {n} at temperature {t}, {split}: {mean:.2f} vs trained {b['trained_mean']:.2f} "
-                                 f"({gap:+.2f} pp; within 3 pp: **{'met' if gap >= -3 else 'not met'}**); above {leads}")
+                                 f"({gap:+.2f} pp; within 3 pp: **{'met' if gap >= -3 else 'not met'}**); "
+                                 f"above {leads}")
     temperature_table = Table(["row", "temperature", "held-out mean / min", "seen mean / min",
-                               "held-out − trained (pp)", "broken (held-out)", "state = nearest mode", "spread (held-out)"],
+                               "held-out − trained (pp)", "broken (held-out)", "state = nearest mode",
+                               "spread (held-out)"],
                               cold_rows, "lrrrrrrr")
     bars = []
     if "generated_mean" in h:
@@ -422,7 +429,8 @@ def render(r: dict) -> Report:
                         f"({gap:+.2f} pp; bar within 3 pp: **{'met' if gap >= -3 else 'not met'}**)")
             if "rpg_condition_only_mean" in b:
                 bars.append(f"  - the state (ablation): with it {b['generated_mean']:.2f}, code only "
-                            f"{b['rpg_condition_only_mean']:.2f} ({b['generated_mean'] - b['rpg_condition_only_mean']:+.2f} pp)")
+                            f"{b['rpg_condition_only_mean']:.2f} "
+                            f"({b['generated_mean'] - b['rpg_condition_only_mean']:+.2f} pp)")
             for n in seed_rows(r["train"]):
                 mean = b[n.replace("-", "_") + "_mean"]
                 bars.append(f"  - {n} (`{' '.join(r['train'][n]['settings'])}`): {mean:.2f} "
@@ -441,7 +449,8 @@ def render(r: dict) -> Report:
         (f"Extra settings for every training (not the plain command): `{' '.join(r['overrides'])}`."
          if r["overrides"] else "Every row is the plain `rpgen train` command (plus the row's `--set`)."),
         "",
-        f"The modes differ (held-out tasks, last checkpoints): modes {' / '.join(f'{a:.2f}' for a in mc['mode_means'])}, "
+        "The modes differ (held-out tasks, last checkpoints): modes "
+        f"{' / '.join(f'{a:.2f}' for a in mc['mode_means'])}, "
         f"midpoints of two modes {' / '.join(f'{a:.2f} ({pair})' for pair, a in mc['midpoint_by_pair_mean'].items())}, "
         f"mean of all modes {mc['mean_of_modes_mean']:.2f}.",
         *([] if "heads_only_heldout" not in r["mode_check"] else [

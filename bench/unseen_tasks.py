@@ -157,7 +157,8 @@ def main() -> None:
     main_run = runs[-1]
     temperature = load_run(args.out / f"run{main_run['num_tasks']}").config.sample.temperature
     result = {
-        "settings": settings, "temperature": temperature, "collect_s": collect_s, "num_generated_per_task": args.num_generated,
+        "settings": settings, "temperature": temperature, "collect_s": collect_s,
+        "num_generated_per_task": args.num_generated,
         "main_run_num_tasks": main_run["num_tasks"], "train_s": main_run["train_s"],
         "heldout": main_run["heldout"], "seen": main_run["seen"],
         "by_num_train_tasks": [{"num_tasks": r["num_tasks"], "heldout_generated_mean": r["heldout"]["generated_mean"],

@@ -17,7 +17,7 @@ from conftest import check_one_line_error as one_line_error
 from rpgen.config import Config, apply_overrides
 from rpgen.models.generator import PrototypeNet
 from rpgen.generation import load_run
-from rpgen.generation.selectors import draw_states, requested
+from rpgen.generation.selection import draw_states, requested
 from rpgen.zoo import digits_tasks as zoo
 
 TINY = tiny("train.batch_size=4")

@@ -97,7 +97,8 @@ def collect(
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    given = {k: v for k, v in {"runs": runs, "modes": modes, "rank": rank, "dora": dora, "base": base}.items() if v is not None}
+    options = {"runs": runs, "modes": modes, "rank": rank, "dora": dora, "base": base}
+    given = {k: v for k, v in options.items() if v is not None}
     console.print(collect_zoo(zoo, out, num=num, seed=seed, overwrite=overwrite, progress=progress, **given))
 
 
@@ -165,8 +166,8 @@ def generate(
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Standard deviation of the noise "
                                                 "sampling starts from (ddim, dpm); below 1: less diverse models, "
                                                 "nearer the denoiser's average; 0: one model per state (and "
-                                                "condition), whatever the seed. Default from the run's config: 1 for an "
-                                                "unconditional run, 0.25 for a conditional one."),
+                                                "condition), whatever the seed. Default from the run's config: 1 "
+                                                "for an unconditional run, 0.25 for a conditional one."),
     seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same models."),
     state: List[int] = typer.Option([], "--state", help="Permutation state of each model: a training checkpoint's "
                                     "index, or a training run's when the run has one state per run (run.json: "

@@ -62,8 +62,8 @@ class DataConfig:
     tensor_order: Literal["model", "name"] = "model"
     """Order of the tensors in the token sequence. model: as the model defines it (a .pt file's
     saved order, a shard index's order, else a numeric-aware sort of the key: ``h.2`` before
-    ``h.10``); name: a plain sort of the key names (``h.10`` before ``h.2``; rpgen's order for
-    safetensors before this setting existed). See rpgen.formats.checkpoints.tensor_order."""
+    ``h.10``); name: a plain sort of the key names (``h.10`` before ``h.2``), for comparison and for
+    runs trained with it. See rpgen.formats.checkpoints.tensor_order."""
 
     def __post_init__(self) -> None:
         _check(self.token_size >= 1, "data.token_size", self.token_size, "must be >= 1")
@@ -83,7 +83,7 @@ class ModelConfig:
     zoo; rpgen.training.resolve)."""
     film: bool = True
     """The permutation state (or condition) also scales and shifts the backbone's input (FiLM), not
-    only adds to it: a multiplicative path lets a small backbone tell many runs apart (DESIGN.md §6)."""
+    only adds to it: a multiplicative path lets a small backbone tell many runs apart (bench/results/diverse.md)."""
     num_layers: int = 2
     d_state: int = 0
     """Mamba state size; 0 = auto (128 with CUDA kernels, 16 on CPU)."""
@@ -201,10 +201,9 @@ class PDiffConfig:
     warmup_steps and grad_clip, and ``[diffusion]``/``[sample]`` for the latent DDPM."""
 
     channels: tuple[int, ...] = (32, 64)
-    """Encoder conv widths, each layer halving the length (the decoder mirrors them). Digits zoo,
-    seed 0, measured by hand while building the baseline (not a bench result): (32, 64) at lr 2e-3
-    and 1,500 steps reconstructs 10 checkpoints at 98.5-98.9% accuracy; (16, 32, 64) at lr 1e-3 and
-    1,000 steps only at 78-92%."""
+    """Encoder conv widths, each layer halving the length (the decoder mirrors them). (32, 64) at lr
+    2e-3 and 1,500 + 1,000 steps generates 98.57% on the quickstart digits zoo against 98.64% for its
+    checkpoints (bench/results/peers.md)."""
     latent_channels: int = 4
     kernel_size: int = 7
     input_noise: float = 0.001
@@ -245,7 +244,8 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            f.name: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(self, f.name)).items()}
+            f.name: {k: list(v) if isinstance(v, tuple) else v
+                     for k, v in dataclasses.asdict(getattr(self, f.name)).items()}
             for f in dataclasses.fields(self)
         }
 

@@ -59,26 +59,18 @@ def test_mismatched_keys_name_file_and_key(tmp_path, make_state_dict):
         read_all(tmp_path)
 
 
-def test_mismatched_shape_names_file_key_and_both_shapes(tmp_path, make_state_dict):
+@pytest.mark.parametrize(("key", "change", "needles"), [
+    ("fc.weight", lambda v: torch.zeros(3, 5), ["[3, 5]", "[3, 4]"]),  # the shape, and the first one's
+    ("conv.weight", lambda v: v.double(), ["float64", "float32"]),  # the dtype, and the first one's
+])
+def test_a_mismatched_shape_or_dtype_names_file_key_and_both(tmp_path, make_state_dict, key, change, needles):
     sds = [make_state_dict(0), make_state_dict(1)]
-    sds[1]["fc.weight"] = torch.zeros(3, 5)
+    sds[1][key] = change(sds[1][key])
     paths = write_folder(tmp_path, sds)
     with pytest.raises(RpgenError) as exc:
         read_all(tmp_path)
     message = one_line(exc)
-    assert str(paths[1]) in message and "'fc.weight'" in message
-    assert "[3, 5]" in message and "[3, 4]" in message
-
-
-def test_mismatched_dtype_names_file_key_and_both_dtypes(tmp_path, make_state_dict):
-    sds = [make_state_dict(0), make_state_dict(1)]
-    sds[1]["conv.weight"] = sds[1]["conv.weight"].double()
-    paths = write_folder(tmp_path, sds)
-    with pytest.raises(RpgenError) as exc:
-        read_all(tmp_path)
-    message = one_line(exc)
-    assert str(paths[1]) in message and "'conv.weight'" in message
-    assert "float64" in message and "float32" in message
+    assert str(paths[1]) in message and f"'{key}'" in message and all(n in message for n in needles)
 
 
 @pytest.mark.parametrize(("bad", "word"), [(float("nan"), "NaN"), (float("inf"), "Inf"), (float("-inf"), "Inf")])

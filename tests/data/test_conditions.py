@@ -35,7 +35,8 @@ def test_read_conditions_in_checkpoint_order(tmp_path):
 
 @pytest.mark.parametrize("data, needles", [
     ({"a.safetensors": [0, 1]}, ["'b.safetensors'", "no condition"]),
-    ({"a.safetensors": [0, 1], "b.safetensors": [1, 0], "c.safetensors": [1, 1]}, ["'c.safetensors'", "not a checkpoint"]),
+    ({"a.safetensors": [0, 1], "b.safetensors": [1, 0], "c.safetensors": [1, 1]},
+     ["'c.safetensors'", "not a checkpoint"]),
     ({"a.safetensors": [0, 1], "b.safetensors": [1, 0, 1]}, ["'b.safetensors'", "length 3", "expected 2"]),
     ({"a.safetensors": [0, "one"], "b.safetensors": [1, 0]}, ["'a.safetensors'", "'one'"]),
     ({"a.safetensors": [0, True], "b.safetensors": [1, 0]}, ["'a.safetensors'", "True"]),

@@ -15,7 +15,7 @@ from rpgen.errors import RpgenError
 from rpgen.generation import load_run
 
 
-def runs_of(folder):
+def lineage_of(folder):
     """The lineage of a folder, read as training reads it."""
     checkpoints = CheckpointSet.open(folder)
     layout = checkpoints.layout(16)
@@ -23,14 +23,14 @@ def runs_of(folder):
 
 
 def test_runs_from_file_prefixes(two_run_zoo):
-    runs, _ = runs_of(two_run_zoo[0])
-    assert runs.index == (0, 0, 1, 1) and runs.source.startswith("file names")
+    lineage, _ = lineage_of(two_run_zoo[0])
+    assert lineage.index == (0, 0, 1, 1) and lineage.source.startswith("file names")
 
 
 def test_runs_estimated_from_distances(two_run_zoo, digits_zoo):
-    runs, _ = runs_of(two_run_zoo[1])
-    assert runs.index == (0, 0, 1, 1) and runs.source.startswith("estimated")
-    one, _ = runs_of(digits_zoo)  # five epochs of one run
+    lineage, _ = lineage_of(two_run_zoo[1])
+    assert lineage.index == (0, 0, 1, 1) and lineage.source.startswith("estimated")
+    one, _ = lineage_of(digits_zoo)  # five epochs of one run
     assert one.num_runs == 1
 
 
@@ -39,15 +39,16 @@ def test_runs_json_wins_and_is_checked(two_run_zoo, tmp_path):
     shutil.copytree(two_run_zoo[1], folder)
     (folder / "runs.json").write_text(json.dumps({"x": ["a.safetensors", "c.safetensors"],
                                                   "y": ["b.safetensors", "d.safetensors"]}))
-    runs, _ = runs_of(folder)
-    assert runs.index == (0, 1, 0, 1) and runs.source == "runs.json"
-    for content, needle in (({"x": ["a.safetensors", "b.safetensors", "c.safetensors"]}, "'d.safetensors' is in no run"),
+    lineage, _ = lineage_of(folder)
+    assert lineage.index == (0, 1, 0, 1) and lineage.source == "runs.json"
+    for content, needle in (({"x": ["a.safetensors", "b.safetensors", "c.safetensors"]},
+                             "'d.safetensors' is in no run"),
                             ({"x": ["a.safetensors", "zz.safetensors"]}, "'zz.safetensors'"),
                             ({"x": ["a.safetensors"], "y": ["a.safetensors", "b.safetensors"]}, "listed in runs"),
                             ({"x": "a.safetensors"}, "non-empty list")):
         (folder / "runs.json").write_text(json.dumps(content))
         with pytest.raises(RpgenError, match="runs.json") as e:
-            runs_of(folder)
+            lineage_of(folder)
         assert needle in str(e.value) and "\n" not in str(e.value)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from conftest import TINY
 from rpgen.config import Config, apply_overrides
@@ -39,3 +41,14 @@ def test_a_resumed_run_keeps_its_config_but_train(runs, tmp_path):
     (tmp_path / "config.toml").write_text("")  # a run directory without a saved state
     with pytest.raises(RpgenError, match="no saved training state yet"):
         saved_config(tmp_path)
+
+
+def test_a_crash_between_the_state_renames_still_resumes(digits_zoo, tmp_path):
+    config = apply_overrides(Config(), TINY)
+    train(digits_zoo, tmp_path / "full", config, progress=False)
+    run = tmp_path / "split"
+    train(digits_zoo, run, config, progress=False, stop_after=10)  # saved at step 5, then at step 10
+    (run / "state").rename(run / "state.old")  # as if killed after the first rename of the save
+    train(digits_zoo, run, None, resume=True, progress=False)
+    full, split = load_file(tmp_path / "full" / "generator.safetensors"), load_file(run / "generator.safetensors")
+    assert all(torch.equal(full[k], split[k]) for k in full)

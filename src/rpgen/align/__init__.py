@@ -2,7 +2,7 @@
 
 - :mod:`~rpgen.align.spec`: :class:`PermutationSpec`, which axes each permutation moves; a spec
   file (:func:`load_spec` / :func:`save_spec`) or :func:`spec_from_model`, which traces a model
-  (:mod:`~rpgen.align.trace` lists what is supported).
+  (:mod:`~rpgen.align.tracing` lists what is supported).
 - :mod:`~rpgen.align.matching`: :func:`weight_matching` finds the permutations, :func:`permute`
   applies them, :func:`interpolate` makes midpoints.
 - :mod:`~rpgen.align.folder`: :func:`align_checkpoints` does both for a checkpoint folder.

@@ -73,16 +73,16 @@ def align_checkpoints(checkpoints: str | Path | CheckpointSet, out_dir: str | Pa
     summary: dict = {"reference": ref_path.name, "groups": spec.groups, "distance_before": {}, "distance_after": {}}
     with atomic_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(enabled=progress, show_loss=False) as bar:
         task = bar.add_task("aligning", total=len(paths))
-        run_perms: dict[int, dict[str, Tensor] | None] = {}  # training run -> its permutation (None: the reference's)
+        perms_of: dict[int, dict[str, Tensor] | None] = {}  # training run -> its permutation (None: the reference's)
         if lineage is not None:
-            run_perms[lineage[reference]] = None
+            perms_of[lineage[reference]] = None
         for i, path in enumerate(paths):
             state_dict = ref if path == ref_path else load_state_dict(path)
-            run = lineage[i] if lineage is not None else -1 - i  # without a lineage, every checkpoint is matched alone
-            if run not in run_perms:
-                run_perms[run] = (None if path == ref_path
+            training_run = lineage[i] if lineage is not None else -1 - i  # without a lineage: each one alone
+            if training_run not in perms_of:
+                perms_of[training_run] = (None if path == ref_path
                                   else weight_matching(ref, state_dict, spec, max_iter=max_iter, seed=seed))
-            perms = run_perms[run]
+            perms = perms_of[training_run]
             aligned = state_dict if perms is None else permute(state_dict, spec, perms)
             summary["distance_before"][path.name] = weight_distance(state_dict, ref)
             summary["distance_after"][path.name] = weight_distance(aligned, ref)

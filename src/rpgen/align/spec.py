@@ -14,7 +14,7 @@ Spec file (JSON; :func:`load_spec` / :func:`save_spec`)::
 
 Each entry is ``[key, axis]`` or ``[key, axis, block]``; the group sizes are read from the
 checkpoint the spec is checked against. :func:`spec_from_model` derives the groups by tracing a
-model (:mod:`rpgen.align.trace`).
+model (:mod:`rpgen.align.tracing`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-from rpgen.align.trace import trace_groups
+from rpgen.align.tracing import trace_groups
 from rpgen.errors import RpgenError
 from rpgen.formats.json_files import read_json_object
 from rpgen.safety.atomic import write_text_atomic
@@ -149,7 +149,7 @@ def _entry(entry: object, *, path: Path, group: str) -> tuple[str, int, int]:
 def spec_from_model(model: torch.nn.Module, example_input: torch.Tensor | tuple | None = None) -> PermutationSpec:
     """Derive the permutation groups of ``model`` by tracing it with torch.fx.
 
-    :mod:`rpgen.align.trace` lists what is supported and what is refused; ``example_input`` (one
+    :mod:`rpgen.align.tracing` lists what is supported and what is refused; ``example_input`` (one
     batch, or a tuple of the forward's arguments) gives exact shapes, needed to know the block of
     a flatten that is not read by a Linear and to check every traced axis.
     """

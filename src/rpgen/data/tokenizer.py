@@ -12,6 +12,9 @@ Glossary: ``L`` tokens in a model, ``S`` values per token (``token_size``).
 - A tensor is flattened and cut into tokens of ``S`` values; tokens never cross tensors; the
   last token of a tensor is padded with NaN. A token's position is
   ``(tensor index, token index within the tensor)``.
+- Back to weights: :func:`detokenize_tensor` for one tensor's tokens, :class:`TensorAssembler` for
+  a model's tokens as they come (what generation streams), :func:`flatten` / :func:`unflatten` for
+  the normalised weight vector evaluation measures distances in.
 """
 
 from __future__ import annotations

@@ -82,7 +82,8 @@ def load_state_dict(path: str | Path, *, order: TensorOrder = "model") -> dict[s
         except RpgenError:
             raise
         except Exception as exc:  # any reader failure is the file's fault
-            raise RpgenError(f"{where}: not a readable checkpoint ({first_line(exc, typed=False, limit=160)})") from None
+            reason = first_line(exc, typed=False, limit=160)
+            raise RpgenError(f"{where}: not a readable checkpoint ({reason})") from None
         part = _checked_mapping(part, where)
         _check_shard(path, file, part, weight_map)
         tensors.update(part)

@@ -96,7 +96,8 @@ class SafetensorsReader:
             raise
         except Exception as exc:  # any parse failure is the file's fault
             self.close()
-            raise RpgenError(f"{self.path}: not a readable checkpoint ({first_line(exc, typed=False, limit=160)})") from None
+            reason = first_line(exc, typed=False, limit=160)
+            raise RpgenError(f"{self.path}: not a readable checkpoint ({reason})") from None
         entries.sort(key=lambda e: e.offset)
         self.entries: dict[str, Entry] = {e.name: e for e in entries}
 

@@ -1,5 +1,5 @@
 """Generation: a trained run loaded for sampling (:mod:`~rpgen.generation.loaded`), what each model
-is made for (:mod:`~rpgen.generation.selectors`), and the models streamed into files in the
+is made for (:mod:`~rpgen.generation.selection`), and the models streamed into files in the
 zoo's form (:mod:`~rpgen.generation.writer`)."""
 
 from rpgen.generation.loaded import Run, load_run

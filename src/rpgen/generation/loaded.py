@@ -20,7 +20,7 @@ from rpgen.data.tokenizer import Layout, TensorInfo
 from rpgen.errors import RpgenError, first_line
 from rpgen.formats.checkpoints import check_finite
 from rpgen.formats.safetensors_io import read_tensors
-from rpgen.generation.selectors import draw_states, requested
+from rpgen.generation.selection import draw_states, requested
 from rpgen.methods import Method, get_method
 from rpgen.methods.base import Selector, states_beside_condition
 from rpgen.methods.diffusion import check_sampling, make_scheduler

@@ -23,7 +23,7 @@ from rpgen.formats.dtypes import dtype_from_name
 from rpgen.formats.output_forms import OutputForm, output_form
 from rpgen.formats.safetensors_io import SafetensorsWriter
 from rpgen.generation.loaded import Run, load_run
-from rpgen.generation.selectors import draw_states, records, requested
+from rpgen.generation.selection import draw_states, records, requested
 from rpgen.methods.diffusion import make_scheduler
 from rpgen.methods.memory import model_bytes
 from rpgen.safety.atomic import atomic_dir
@@ -83,7 +83,7 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
 
     ``states`` picks the permutation state of each of the ``num`` models (default: drawn at random
     with ``seed``); ``mix`` instead makes each model from a mixture of two states of different
-    training runs, weights ``1 - mix`` and ``mix`` (:func:`rpgen.generation.selectors.draw_states`): models
+    training runs, weights ``1 - mix`` and ``mix`` (:func:`rpgen.generation.selection.draw_states`): models
     between the runs. A conditional run (trained with a ``conditions.json``) takes ``conditions``
     instead: ``num`` models per condition vector, condition after condition; each file's metadata
     and ``generation.json`` record what it was made for. Methods without states (p-diff) take

@@ -2,7 +2,8 @@
 prototype per token; the method turns prototypes into tokens.
 
 Glossary: ``K`` checkpoints, ``B`` checkpoints in a batch, ``L`` tokens per model, ``S`` token
-size, ``N`` tokens in a step's loss, ``D`` prototype width, ``M`` models sampled together.
+size, ``N`` tokens in a step's loss, ``D`` prototype width, ``M`` models sampled together, ``J``
+permutation states, ``C`` condition length.
 
 Training draws ``B`` checkpoints (their permutation states, or condition vectors) and ``N`` of
 their ``B * L`` tokens per step; the backbone runs over whole sequences. Sampling runs the backbone
@@ -64,7 +65,7 @@ class TokenMethod(Method):
             drawn = drawn.to(device)
             if conditions is None:
                 selectors = state_of[drawn]  # (B,)
-            elif data.states_beside_condition:  # the condition, then the state's one-hot row: (B, C + K)
+            elif data.states_beside_condition:  # the condition, then the state's one-hot row: (B, C + J)
                 selectors = torch.cat([conditions[drawn], F.one_hot(state_of[drawn], num_states).float()], dim=1)
             else:
                 selectors = conditions[drawn]  # (B, C)
@@ -86,7 +87,7 @@ class TokenMethod(Method):
         device = model.pos_emb.device
         with torch.no_grad():
             protos = model.prototypes(selector_tensor(selectors, model).to(device))  # (M, L, D)
-        m, l, d = protos.shape
+        m, l, d = protos.shape  # noqa: E741 - the glossary's letters
         protos = protos.reshape(m * l, d)  # (M * L, D)
         chunk = config.sample.chunk_tokens
         for start in range(0, m * l, chunk):
@@ -112,8 +113,8 @@ class TokenMethod(Method):
 
 
 def selector_tensor(selectors: Sequence[Selector], model: PrototypeNet) -> Tensor:
-    """(M,) state indices, (M, K) state mixtures (any selector a ``{state: weight}`` dict), (M, C)
-    conditions, or (M, C + K) conditions and state rows (selectors ``(condition, state)`` pairs)."""
+    """(M,) state indices, (M, J) state mixtures (any selector a ``{state: weight}`` dict), (M, C)
+    conditions, or (M, C + J) conditions and state rows (selectors ``(condition, state)`` pairs)."""
     if model.conditional and model.with_state:
         conditions = torch.tensor([list(c) for c, _ in selectors], dtype=torch.float32)  # (M, C)
         return torch.cat([conditions, state_rows([s for _, s in selectors], model.num_states)], dim=1)
@@ -123,8 +124,8 @@ def selector_tensor(selectors: Sequence[Selector], model: PrototypeNet) -> Tenso
 
 
 def state_rows(states: Sequence[int | dict], num_states: int) -> Tensor:
-    """(M, K) weights of the states: a one-hot row for an index, the weights of a ``{state: weight}`` mixture."""
-    weights = torch.zeros(len(states), num_states)  # (M, K)
+    """(M, J) weights of the states: a one-hot row for an index, the weights of a ``{state: weight}`` mixture."""
+    weights = torch.zeros(len(states), num_states)  # (M, J)
     for m, s in enumerate(states):
         for state, w in (s.items() if isinstance(s, dict) else [(s, 1.0)]):
             weights[m, int(state)] = w

@@ -149,7 +149,7 @@ class Facts:
     resume: bool = False
 
     @property
-    def runs(self) -> int:
+    def num_runs(self) -> int:
         return self.lineage.num_runs
 
     @cached_property
@@ -159,7 +159,7 @@ class Facts:
     @property
     def models(self) -> int:
         """Distinct models the generator is trained to reproduce: runs x models per run."""
-        return self.runs * self.per_run
+        return self.num_runs * self.per_run
 
     @property
     def distinct_values(self) -> int:
@@ -171,8 +171,8 @@ class Facts:
 
     @property
     def counted(self) -> str:
-        return (f"{self.runs} run(s)" if self.conditions is None
-                else f"{self.runs} run(s) x {self.per_run} conditions (at most condition_dim + 1)")
+        return (f"{self.num_runs} run(s)" if self.conditions is None
+                else f"{self.num_runs} run(s) x {self.per_run} conditions (at most condition_dim + 1)")
 
 
 Fill = Callable[[Config, Facts], "tuple[Any, str | None]"]
@@ -203,8 +203,8 @@ def _width(config: Config, facts: Facts) -> tuple[int, str | None]:
 def _lr(config: Config, facts: Facts) -> tuple[float, str | None]:
     if config.train.lr != 0:
         return config.train.lr, None
-    lr = auto_lr(facts.runs, config.model.d_model)
-    kind = "one training run" if facts.runs == 1 else "several training runs"
+    lr = auto_lr(facts.num_runs, config.model.d_model)
+    kind = "one training run" if facts.num_runs == 1 else "several training runs"
     return lr, f"train.lr = {lr:g} for a zoo of {kind} and d_model {config.model.d_model}"
 
 
@@ -232,7 +232,7 @@ def _temperature(config: Config, facts: Facts) -> tuple[float, str | None]:
 def _states(config: Config, facts: Facts) -> tuple[str, None]:
     states, conditional = config.data.states, facts.conditions is not None
     if states == "auto":
-        states = "run" if facts.runs > 1 else ("none" if conditional else "checkpoint")
+        states = "run" if facts.num_runs > 1 else ("none" if conditional else "checkpoint")
     elif states == "checkpoint" and conditional and not facts.resume:
         raise RpgenError("config data.states = 'checkpoint' does not fit a conditional run (a state per checkpoint "
                          "cannot be chosen for a new condition): use 'run' (a state per training run beside the "
@@ -282,7 +282,7 @@ FILLED_ON_START = frozenset((rule.section, rule.key) for rule in RULES)
 
 def resolve(config: Config, facts: Facts) -> tuple[Config, dict[str, Any]]:
     """``config`` with every setting of :data:`RULES` filled, and the record of the sizing for run.json."""
-    record: dict[str, Any] = {"runs": facts.runs, "runs_from": facts.lineage.source,
+    record: dict[str, Any] = {"runs": facts.num_runs, "runs_from": facts.lineage.source,
                               "distinct_values": facts.distinct_values}
     if facts.conditions is not None:
         record["models_per_run"] = facts.per_run

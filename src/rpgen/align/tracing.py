@@ -3,7 +3,8 @@
 Every traced tensor that holds hidden units carries the union-find id of their group, the axis
 holding them (negative, counted from the end as broadcasting aligns), its number of axes when
 known, and its block (after a flatten). Group ``FIXED`` is everything that must not move: the
-model's inputs and outputs and whatever is summed with them.
+model's inputs and outputs and whatever is summed with them. The groups and the rules of layers
+with weights are :class:`rpgen.align.groups.UnitGroups`; this module says which rule each node follows.
 
 Supported:
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +40,8 @@ from torch.fx import GraphModule, Node, symbolic_trace
 from torch.fx.node import _get_qualified_name
 from torch.fx.passes.shape_prop import ShapeProp
 
+from rpgen.align.groups import FIXED, Entry, Refused, UnitGroups, Units
 from rpgen.errors import RpgenError, first_line
-
-FIXED = 0  # union-find id of the units that never move
-Entry = tuple[str, int, str, int]  # key, axis, group name, block
 
 ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Hardswish,
                        nn.Hardtanh, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
@@ -60,21 +59,6 @@ BINARY_METHODS = {"add", "sub", "mul", "div", "add_", "sub_", "mul_", "div_"}
 REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax}
 PASS_METHODS = {"contiguous", "clone", "detach", "float", "to"}
 SIZE_METHODS = {"size", "dim"}
-
-
-@dataclass(frozen=True)
-class Units:
-    """A traced tensor: its units' group (``FIXED``: none that move), their axis, its number of
-    axes (None: unknown), and each unit's block of entries (None: not known until read)."""
-
-    group: int
-    dim: int = -1
-    ndim: int | None = None
-    block: int | None = 1
-
-
-class _Refused(Exception):
-    pass
 
 
 def trace_groups(model: nn.Module, example_input: torch.Tensor | tuple | None = None
@@ -127,50 +111,13 @@ def _spatial(module: nn.Module) -> int:
     return int(type(module).__name__[-2])
 
 
-class _Tracer:
+class _Tracer(UnitGroups):
+    """Which rule each node of the graph follows (the rules are in the module docstring)."""
+
     def __init__(self, model: nn.Module) -> None:
+        super().__init__()
         self.modules = dict(model.named_modules())
-        self.parent = [FIXED]  # union-find over group ids
-        self.size = [0]
-        self.entries: list[tuple[str, int, int, int]] = []  # key, axis, group id, block
-        self.calls: dict[str, tuple[int, int]] = {}  # module -> (output group, input group) of its first call
         self.values: dict[Node, Units | None] = {}  # None: not a tensor (a size, a number)
-
-    # --- groups --------------------------------------------------------------------------------
-
-    def find(self, g: int) -> int:
-        while self.parent[g] != g:
-            self.parent[g] = self.parent[self.parent[g]]
-            g = self.parent[g]
-        return g
-
-    def new_group(self, size: int) -> int:
-        self.parent.append(len(self.parent))
-        self.size.append(size)
-        return len(self.parent) - 1
-
-    def union(self, a: int, b: int, node: Node) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return
-        if FIXED in (ra, rb):
-            self.parent[ra if rb == FIXED else rb] = FIXED
-            return
-        if self.size[ra] != self.size[rb]:
-            raise _Refused(node, f"joins {self.size[ra]} units with {self.size[rb]} units")
-        self.parent[rb] = ra
-
-    def hidden(self, v: Units | None) -> bool:
-        return v is not None and self.find(v.group) != FIXED
-
-    def result(self) -> tuple[dict[str, int], list[Entry]]:
-        names: dict[int, str] = {}
-        entries = []
-        for key, axis, group, block in self.entries:
-            root = self.find(group)
-            if root != FIXED:
-                entries.append((key, axis, names.setdefault(root, f"P{len(names) + 1}"), block))
-        return {name: self.size[root] for root, name in names.items()}, entries
 
     # --- nodes ---------------------------------------------------------------------------------
 
@@ -178,7 +125,7 @@ class _Tracer:
         module = self.modules.get(node.target) if node.op == "call_module" else None
         try:
             out = self._visit(node, module)
-        except _Refused as refused:
+        except Refused as refused:
             why = refused.args[1] if len(refused.args) > 1 else "mixes hidden units"
             raise RpgenError(f"cannot derive permutation groups: node {node.name!r} ({_describe(node, module)}) "
                              f"{why}; write a spec file (see rpgen.align)") from None
@@ -195,18 +142,18 @@ class _Tracer:
                     self.union(v.group, FIXED, node)
             return None
         if isinstance(module, nn.Linear):
-            return self._weighted(node, module, x, read=(1, -1, module.in_features), out_size=module.out_features)
+            return self.weighted(node, module, x, read=(1, -1, module.in_features), out_size=module.out_features)
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             if self.hidden(x) and module.groups != 1:
-                raise _Refused(node, "is a grouped convolution")
+                raise Refused(node, "is a grouped convolution")
             k = _spatial(module)
-            return self._weighted(node, module, x, read=(1, -1 - k, module.in_channels), out_size=module.out_channels,
+            return self.weighted(node, module, x, read=(1, -1 - k, module.in_channels), out_size=module.out_channels,
                                   out_dim=-1 - k, out_ndim=k + 2 if x is None or x.ndim is None else x.ndim)
         if isinstance(module, nn.Embedding):
             if self.hidden(x):
-                raise _Refused(node, "reads hidden units as indices")
+                raise Refused(node, "reads hidden units as indices")
             ndim = x.ndim + 1 if x is not None and x.ndim is not None else None
-            return self._weighted(node, module, x, read=None, out_size=module.embedding_dim, out_axis=1, out_ndim=ndim)
+            return self.weighted(node, module, x, read=None, out_size=module.embedding_dim, out_axis=1, out_ndim=ndim)
         if node.op == "call_method" and node.target in SIZE_METHODS or node.target is getattr:
             return None
         if not any(self.hidden(v) for v in ins):  # nothing that moves: a fixed tensor, or arithmetic on sizes
@@ -218,28 +165,28 @@ class _Tracer:
     def _hidden_op(self, node: Node, module: nn.Module | None, x: Units | None, ins: list[Units | None]) -> Units:
         op, target = node.op, node.target
         if op == "call_function" and target in BINARY_FUNCTIONS or op == "call_method" and target in BINARY_METHODS:
-            return self._binary(node, ins)
+            return self.binary(node, ins)
         if not self.hidden(x) or sum(self.hidden(v) for v in ins) > 1:
-            raise _Refused(node)
+            raise Refused(node)
         if isinstance(module, ELEMENTWISE_MODULES) or target in ELEMENTWISE_FUNCTIONS or (
                 op == "call_method" and target in ELEMENTWISE_METHODS | PASS_METHODS):
             return x
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            self._channels(node, x, None if isinstance(module, nn.BatchNorm1d) else _spatial(module),
+            self.channels(node, x, None if isinstance(module, nn.BatchNorm1d) else _spatial(module),
                            module.num_features)
-            return self._join(node, module, x, ("weight", "bias", "running_mean", "running_var"), block=1)
+            return self.join(node, module, x, ("weight", "bias", "running_mean", "running_var"), block=1)
         if isinstance(module, nn.GroupNorm):
             if module.num_groups not in (1, module.num_channels):
-                raise _Refused(node, f"normalises {module.num_groups} groups of channels together")
-            self._channels(node, x, None, module.num_channels)
-            return self._join(node, module, x, ("weight", "bias"), block=1)
+                raise Refused(node, f"normalises {module.num_groups} groups of channels together")
+            self.channels(node, x, None, module.num_channels)
+            return self.join(node, module, x, ("weight", "bias"), block=1)
         if isinstance(module, nn.LayerNorm):
             if len(module.normalized_shape) != 1 or x.dim != -1:
-                raise _Refused(node, "normalises over more than the hidden units' axis")
-            block = self._block(node, x, module.normalized_shape[0])
-            return self._join(node, module, x, ("weight", "bias"), block=block)
+                raise Refused(node, "normalises over more than the hidden units' axis")
+            block = self.block(node, x, module.normalized_shape[0])
+            return self.join(node, module, x, ("weight", "bias"), block=block)
         if isinstance(module, POOL_MODULES) or target in POOL_FUNCTIONS:
-            self._channels(node, x, _spatial(module) if module is not None else POOL_FUNCTIONS[target], None)
+            self.channels(node, x, _spatial(module) if module is not None else POOL_FUNCTIONS[target], None)
             return x
         if isinstance(module, nn.Flatten):
             return self._flatten(node, x, module.start_dim, module.end_dim)
@@ -249,76 +196,21 @@ class _Tracer:
             shape = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
             if len(shape) == 2 and shape[1] == -1 and _is_batch_size(shape[0]):  # x.view(x.size(0), -1)
                 return self._flatten(node, x, 1, -1)
-            raise _Refused(node, "reshapes hidden units")
+            raise Refused(node, "reshapes hidden units")
         if target in REDUCE_FUNCTIONS or op == "call_method" and target in ("mean", "sum", "amax"):
             return self._reduce(node, x, *_args(node, ("dim", None), ("keepdim", False)))
-        raise _Refused(node)
+        raise Refused(node)
 
-    # --- rules ---------------------------------------------------------------------------------
-
-    def _weighted(self, node: Node, module: nn.Module, x: Units | None, *, read: tuple[int, int, int] | None,
-                  out_size: int, out_axis: int = 0, out_dim: int = -1, out_ndim: int | None = None) -> Units:
-        """A layer with weights: ``read`` = (weight axis, axis of the input's units, input size) or None."""
-        x_group = x.group if self.hidden(x) else FIXED
-        block = 1
-        if read is not None and x_group != FIXED:
-            _, dim, length = read
-            if x.dim != dim:
-                raise _Refused(node, f"reads hidden units from axis {x.dim}, expected {dim}")
-            block = self._block(node, x, length)
-            if block != 1 and not isinstance(module, nn.Linear):
-                raise _Refused(node, "reads flattened hidden units")
-        if node.target in self.calls:  # called again: the same groups
-            out, first_in = self.calls[node.target]
-            self.union(first_in, x_group, node)
-        else:
-            out = self.new_group(out_size)
-            self.calls[node.target] = (out, x_group)
-            if read is not None:
-                self.entries.append((f"{node.target}.weight", read[0], x_group, block))
-            self.entries.append((f"{node.target}.weight", out_axis, out, 1))
-            if getattr(module, "bias", None) is not None:
-                self.entries.append((f"{node.target}.bias", 0, out, 1))
-        if out_ndim is None and x is not None:
-            out_ndim = x.ndim
-        return Units(out, out_dim, ndim=out_ndim)
-
-    def _join(self, node: Node, module: nn.Module, x: Units, names: tuple[str, ...], *, block: int) -> Units:
-        """A module whose vectors (axis 0) follow its input's units."""
-        if node.target in self.calls:
-            self.union(self.calls[node.target][1], x.group, node)
-            return x
-        self.calls[node.target] = (x.group, x.group)
-        for name in names:
-            if isinstance(getattr(module, name, None), torch.Tensor):
-                self.entries.append((f"{node.target}.{name}", 0, x.group, block))
-        return x
-
-    def _channels(self, node: Node, x: Units, spatial: int | None, num: int | None) -> None:
-        """Refuse unless the units are the channels (axis 1 of a batched (B, C, *spatial) tensor)."""
-        if x.ndim is not None:
-            ok = x.dim == 1 - x.ndim
-        else:  # BatchNorm1d and GroupNorm on a tensor of unknown rank: assumed to see the units as channels
-            ok = spatial is None or x.dim == -1 - spatial
-        if not ok or x.block != 1 or num is not None and num != self.size[self.find(x.group)]:
-            raise _Refused(node, "does not see the hidden units as its channels")
-
-    def _block(self, node: Node, x: Units, length: int) -> int:
-        """The block of ``x``'s units when a layer reads ``length`` entries along their axis."""
-        size = self.size[self.find(x.group)]
-        block = x.block if x.block is not None else length // size
-        if size * block != length:
-            raise _Refused(node, f"reads {length} entries from {size} hidden units")
-        return block
+    # --- shapes --------------------------------------------------------------------------------
 
     def _flatten(self, node: Node, x: Units, start: int, end: int) -> Units:
         if x.ndim is None:
-            raise _Refused(node, "flattens a tensor of unknown rank (pass example_input)")
+            raise Refused(node, "flattens a tensor of unknown rank (pass example_input)")
         s, e = (d - x.ndim if d >= 0 else d for d in (start, end))
         if s >= e:
             return x
         if s < x.dim <= e:
-            raise _Refused(node, "flattens hidden units behind another axis")
+            raise Refused(node, "flattens hidden units behind another axis")
         if x.dim > e:
             return replace(x, ndim=x.ndim - (e - s))
         if x.dim < s:
@@ -329,33 +221,16 @@ class _Tracer:
 
     def _reduce(self, node: Node, x: Units, dims: int | tuple[int, ...] | None, keepdim: bool) -> Units:
         if dims is None:
-            raise _Refused(node, "reduces over the hidden units")
+            raise Refused(node, "reduces over the hidden units")
         if x.ndim is None and any(d >= 0 for d in (dims if isinstance(dims, (tuple, list)) else (dims,))):
-            raise _Refused(node, "reduces a tensor of unknown rank (pass example_input)")
+            raise Refused(node, "reduces a tensor of unknown rank (pass example_input)")
         reduced = {d - x.ndim if d >= 0 else d for d in (dims if isinstance(dims, (tuple, list)) else (dims,))}
         if x.dim in reduced:
-            raise _Refused(node, "reduces over the hidden units")
+            raise Refused(node, "reduces over the hidden units")
         if keepdim:
             return x
         ndim = None if x.ndim is None else x.ndim - len(reduced)
         return replace(x, dim=x.dim + sum(d > x.dim for d in reduced), ndim=ndim)
-
-    def _binary(self, node: Node, ins: list[Units | None]) -> Units:
-        """An elementwise sum/product: one group for all operands holding units."""
-        tensors = [v for v in ins if v is not None]
-        moving = [v for v in tensors if self.hidden(v)]
-        if len(moving) < len(tensors):  # with a tensor that must not move: fixed
-            for v in moving:
-                self.union(v.group, FIXED, node)
-            return Units(FIXED)
-        first = moving[0]
-        blocks = {v.block for v in moving} - {None}
-        if any(v.dim != first.dim for v in moving) or len(blocks) > 1:
-            raise _Refused(node, "combines hidden units on different axes")
-        for v in moving[1:]:
-            self.union(first.group, v.group, node)
-        ndims = {v.ndim for v in moving}
-        return replace(first, ndim=ndims.pop() if len(ndims) == 1 else None, block=blocks.pop() if blocks else None)
 
     def _checked(self, node: Node, out: Units | None) -> Units | None:
         """``out`` with its rank and block from the recorded shape, which must agree with the trace."""

@@ -11,15 +11,34 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
 from rpgen.data.conditions import check_conditions
 from rpgen.errors import RpgenError
+from rpgen.methods.base import Method
 
-if TYPE_CHECKING:
-    from rpgen.generation.loaded import Run
+
+class Run(Protocol):
+    """What selection reads of a loaded run (:class:`rpgen.generation.loaded.Run`)."""
+
+    path: Path
+    method: Method
+    info: dict[str, Any]
+
+    @property
+    def num_states(self) -> int: ...
+
+    @property
+    def condition_dim(self) -> int | None: ...
+
+    @property
+    def states_beside_condition(self) -> bool: ...
+
+    @property
+    def binary_conditions(self) -> bool: ...
 
 
 def requested(run: Run, *, num: int, states: Sequence[int] | None = None,
