@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from common import RESULTS, Report, Table, command_line, machine, write_results
-from rpgen.checkpoints import list_checkpoints
+from rpgen.formats.listing import list_checkpoints
 from rpgen.config import apply_overrides, preset
 from rpgen.evaluation import evaluate_run
 from rpgen.generation import generate

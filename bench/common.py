@@ -1,4 +1,7 @@
-"""Shared by the benchmark scripts (run as ``python bench/NAME.py``, so this folder is importable).
+"""Shared by the benchmark scripts (run as ``python bench/NAME.py``, so this folder is importable): the
+results writer, the machine and command line, child processes timed and measured, and small
+helpers of the digits-tasks benchmarks. No script imports another script; they import this module
+and the two zoo fixtures (``wide_mlp.py``, ``diverse_mlp.py``).
 
 Every results file goes through :func:`write_results`: ``bench/results/NAME.json`` (the numbers,
 the machine and the command line, with no absolute machine paths) and ``bench/results/NAME.md``
@@ -27,10 +30,12 @@ from typing import Any
 
 import torch
 
-from rpgen.files import write_text_atomic
+import rpgen
+from rpgen.safety.atomic import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
+SRC = Path(rpgen.__file__).resolve().parents[1]  # child processes run the same rpgen as this one
 # An absolute path of two or more components (/tmp/x, /home/me/runs/a), not a ratio like P/64 or "a / b".
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[\w.+-]+/)+[\w.+-]*")
 
@@ -68,6 +73,26 @@ def run_worker(script: str, spec: dict, *, max_rss_gb: float, timeout_s: float, 
     if proc.returncode != 0:
         return {"failed": f"exit {proc.returncode}: {stderr.strip().splitlines()[-1] if stderr.strip() else ''}"}
     return json.loads(stdout.strip().splitlines()[-1])
+
+
+def child(argv: list[str], log: Path) -> tuple[float, float]:
+    """Run ``argv`` (one torch thread, cwd = the repository); return its wall seconds and peak RSS (GB)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
+    start = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: ru_maxrss in KB
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-15:])
+        raise SystemExit(f"{' '.join(map(str, argv))} failed (exit {proc.returncode}; log {log}):\n{tail}")
+    return time.perf_counter() - start, usage.ru_maxrss * 1024 / 1e9
+
+
+def cli(*args: object) -> list[str]:
+    """The ``rpgen`` command line with ``args``, for :func:`child`."""
+    return [sys.executable, "-m", "rpgen.cli", *map(str, args), "--no-progress"]
 
 
 def machine() -> dict:
@@ -195,6 +220,19 @@ def rewrite(name: str, render: Callable[[dict], Report], *, results: Path = RESU
     return write_results(name, data, render, results=results)
 
 
+def hamming(a: str, b: str) -> int:
+    """How many characters two task codes differ in."""
+    return sum(x != y for x, y in zip(a, b))
+
+
+def nearest_codes(code: str, codes: Sequence[str]) -> list[str]:
+    """The codes among ``codes`` (``code`` itself left out) at the smallest Hamming distance from it:
+    the "nearest seen task" baseline of the digits-tasks benchmarks (ties all count)."""
+    others = [c for c in codes if c != code]
+    best = min(hamming(code, c) for c in others)
+    return [c for c in others if hamming(code, c) == best]
+
+
 def flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
     """A state dict as one vector, tensors in key order."""
     return torch.cat([state[k].reshape(-1) for k in sorted(state)])
@@ -209,7 +247,8 @@ def spread_ratio(generated: Sequence[dict[str, torch.Tensor]], trained: Sequence
     return float(mean_distance(generated) / mean_distance(trained))
 
 
-RENDERERS = {"peers_memory": ("peers_report", "render_memory"), "scale_scan": ("scale", "render"),
+RENDERERS = {"peers": ("peers_report", "render"), "peers_memory": ("peers_report", "render_memory"),
+             "scale_scan": ("scale", "render"),
              "unseen_multimodal_sampling": ("unseen_multimodal", "render"),
              "unseen_multimodal_default": ("unseen_multimodal", "render"),
              "unseen_multimodal_sized": ("unseen_multimodal", "render")}

@@ -23,11 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +32,12 @@ import torch
 from safetensors.torch import load_file
 
 import diverse_mlp
-import rpgen
-from common import RESULTS, Report, Table, command_line, write_results
+from common import RESULTS, Report, Table, child, cli, command_line, write_results
 from rpgen.align import interpolate, permute, spec_from_model, weight_matching
-from rpgen.files import atomic_path
-from rpgen.plots import pyplot
+from rpgen.safety.atomic import atomic_path
+from rpgen.display import pyplot
 from rpgen.zoo import digits
 
-ROOT = Path(__file__).resolve().parent.parent
-SRC = Path(rpgen.__file__).resolve().parents[1]  # the children run the same rpgen as this process
 NAME = "diverse"
 MIXES = {"default": (0.05, 0.1), "aligned": (0.05, 0.1, 0.25)}
 TRAINED = tuple(f"{m}-{v}" for m in ("rpg", "pdiff", "mse") for v in ("default", "aligned"))
@@ -54,7 +47,7 @@ QUICK_PER_RUN = 2
 
 
 @dataclass(frozen=True)
-class Zoo:
+class BenchZoo:
     name: str
     runs: int
     per_run: int  # checkpoints per run
@@ -65,37 +58,18 @@ class Zoo:
 
 
 ZOOS = {
-    "digits-10": Zoo("digits-10", 10, 5, "rpgen.zoo.digits:DigitsCNN", "rpgen.zoo.digits:evaluate",
+    "digits-10": BenchZoo("digits-10", 10, 5, "rpgen.zoo.digits:DigitsCNN", "rpgen.zoo.digits:evaluate",
                      "the digits BatchNorm CNN (6,274 parameters) from `collect_digits(runs=10)`"),
-    "digits-50": Zoo("digits-50", 50, 5, "rpgen.zoo.digits:DigitsCNN", "rpgen.zoo.digits:evaluate",
+    "digits-50": BenchZoo("digits-50", 50, 5, "rpgen.zoo.digits:DigitsCNN", "rpgen.zoo.digits:evaluate",
                      "the same CNN, `collect_digits(runs=50)`", ("rpg-default", "rpg-aligned")),
-    "mlp-10": Zoo("mlp-10", 10, 5, "bench/diverse_mlp.py:DigitsMLP", "bench/diverse_mlp.py:evaluate",
+    "mlp-10": BenchZoo("mlp-10", 10, 5, "bench/diverse_mlp.py:DigitsMLP", "bench/diverse_mlp.py:evaluate",
                   "an architecture no built-in zoo has (`bench/diverse_mlp.py`): 64 -> 48 -> LayerNorm -> GELU -> "
                   "48 -> LayerNorm -> GELU -> 10 on the flattened digits (6,154 parameters), trained the same way"),
 }
 MIDPOINT_ZOOS = ("digits-10", "mlp-10")
 
 
-def child(argv: list[str], log: Path) -> tuple[float, float]:
-    """Run ``argv`` (one torch thread, cwd = the repository); return its wall seconds and peak RSS (GB)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
-    start = time.perf_counter()
-    with log.open("w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: ru_maxrss in KB
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        tail = "\n".join(log.read_text().splitlines()[-15:])
-        raise SystemExit(f"{' '.join(map(str, argv))} failed (exit {proc.returncode}; log {log}):\n{tail}")
-    return time.perf_counter() - start, usage.ru_maxrss * 1024 / 1e9
-
-
-def cli(*args: object) -> list[str]:
-    return [sys.executable, "-m", "rpgen.cli", *map(str, args), "--no-progress"]
-
-
-def collect(zoo: Zoo, folder: Path, *, quick: bool) -> None:
+def collect(zoo: BenchZoo, folder: Path, *, quick: bool) -> None:
     if not folder.is_dir():
         num = zoo.runs * (QUICK_PER_RUN if quick else zoo.per_run)
         if zoo.name.startswith("digits"):
@@ -104,7 +78,7 @@ def collect(zoo: Zoo, folder: Path, *, quick: bool) -> None:
             diverse_mlp.collect_mlp(folder, num_checkpoints=num, runs=zoo.runs)
 
 
-def train(zoo: Zoo, ckpts: Path, root: Path, name: str, *, quick: bool) -> dict:
+def train(zoo: BenchZoo, ckpts: Path, root: Path, name: str, *, quick: bool) -> dict:
     """Train run ``name`` (e.g. pdiff-aligned) unless done; its time and peak RSS (kept in NAME.train.json)."""
     run, record = root / "runs" / name, root / "runs" / f"{name}.train.json"
     if record.is_file() and run.is_dir():
@@ -121,7 +95,7 @@ def train(zoo: Zoo, ckpts: Path, root: Path, name: str, *, quick: bool) -> dict:
     return timing
 
 
-def generate_and_evaluate(zoo: Zoo, root: Path, row: str, run: Path, *, num: int) -> dict:
+def generate_and_evaluate(zoo: BenchZoo, root: Path, row: str, run: Path, *, num: int) -> dict:
     gen = root / "gen" / row
     if not (gen / "results.json").is_file():
         mix = ["--mix", row.rsplit("mix", 1)[1]] if "-mix" in row else []
@@ -131,7 +105,7 @@ def generate_and_evaluate(zoo: Zoo, root: Path, row: str, run: Path, *, num: int
     return json.loads((gen / "results.json").read_text())
 
 
-def make_row(zoo: Zoo, row: str, run: Path, results: dict, timing: dict) -> dict:
+def make_row(zoo: BenchZoo, row: str, run: Path, results: dict, timing: dict) -> dict:
     method, variant = row.split("-", 1)
     config = tomllib.loads((run / "config.toml").read_text())
     run_of = json.loads((run / "run.json").read_text()).get("run_of_checkpoint") or []
@@ -164,7 +138,7 @@ def noise_curve(results: dict) -> list[list[float]]:
                   for k in results["baselines"] if k.startswith("noise_") and s[k]["mean"] is not None)
 
 
-def midpoint(zoo: Zoo, ckpts: Path) -> dict:
+def midpoint(zoo: BenchZoo, ckpts: Path) -> dict:
     """Accuracy of the midpoint between run r00's last checkpoint and each other run's last, unaligned vs
     weight-matched (CNN: also with BatchNorm statistics recomputed on the training split)."""
     bn = zoo.name.startswith("digits")

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rpgen.checkpoints import save_state_dict
-from rpgen.files import atomic_dir
+from rpgen.formats.checkpoints import save_state_dict
+from rpgen.safety.atomic import atomic_dir
 from rpgen.zoo.digits import BATCH_SIZE, FINETUNE_LR, PRETRAIN_LR, PRETRAIN_STEPS, load_split, torch_threads
 
 NAME = "digits-mlp"

@@ -30,7 +30,7 @@ from common import Report, Table, write_results
 def mamba_agreement() -> dict:
     from mamba_ssm import Mamba as CudaMamba
 
-    from rpgen.models.backbones import Mamba
+    from rpgen.models.mamba import Mamba
 
     torch.manual_seed(0)
     d_model, d_state = 256, 16

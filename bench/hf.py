@@ -128,14 +128,13 @@ def run_zoo(name: str, zoo: Path, out: Path, *, num: int, collect_s: float, sett
 
 
 def digits_order(out: Path) -> dict:
-    from rpgen.checkpoints import open_checkpoints
-    from rpgen.tokenizer import fit_layout
+    from rpgen.data.checkpoint_set import CheckpointSet
     from rpgen.zoo.digits import collect_digits
 
     zoo = out / "digits"
     if not zoo.exists():
         collect_digits(zoo, progress=False)
-    names = {order: [t.name for t in fit_layout(open_checkpoints(zoo, order=order), token_size=64).generated]
+    names = {order: [t.name for t in CheckpointSet.open(zoo, order=order).layout(64).generated]
              for order in ("model", "name")}
     return {"part": "digits-order", "generated_tensors": len(names["model"]),
             "same_order": names["model"] == names["name"], "order": names["model"]}

@@ -25,16 +25,17 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from common import RESULTS, Report, Table, write_results
 from rpgen.evaluation import memorization
-from rpgen.checkpoints import load_state_dict
+from rpgen.evaluation.baselines import baseline_label
+from rpgen.formats.checkpoints import load_state_dict
 from rpgen.config import apply_overrides, load_toml, preset
 from rpgen.evaluation import evaluate_run
 from rpgen.generation import generate
-from rpgen.run import COPIED, CONFIG, GENERATOR, RUN_INFO, TOKENIZER
-from rpgen.tokenizer import Layout, flatten
+from rpgen.generation import load_run, write_models
+from rpgen.run_dir import CONFIG, GENERATOR, RUN_INFO, TOKENIZER
+from rpgen.data.tokenizer import Layout, flatten
 from rpgen.training import train
 from rpgen.zoo.digits import collect_digits
 
@@ -109,13 +110,14 @@ def state_analysis(root: Path, results: dict) -> dict:
 def unseen_states(root: Path, *, seed: int, count: int = 20) -> dict:
     """Generate from permutation-state vectors the generator never saw; evaluate against the zoo.
 
-    A copy of the run whose embedding table has its first rows replaced: ``count`` random vectors
-    (drawn like the table's initialisation) and ``count`` midpoints of two states from different runs.
+    The run, loaded, with the first rows of its embedding table replaced in memory: ``count`` random
+    vectors (drawn like the table's initialisation) and ``count`` midpoints of two states from
+    different runs (the selector ``rpgen generate --mix 0.5`` makes, for chosen pairs).
     """
     run, out = root / "run", root / "unseen"
     files = json.loads((run / RUN_INFO).read_text())["checkpoint_files"]
-    weights = load_file(run / GENERATOR)
-    table = weights["permutation_state.weight"].clone()  # (K, D)
+    loaded = load_run(run)
+    table = loaded.model.permutation_state.weight.detach().clone()  # (K, D)
     rng = torch.Generator().manual_seed(seed)
     pairs = []
     while len(pairs) < count:
@@ -124,19 +126,13 @@ def unseen_states(root: Path, *, seed: int, count: int = 20) -> dict:
             pairs.append((i, j))
     new = torch.cat([0.5 * torch.randn(count, table.shape[1], generator=rng),
                      torch.stack([0.5 * (table[i] + table[j]) for i, j in pairs])])
-    weights["permutation_state.weight"] = torch.cat([new, table[2 * count:]])
-    variant = out / "run"
-    if variant.exists():
-        shutil.rmtree(variant)
-    variant.mkdir(parents=True)
-    for name in (CONFIG, TOKENIZER, COPIED, RUN_INFO):
-        shutil.copy(run / name, variant / name)
-    save_file(weights, str(variant / GENERATOR))
+    with torch.no_grad():
+        loaded.model.permutation_state.weight.copy_(torch.cat([new, table[2 * count:]]))
     groups = {}
     for name, states in (("random", list(range(count))), ("midpoint", list(range(count, 2 * count)))):
         gen = out / name
-        generate(variant, gen, num=count, seed=seed, states=states, overwrite=True, progress=False)
-        results = evaluate_run(variant, gen, EVALUATOR, with_baselines=False, seed=seed, progress=False).to_dict()
+        write_models(loaded, gen, num=count, seed=seed, states=states, overwrite=True, progress=False)
+        results = evaluate_run(run, gen, EVALUATOR, with_baselines=False, seed=seed, progress=False).to_dict()
         nearest = [Path(results["checkpoint_files"][i]).name for i in results["nearest_checkpoint"]["generated"]]
         groups[name] = {
             "accuracy": results["summary"]["generated"],
@@ -211,7 +207,7 @@ def render(data: dict) -> Report:
         s = entry["summary"]
         groups = [("training checkpoints", "checkpoints", s["checkpoints"]),
                   ("**generated**", "generated", s["generated"])]
-        groups += [(memorization.baseline_label(k), k, v) for k, v in s["baselines"].items()]
+        groups += [(baseline_label(k), k, v) for k, v in s["baselines"].items()]
         for label, key, stats in groups:
             iou = s.get("iou_median", {}).get(key)
             rows.append([title(name, entry), label, stats["n"], fmt(stats), f"{s['novelty_median'][key]:.2f}",

@@ -1,4 +1,4 @@
-"""Benchmark: RPG against its peers and ablations, side by side (issue "Peers side by side").
+"""Benchmark: RPG against its peers and ablations, side by side.
 
     python bench/peers.py rows [--out runs/peers] [--only NAME ...]   # accuracy/novelty/time/memory rows
     python bench/peers.py memory [--out runs/peers]                    # training memory vs parameter count:
@@ -28,15 +28,21 @@ import time
 from pathlib import Path
 
 import common
+from peers_report import (
+    ABLATION_STEPS,
+    MEMORY_CHECKPOINTS,
+    MEMORY_METHODS,
+    MEMORY_SIZES,
+    MEMORY_STEPS,
+    PDIFF,
+    memory_report,
+    report,
+)
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 EVALUATOR = "rpgen.zoo.digits:evaluate"
-ABLATION_STEPS = 1000
 NUM_GENERATED = 20
-PDIFF = ["model.method=pdiff", "pdiff.channels=[32, 64]", "pdiff.lr=2e-3", "pdiff.ae_steps=1500",
-         "pdiff.denoiser_channels=[1, 16, 32, 16, 1]",
-         "pdiff.ddpm_steps=1000"]
 ZOOS = {"quickstart": "runs/memorization/quickstart",  # bench/memorization.py's default --out
         "diverse": "runs/memorization/diverse"}
 
@@ -64,17 +70,6 @@ for _name, _over in ABLATIONS.items():
               "token128": "rpg mamba, token 128"}.get(_name, f"rpg {_name}, token 64")
     ROWS[f"ablation-{_name}"] = (f"{_label}, {ABLATION_STEPS} steps", "quickstart",
                                  [*_over, f"train.steps={ABLATION_STEPS}"], False)
-
-# memory vs parameter count: method label -> overrides on the quickstart preset
-MEMORY_METHODS = {
-    "rpg": [],
-    "rpg (token 1024)": ["data.token_size=1024"],
-    "pdiff": PDIFF,
-}
-MEMORY_SIZES = (10_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 30_000_000)
-MEMORY_STEPS = 3
-MEMORY_CHECKPOINTS = 8
-
 
 # ----------------------------------------------------------------------------- worker side
 
@@ -107,14 +102,14 @@ def worker(spec: dict) -> dict:
 
 def training_estimate_gb(ckpts: str, run: str) -> float | None:
     """What rpgen estimated (and checked against free RAM) for the training of ``run``, in GB."""
-    import rpgen.run as runfiles
-    from rpgen.checkpoints import open_checkpoints
+    import rpgen.run_dir as runfiles
+    from rpgen.data.checkpoint_set import CheckpointSet
     from rpgen.methods import get_method
-    from rpgen.tokendata import tokens_fit_in_memory
-    from rpgen.tokenizer import fit_layout
+    from rpgen.data.tokens import tokens_fit_in_memory
+    from rpgen.data.tokenizer import fit_layout
 
     config = runfiles.load_config(Path(run))
-    checkpoints = open_checkpoints(ckpts)
+    checkpoints = CheckpointSet.open(ckpts).checkpoints
     layout = fit_layout(checkpoints[:1], token_size=config.data.token_size)
     in_memory = tokens_fit_in_memory(len(checkpoints), layout, in_memory_limit_mb=config.data.tokens_in_memory_mb)
     memory = get_method(config.model.method).training_memory(config, layout, num_checkpoints=len(checkpoints),
@@ -224,7 +219,8 @@ def main() -> None:
     parser.add_argument("--max-step-s", type=float, default=120.0)
     parser.add_argument("--methods", nargs="*", choices=list(MEMORY_METHODS), help="(memory) only these methods")
     parser.add_argument("--note", default="", help="(memory) how the machine was shared, for the results file")
-    parser.add_argument("--name", default="peers_memory", help="(memory) results name: bench/results/NAME.{json,md,png}")
+    parser.add_argument("--name", default="peers_memory",
+                        help="(memory) results name: bench/results/NAME.{json,md,png}")
     args = parser.parse_args()
     if args.stage == "worker":
         print(json.dumps(worker(json.loads(args.spec))))
@@ -257,8 +253,6 @@ def main() -> None:
     if args.stage == "memory-report":
         sweep = json.loads((args.out / "memory.json").read_text())
     if args.stage in ("memory", "memory-report"):  # the results, estimates recomputed from the runs' configs
-        from peers_report import memory_report
-
         points = sweep["points"]
         for p in points:
             run = args.out / "mlp_runs" / f"{p['method']}-{p.get('size')}"
@@ -266,10 +260,9 @@ def main() -> None:
                 p["train_estimate_gb"] = training_estimate_gb(str(args.out / "mlp_zoos" / str(p["size"])), str(run))
         memory_report(points, RESULTS, name=args.name, max_rss_gb=args.max_rss_gb, max_step_s=args.max_step_s,
                       note=args.note,
-                      commands=[*sweep.get("commands", []), *([common.command_line()] if args.stage != "memory" else [])])
+                      commands=[*sweep.get("commands", []),
+                                *([common.command_line()] if args.stage != "memory" else [])])
     if args.stage == "report":
-        from peers_report import report
-
         report(args.out, RESULTS, rows={name: spec[0] for name, spec in ROWS.items()}, max_rss_gb=args.max_rss_gb,
                max_step_s=args.max_step_s)
 

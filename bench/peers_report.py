@@ -1,4 +1,5 @@
-"""Turn the outputs of ``bench/peers.py rows|memory`` into bench/results/peers.{md,json} and a plot.
+"""Turn the outputs of ``bench/peers.py rows|memory`` into bench/results/peers.{md,json},
+peers_memory.{md,json} and the plot (imported by ``bench/peers.py``; not a script).
 
 ``collect`` gathers every number the report states into the JSON; ``render`` computes the Markdown
 from that JSON alone, conclusions included ("The bar", "Why"), so a rerun with other numbers
@@ -13,9 +14,23 @@ import statistics
 from pathlib import Path
 
 from common import RESULTS, Report, Table, write_results
-from peers import ABLATION_STEPS, MEMORY_CHECKPOINTS, MEMORY_METHODS
 
 from rpgen.config import preset
+
+# The settings of the benchmark, which bench/peers.py measures with and the reports state.
+ABLATION_STEPS = 1000
+PDIFF = ["model.method=pdiff", "pdiff.channels=[32, 64]", "pdiff.lr=2e-3", "pdiff.ae_steps=1500",
+         "pdiff.denoiser_channels=[1, 16, 32, 16, 1]",
+         "pdiff.ddpm_steps=1000"]
+# memory vs parameter count: method label -> overrides on the quickstart preset
+MEMORY_METHODS = {
+    "rpg": [],
+    "rpg (token 1024)": ["data.token_size=1024"],
+    "pdiff": PDIFF,
+}
+MEMORY_SIZES = (10_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 30_000_000)
+MEMORY_STEPS = 3
+MEMORY_CHECKPOINTS = 8
 
 COMMANDS = ("python bench/peers.py rows (as three --only subsets in parallel; the rows ablation-mamba and "
             "pdiff-quickstart ran first with --num 50, the rest with the default 20); python bench/peers.py memory; "
@@ -213,7 +228,7 @@ def why(data: dict, by: dict) -> list[str]:
     tokens = "".join(f"With {t:,}-value tokens (`{m}`) the scan holds {t / rpg['token_size']:g}x fewer values per "
                      "parameter; what remains is mostly the denoiser's fixed cost (a token subset of constant size). "
                      for m, t in larger.items())
-    scan = s.get("scan", "chunked")  # runs before issue 14 recorded no scan: they used the loop
+    scan = s.get("scan", "chunked")  # results that record no scan ran the loop scan
     holds = ("materialises tensors of shape (batch, tokens, d_inner, d_state) "
              f"= {rpg['batch_size']} x P/{rpg['token_size']} x {rpg['d_inner']} x {rpg['d_state']}, {per_param:g} "
              "values per generated parameter per tensor, several of them per layer plus their gradients. "
@@ -364,7 +379,7 @@ def plot(points: list[dict], path: Path) -> None:
 # ----------------------------------------------------------------------------- memory vs params alone
 
 MEMORY_BARS = (("rpg", 3_000_000, 4.0), ("rpg (token 1024)", 30_000_000, 8.0))
-"""(method, generated params, GB): issue 14's bars, "trains that many parameters under that peak RSS"."""
+"""(method, generated params, GB): the memory bars, "trains that many parameters under that peak RSS"."""
 MEMORY_RATIO_BAR = 0.3
 """Issue 14: rpg (token 64) at most this fraction of p-diff's peak RSS at p-diff's largest trained size."""
 
@@ -372,7 +387,8 @@ MEMORY_RATIO_BAR = 0.3
 def memory_report(points: list[dict], results: Path = RESULTS, *, name: str = "peers_memory", max_rss_gb: float,
                   max_step_s: float, note: str = "", commands: list[str] = ()) -> None:
     """bench/results/NAME.{md,json,png} from the points of ``peers.py memory`` (run by ``commands``)."""
-    data = {"commands": list(commands), "settings": {**settings(), "max_rss_gb": max_rss_gb, "max_step_s": max_step_s}, "note": note,
+    data = {"commands": list(commands),
+            "settings": {**settings(), "max_rss_gb": max_rss_gb, "max_step_s": max_step_s}, "note": note,
             "points": [{**{k: v for k, v in p.items() if k != "failed"},
                         **({"stopped": p["failed"]} if "failed" in p else {})} for p in points]}
     print(write_results(name, {**data, "plot": f"{name}.png"}, render_memory, results=results))
@@ -396,7 +412,8 @@ def memory_bars(points: list[dict]) -> list[str]:
         p = _near(points, method, params)
         if p is None or "stopped" in p:
             why = f" ({p['stopped']})" if p else ""
-            lines.append(f"- {method} did not train at about {params:,} params{why}: bar (under {gb:g} GB) **not met**.")
+            lines.append(f"- {method} did not train at about {params:,} params{why}: bar (under {gb:g} GB) "
+                         "**not met**.")
             continue
         ok = p["train_peak_rss_gb"] < gb
         lines.append(f"- {method} trains {p['params']:,} params at {p['train_peak_rss_gb']:.2f} GB peak RSS "

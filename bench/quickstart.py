@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from common import Report, Table, write_results
-from rpgen.quickstart import run_quickstart
+from rpgen.api import run_quickstart
 
 
 def stats(values: list[float]) -> str:

@@ -4,7 +4,7 @@
     python bench/readme_results.py --check   # exit 1 if README.md's block is out of date
 
 The block sits between ``<!-- results:begin -->`` and ``<!-- results:end -->``; every number in it
-comes from a results file named in its row, and bench/README.md has the full sections.
+comes from a results file named in its row (bench/README.md is the index of those files).
 """
 
 from __future__ import annotations

@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 
 from common import Report, Table, portable_path, write_results
-from rpgen.checkpoints import list_checkpoints, load_state_dict
+from rpgen.formats.checkpoints import load_state_dict
+from rpgen.formats.listing import list_checkpoints
 from rpgen.config import preset
 from rpgen.generation import generate
-from rpgen.run import load_run
+from rpgen.generation import load_run
 from rpgen.zoo.digits import DigitsCNN, collect_digits, evaluate
 
 SETTINGS = [("ddpm", 1000), ("ddim", 100), ("ddim", 60), ("ddim", 20), ("ddim", 10),

@@ -27,11 +27,11 @@ from pathlib import Path
 from common import RESULTS, Report, Table, write_results
 from wide_mlp import collect_wide_mlp
 
-from rpgen.checkpoints import open_checkpoints
+from rpgen.data.checkpoint_set import CheckpointSet
 from rpgen.config import apply_overrides, preset
-from rpgen.resources import generation_memory, training_memory
-from rpgen.tokendata import tokens_fit_in_memory
-from rpgen.tokenizer import fit_layout
+from rpgen.methods.memory import generation_memory, training_memory
+from rpgen.data.tokens import tokens_fit_in_memory
+from rpgen.data.tokenizer import fit_layout
 
 GB = 1e9
 
@@ -67,7 +67,7 @@ def measure(size: int, *, work: Path, checkpoints: int, steps: int, train_only_f
     paths = collect_wide_mlp(zoo, params=size, num_checkpoints=checkpoints, seed=0)
     zoo_s = time.perf_counter() - start
     config = preset("cpu-large")
-    layout = fit_layout(open_checkpoints(zoo)[:1], token_size=config.data.token_size)
+    layout = fit_layout(CheckpointSet.open(zoo).checkpoints[:1], token_size=config.data.token_size)
     rows = []
     for scan in scans:
         rows.append(measure_scan(scan, zoo=zoo, run=run, gen=gen, paths=paths, zoo_s=zoo_s, layout=layout,
@@ -92,14 +92,17 @@ def measure_scan(scan: str, *, zoo: Path, run: Path, gen: Path, paths: list, zoo
                       if generate else (None, None))
     in_memory = tokens_fit_in_memory(checkpoints, layout, in_memory_limit_mb=config.data.tokens_in_memory_mb)
     row = {
-        "scan": scan, "params": layout.num_params, "checkpoints": checkpoints, "zoo_gb": round(sum(p.stat().st_size for p in paths) / GB, 2),
+        "scan": scan, "params": layout.num_params, "checkpoints": checkpoints,
+        "zoo_gb": round(sum(p.stat().st_size for p in paths) / GB, 2),
         "tokens": layout.num_tokens, "tokens_in_ram": in_memory,
         "train_step_peak_rss_gb": None if train_only_for_generation else round(train_rss, 2),
         "train_step_s": None if train_only_for_generation else round(statistics.median(per_step), 2),
         "train_process_s": round(train_s, 1),
-        "train_estimate_gb": round(training_memory(config, layout, num_checkpoints=checkpoints, in_memory=in_memory) / GB, 2),
+        "train_estimate_gb": round(training_memory(config, layout, num_checkpoints=checkpoints,
+                                                   in_memory=in_memory) / GB, 2),
         "generate_peak_rss_gb": gen_rss and round(gen_rss, 2), "generate_s": gen_s and round(gen_s, 1),
-        "generate_estimate_gb": round(generation_memory(config, layout, num_states=checkpoints, models_at_once=1) / GB, 2),
+        "generate_estimate_gb": round(generation_memory(config, layout, num_states=checkpoints,
+                                                        models_at_once=1) / GB, 2),
         "model_gb": round(layout.num_params * 4 / GB, 2), "zoo_build_s": round(zoo_s, 1),
     }
     for p in (run, gen):

@@ -57,7 +57,7 @@ def worker(spec: dict) -> dict:
     torch.manual_seed(0)
     if spec["kind"] == "backbone":
         return backbone_worker(spec)
-    from rpgen.models.backbones import selective_scan, selective_scan_reference
+    from rpgen.models.mamba import selective_scan, selective_scan_reference
 
     b, l, e, n = spec["batch"], spec["tokens"], 2 * spec["d_model"], D_STATE
 
@@ -237,7 +237,7 @@ def main() -> None:
     if args.stage == "worker":
         print(json.dumps(worker(json.loads(args.spec))))
         return
-    from rpgen.models.backbones import SCAN_CHUNK
+    from rpgen.models.mamba import SCAN_CHUNK
 
     args.default = SCAN_CHUNK
     command = ("python bench/scan.py " + " ".join(a if " " not in a else repr(a) for a in sys.argv[1:])).strip()

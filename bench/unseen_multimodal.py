@@ -1,4 +1,4 @@
-"""Benchmark: unseen tasks on a multimodal zoo, where a regressor cannot cheat (issue 18).
+"""Benchmark: unseen tasks on a multimodal zoo, where a regressor cannot cheat.
 
     python bench/unseen_multimodal.py [--out runs/multimodal] [--num 6] [--modes 3] [--results DIR]
 
@@ -38,15 +38,14 @@ import random
 import re
 import statistics
 import tomllib
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from common import RESULTS, Report, Table, flat, spread_ratio, write_results
-from diverse import child, cli
-from rpgen.checkpoints import load_state_dict
+from common import RESULTS, Report, Table, child, cli, flat, nearest_codes, spread_ratio, write_results
+from rpgen.evaluation.baselines import LinearMap, average
+from rpgen.formats.checkpoints import load_state_dict
 from rpgen.generation import generate
 from rpgen.zoo import digits_tasks as zoo
 from rpgen.zoo.digits import load_split
@@ -61,12 +60,8 @@ ROWS = {  # name -> --set settings on top of the plain command
 }
 
 
-def hamming(a: str, b: str) -> int:
-    return sum(x != y for x, y in zip(a, b))
-
-
-class Zoo:
-    """The collected zoo: file lookup and accuracy of any models on given tasks."""
+class TasksZoo:
+    """A collected multimodal digits-tasks zoo: file lookup and accuracy of any models on given tasks."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -88,23 +83,23 @@ class Zoo:
         return [statistics.mean(acc[m * self.per_mode:(m + 1) * self.per_mode]) for m in range(self.modes)]
 
 
-def mode_check(z: Zoo, codes: list[str]) -> dict:
+def mode_check(z: TasksZoo, codes: list[str]) -> dict:
     """Accuracy of each mode, of the midpoint of every pair of modes, and of the mean of all modes
     (each task's last checkpoints)."""
     last = z.per_mode - 1
     ends = {c: [load_file(zoo.checkpoint_path(z.folder, c, last, m)) for m in range(z.modes)] for c in codes}
-    means = [{k: sum(h[k] for h in e) / len(e) for k in e[0]} for e in ends.values()]
+    means = [average(e) for e in ends.values()]
     per_mode = [statistics.mean(z.accuracy([ends[c][m] for c in codes], codes)) for m in range(z.modes)]
     pairs = {}
     for a, b in itertools.combinations(range(z.modes), 2):
-        midpoints = [{k: (e[a][k] + e[b][k]) / 2 for k in e[a]} for e in ends.values()]
+        midpoints = [average([e[a], e[b]]) for e in ends.values()]
         pairs[f"{a}-{b}"] = round(statistics.mean(z.accuracy(midpoints, codes)), 2)
     return {"tasks": len(codes), "mode_means": [round(a, 2) for a in per_mode],
             "midpoint_0_1_mean": pairs["0-1"], "midpoint_by_pair_mean": pairs,
             "mean_of_modes_mean": round(statistics.mean(z.accuracy(means, codes)), 2)}
 
 
-def head_only_check(z: Zoo, heldout: list[str], codes: list[str] | None = None) -> dict:
+def head_only_check(z: TasksZoo, heldout: list[str], codes: list[str] | None = None) -> dict:
     """Why the zoo trains a conv block per task: the same modes with heads only (the single-mode
     zoo's :class:`TaskHead` on the frozen features), every task trained in memory from each mode's
     initialisation (its last checkpoint of one epoch): the midpoint of modes 0 and 1 and the mean of
@@ -117,14 +112,14 @@ def head_only_check(z: Zoo, heldout: list[str], codes: list[str] | None = None) 
     for mode in range(z.modes):
         for i in range(0, len(codes), zoo.CHUNK_TASKS):
             chunk = codes[i:i + zoo.CHUNK_TASKS]
-            for code, states in zip(chunk, zoo._train_heads(chunk, features, y_train, seed=z.manifest["seed"],
+            for code, states in zip(chunk, zoo.train_heads(chunk, features, y_train, seed=z.manifest["seed"],
                                                              num_checkpoints=1, mode=mode)):
                 heads[mode][code] = states[-1]
     ends = [[heads[m][c] for m in range(z.modes)] for c in heldout]
-    midpoints = [{k: (e[0][k] + e[1][k]) / 2 for k in e[0]} for e in ends]
-    means = [{k: sum(h[k] for h in e) / len(e) for k in e[0]} for e in ends]
-    linear = LinearMap((c, heads[m][c]) for m in range(z.modes) for c in codes if c not in zoo.HELDOUT)
-    mapped = [linear.model(c) for c in heldout]
+    midpoints = [average([e[0], e[1]]) for e in ends]
+    means = [average(e) for e in ends]
+    linear = LinearMap((zoo.code_bits(c), heads[m][c]) for m in range(z.modes) for c in codes if c not in zoo.HELDOUT)
+    mapped = [linear.model(zoo.code_bits(c)) for c in heldout]
     per_mode = [statistics.mean(z.accuracy([e[m] for e in ends], heldout)) for m in range(z.modes)]
     return {"tasks": len(heldout), "mode_means": [round(a, 2) for a in per_mode],
             "midpoint_0_1_mean": round(statistics.mean(z.accuracy(midpoints, heldout)), 2),
@@ -132,59 +127,26 @@ def head_only_check(z: Zoo, heldout: list[str], codes: list[str] | None = None) 
             "linear_map_mean": round(statistics.mean(z.accuracy(mapped, heldout)), 2)}
 
 
-class LinearMap:
-    """Least squares from the code's monomials (bits, and products of up to ``degree`` bits, and 1) to
-    flattened weights (e.g. of every training checkpoint, all modes; degree 1: a linear map)."""
-
-    def __init__(self, examples: Iterable[tuple[str, dict[str, torch.Tensor]]], degree: int = 1) -> None:
-        """``examples``: (code, state dict) pairs to fit on."""
-        self.degree = degree
-        x, y = [], []
-        for code, state in examples:
-            x.append(self.features(code))
-            y.append(flat(state))
-        self.keys = sorted(state)  # flat()'s order
-        self.shapes = {k: state[k].shape for k in self.keys}
-        self.weights = torch.linalg.lstsq(torch.tensor(x, dtype=torch.float64),
-                                          torch.stack(y).double()).solution  # (features, P)
-
-    def features(self, code: str) -> list[float]:
-        bits = zoo.code_bits(code)
-        products = [float(all(bits[i] for i in chosen)) for d in range(2, self.degree + 1)
-                    for chosen in itertools.combinations(range(len(bits)), d)]
-        return bits + products + [1.0]
-
-    def model(self, code: str) -> dict[str, torch.Tensor]:
-        values = torch.tensor(self.features(code), dtype=torch.float64) @ self.weights
-        out, start = {}, 0
-        for key in self.keys:
-            n = self.shapes[key].numel()
-            out[key] = values[start:start + n].reshape(self.shapes[key]).float()
-            start += n
-        return out
-
-
 MODE_MAP_DEGREES = (1, 2, 3)
 
 
-def mode_maps(z: Zoo, splits: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+def mode_maps(z: TasksZoo, splits: dict[str, list[str]]) -> dict[str, dict[str, float]]:
     """Regressors given the mode, as the state gives it to the generator: for each mode, a least-squares
     polynomial map code -> weights of degree 1, 2 and 3 fitted on that mode's training checkpoints; the
     mean accuracy of each task's one model per mode -> {split: {degree: mean}}."""
     out: dict[str, dict[str, float]] = {split: {} for split in splits}
-    examples = [[(c, s) for c in z.train_codes for s in z.checkpoints(c, m)] for m in range(z.modes)]  # read once
+    examples = [[(zoo.code_bits(c), s) for c in z.train_codes for s in z.checkpoints(c, m)]
+                for m in range(z.modes)]  # read once
     for degree in MODE_MAP_DEGREES:
         maps = [LinearMap(mode_examples, degree) for mode_examples in examples]
         for split, codes in splits.items():
-            models = [f.model(c) for c in codes for f in maps]
+            models = [f.model(zoo.code_bits(c)) for c in codes for f in maps]
             out[split][str(degree)] = round(statistics.mean(z.accuracy(models, [c for c in codes for _ in maps])), 2)
     return out
 
 
-def nearest_seen(z: Zoo, code: str) -> float:
-    others = [c for c in z.train_codes if c != code]
-    best = min(hamming(code, c) for c in others)
-    models = [m for c in others if hamming(code, c) == best for m in z.checkpoints(c)]
+def nearest_seen(z: TasksZoo, code: str) -> float:
+    models = [m for c in nearest_codes(code, z.train_codes) for m in z.checkpoints(c)]
     return statistics.mean(z.accuracy(models, [code] * len(models)))
 
 
@@ -202,7 +164,8 @@ def generated(run: Path, codes: list[str], num: int, out: Path, temperature: flo
             [states[i * num:(i + 1) * num] for i in range(len(codes))])
 
 
-def coverage(z: Zoo, codes: list[str], models: list[list[dict]], states: list[list], accuracy: list[list[float]]) -> dict:
+def coverage(z: TasksZoo, codes: list[str], models: list[list[dict]], states: list[list],
+             accuracy: list[list[float]]) -> dict:
     """Nearest trained mode of every generated model, relative distances, broken averages."""
     hits, modes_reached, broken, relative, state_match = [0] * z.modes, [], 0, [], []
     for code, group, drawn, acc in zip(codes, models, states, accuracy):
@@ -228,7 +191,7 @@ def coverage(z: Zoo, codes: list[str], models: list[list[dict]], states: list[li
             "state_is_nearest_mode": None if not state_match else sum(state_match)}
 
 
-def spread(z: Zoo, codes: list[str], models: list[list[dict]], states: list[list]) -> float | None:
+def spread(z: TasksZoo, codes: list[str], models: list[list[dict]], states: list[list]) -> float | None:
     """How far apart a task's generated models of one state are, relative to that task's checkpoints
     of the matching mode: the median over (task, state) of mean pairwise distances, generated over
     trained (1: as diverse as the zoo within a mode; 0: one model per state). None without states."""
@@ -241,7 +204,8 @@ def spread(z: Zoo, codes: list[str], models: list[list[dict]], states: list[list
     return round(statistics.median(ratios), 3) if ratios else None
 
 
-def evaluate_row(z: Zoo, run: Path, codes: list[str], num: int, out: Path, temperature: float | None = None) -> dict:
+def evaluate_row(z: TasksZoo, run: Path, codes: list[str], num: int, out: Path,
+                 temperature: float | None = None) -> dict:
     models, states = generated(run, codes, num, out, temperature)
     flat_acc = z.accuracy([m for g in models for m in g], [c for c in codes for _ in range(num)])
     acc = [flat_acc[i * num:(i + 1) * num] for i in range(len(codes))]
@@ -280,7 +244,7 @@ def main() -> None:
         collect_s, _ = child(cli("collect", "digits-tasks", "--modes", args.modes, "--out", zoo_dir, "--overwrite"),
                              out / "logs" / "collect.log")
         collect_s = round(collect_s, 1)
-    z = Zoo(zoo_dir)
+    z = TasksZoo(zoo_dir)
     heldout = list(zoo.HELDOUT)
     order = z.train_codes[:]
     random.Random(0).shuffle(order)
@@ -325,7 +289,7 @@ def main() -> None:
         print(f"{name} at temperatures {others}: "
               f"{[cold[name][f'{t:g}']['heldout']['mean'] for t in others]}", flush=True)
 
-    linear = LinearMap((c, s) for c in z.train_codes for s in z.checkpoints(c))
+    linear = LinearMap((zoo.code_bits(c), s) for c in z.train_codes for s in z.checkpoints(c))
     given_mode = mode_maps(z, {"heldout": heldout, "seen": seen})
     result: dict = {"collect_s": collect_s, "modes_per_task": z.modes, "checkpoints_per_mode": z.per_mode,
                     "num_generated_per_task": args.num, "overrides": args.overrides, "mode_check": modes}
@@ -337,7 +301,8 @@ def main() -> None:
                                           for m in range(z.modes)],
                  "nearest_seen_mean": round(statistics.mean(nearest_seen(z, c) for c in codes), 2),
                  "chance_mean": round(statistics.mean(z.manifest["tasks"][c]["chance"] for c in codes), 2),
-                 "linear_map_mean": round(statistics.mean(z.accuracy([linear.model(c) for c in codes], codes)), 2),
+                 "linear_map_mean": round(statistics.mean(
+                     z.accuracy([linear.model(zoo.code_bits(c)) for c in codes], codes)), 2),
                  "mode_map_means": given_mode[split]}
         for name, row in rows.items():
             key = name.replace("-", "_")
@@ -424,7 +389,8 @@ def render(r: dict) -> Report:
                        else f"{h['coverage'][n]['state_is_nearest_mode']} of {h['coverage'][n]['models']}",
                        *(["—" if h["spread"][n] is None else f"{h['spread'][n]:.2f}"] if spreads else []),
                        f"{r['train'][n]['train_s']:.0f}" + ("*" if r["train"][n].get("timed_by") else ""),
-                       "—" if r["train"][n]["train_peak_rss_gb"] is None else f"{r['train'][n]['train_peak_rss_gb']:.2f}"]
+                       "—" if r["train"][n]["train_peak_rss_gb"] is None
+                       else f"{r['train'][n]['train_peak_rss_gb']:.2f}"]
                       for n in names], "llll" + "r" * (len(headers) - 4))
     cold_rows, cold_bars = [], []
     for n, by_t in h.get("temperature", {}).items():
@@ -435,9 +401,11 @@ def render(r: dict) -> Report:
                 **s["temperature"][n]}
         for t, e in sorted({own: default, **by_t}.items(), key=lambda te: -float(te[0])):
             cov = e["coverage"]
-            cold_rows.append([n, t, f"{e['mean']:.2f} / {e['min']:.2f}", f"{seen[t]['mean']:.2f} / {seen[t]['min']:.2f}",
+            cold_rows.append([n, t, f"{e['mean']:.2f} / {e['min']:.2f}",
+                              f"{seen[t]['mean']:.2f} / {seen[t]['min']:.2f}",
                               f"{e['mean'] - h['trained_mean']:+.2f}", f"{cov['broken']} of {cov['models']}",
-                              "—" if cov["state_is_nearest_mode"] is None else f"{cov['state_is_nearest_mode']} of {cov['models']}",
+                              "—" if cov["state_is_nearest_mode"] is None
+                              else f"{cov['state_is_nearest_mode']} of {cov['models']}",
                               "—" if e["spread"] is None else f"{e['spread']:.2f}"])
         for t, e in by_t.items():
             for split, b, mean in (("held-out", h, e["mean"]), ("seen", s, seen[t]["mean"])):
@@ -445,9 +413,11 @@ def render(r: dict) -> Report:
                 leads = ", ".join(f"{other.removesuffix('_mean').replace('_', ' ')} {mean - b[other]:+.2f} pp"
                                   for other in ("linear_map_mean", "mse_mean", "mse_condition_only_mean") if other in b)
                 cold_bars.append(f"- {n} at temperature {t}, {split}: {mean:.2f} vs trained {b['trained_mean']:.2f} "
-                                 f"({gap:+.2f} pp; within 3 pp: **{'met' if gap >= -3 else 'not met'}**); above {leads}")
+                                 f"({gap:+.2f} pp; within 3 pp: **{'met' if gap >= -3 else 'not met'}**); "
+                                 f"above {leads}")
     temperature_table = Table(["row", "temperature", "held-out mean / min", "seen mean / min",
-                               "held-out − trained (pp)", "broken (held-out)", "state = nearest mode", "spread (held-out)"],
+                               "held-out − trained (pp)", "broken (held-out)", "state = nearest mode",
+                               "spread (held-out)"],
                               cold_rows, "lrrrrrrr")
     bars = []
     if "generated_mean" in h:
@@ -459,7 +429,8 @@ def render(r: dict) -> Report:
                         f"({gap:+.2f} pp; bar within 3 pp: **{'met' if gap >= -3 else 'not met'}**)")
             if "rpg_condition_only_mean" in b:
                 bars.append(f"  - the state (ablation): with it {b['generated_mean']:.2f}, code only "
-                            f"{b['rpg_condition_only_mean']:.2f} ({b['generated_mean'] - b['rpg_condition_only_mean']:+.2f} pp)")
+                            f"{b['rpg_condition_only_mean']:.2f} "
+                            f"({b['generated_mean'] - b['rpg_condition_only_mean']:+.2f} pp)")
             for n in seed_rows(r["train"]):
                 mean = b[n.replace("-", "_") + "_mean"]
                 bars.append(f"  - {n} (`{' '.join(r['train'][n]['settings'])}`): {mean:.2f} "
@@ -478,7 +449,8 @@ def render(r: dict) -> Report:
         (f"Extra settings for every training (not the plain command): `{' '.join(r['overrides'])}`."
          if r["overrides"] else "Every row is the plain `rpgen train` command (plus the row's `--set`)."),
         "",
-        f"The modes differ (held-out tasks, last checkpoints): modes {' / '.join(f'{a:.2f}' for a in mc['mode_means'])}, "
+        "The modes differ (held-out tasks, last checkpoints): modes "
+        f"{' / '.join(f'{a:.2f}' for a in mc['mode_means'])}, "
         f"midpoints of two modes {' / '.join(f'{a:.2f} ({pair})' for pair, a in mc['midpoint_by_pair_mean'].items())}, "
         f"mean of all modes {mc['mean_of_modes_mean']:.2f}.",
         *([] if "heads_only_heldout" not in r["mode_check"] else [

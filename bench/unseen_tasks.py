@@ -31,11 +31,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from common import Report, Table, command_line, machine, markdown, spread_ratio, write_results
-from rpgen.conditions import CONDITIONS_FILE, write_conditions
+from common import Report, Table, command_line, machine, markdown, nearest_codes, spread_ratio, write_results
+from rpgen.data.conditions import CONDITIONS_FILE, write_conditions
 from rpgen.config import Config, apply_overrides
+from rpgen.evaluation.baselines import LinearMap
 from rpgen.generation import generate
-from rpgen.run import load_run
+from rpgen.generation import load_run
 from rpgen.training import train
 from rpgen.zoo import digits_tasks as zoo
 
@@ -47,10 +48,6 @@ SETTINGS = [
     "train.steps=1500", "train.batch_size=16", "train.diffusion_batch=256", "train.lr=2e-2",
     "train.warmup_steps=100", "train.save_every=1000", "sample.sampler=ddim", "sample.steps=60",
 ]
-
-
-def hamming(a: str, b: str) -> int:
-    return sum(x != y for x, y in zip(a, b))
 
 
 def subset_folder(zoo_dir: Path, codes: list[str], num_checkpoints: int, out: Path) -> Path:
@@ -69,33 +66,16 @@ def subset_folder(zoo_dir: Path, codes: list[str], num_checkpoints: int, out: Pa
 
 
 def nearest_seen_accuracy(code: str, train_codes: list[str], zoo_dir: Path, num_checkpoints: int) -> float:
-    others = [c for c in train_codes if c != code]
-    best = min(hamming(code, c) for c in others)
-    nearest = [c for c in others if hamming(code, c) == best]
+    nearest = nearest_codes(code, train_codes)
     heads = [load_file(zoo_dir / zoo.TRAIN_DIR / zoo.checkpoint_name(c, k)) for c in nearest
              for k in range(num_checkpoints)]
     return statistics.mean(zoo.batch_accuracy(heads, [code] * len(heads), zoo_dir=zoo_dir))
 
 
-class LinearMap:
-    """Least squares from [code bits, 1] to the flattened head weights of the training checkpoints."""
-
-    def __init__(self, train_codes: list[str], zoo_dir: Path, num_checkpoints: int) -> None:
-        heads = [load_file(zoo_dir / zoo.TRAIN_DIR / zoo.checkpoint_name(c, k))
-                 for c in train_codes for k in range(num_checkpoints)]
-        self.shapes = {k: v.shape for k, v in heads[0].items()}
-        x = torch.tensor([zoo.code_bits(c) + [1.0] for c in train_codes for _ in range(num_checkpoints)],
-                         dtype=torch.float64)  # (K, 11)
-        y = torch.stack([torch.cat([h[k].reshape(-1) for k in self.shapes]) for h in heads]).double()  # (K, P)
-        self.weights = torch.linalg.lstsq(x, y).solution  # (11, P)
-
-    def head(self, code: str) -> dict[str, torch.Tensor]:
-        flat = torch.tensor(zoo.code_bits(code) + [1.0], dtype=torch.float64) @ self.weights
-        out, start = {}, 0
-        for key, shape in self.shapes.items():
-            out[key] = flat[start:start + shape.numel()].reshape(shape).float()
-            start += shape.numel()
-        return out
+def linear_map(train_codes: list[str], zoo_dir: Path, num_checkpoints: int) -> LinearMap:
+    """Least squares from [code bits, 1] to the head weights of the training checkpoints."""
+    return LinearMap((zoo.code_bits(c), load_file(zoo_dir / zoo.TRAIN_DIR / zoo.checkpoint_name(c, k)))
+                     for c in train_codes for k in range(num_checkpoints))
 
 
 def measure(run_dir: Path, codes: list[str], train_codes: list[str], zoo_dir: Path, manifest: dict, *,
@@ -109,7 +89,7 @@ def measure(run_dir: Path, codes: list[str], train_codes: list[str], zoo_dir: Pa
     heads = [load_file(f) for f in files]
     per_model = zoo.batch_accuracy(heads, [c for c in codes for _ in range(num_generated)], zoo_dir=zoo_dir)
     num_ckpt = manifest["num_checkpoints"]
-    linear_acc = zoo.batch_accuracy([linear.head(c) for c in codes], codes, zoo_dir=zoo_dir)
+    linear_acc = zoo.batch_accuracy([linear.model(zoo.code_bits(c)) for c in codes], codes, zoo_dir=zoo_dir)
     rows, spreads = [], []
     for i, code in enumerate(codes):
         generated = per_model[i * num_generated:(i + 1) * num_generated]
@@ -163,7 +143,7 @@ def main() -> None:
         start = time.perf_counter()
         train(folder, run_dir, config, overwrite=True, progress=False)
         train_s = round(time.perf_counter() - start, 1)
-        linear = LinearMap(train_codes, zoo_dir, manifest["num_checkpoints"])
+        linear = linear_map(train_codes, zoo_dir, manifest["num_checkpoints"])
         held = measure(run_dir, heldout, train_codes, zoo_dir, manifest, num_generated=args.num_generated,
                        out=args.out / f"gen{n}-heldout", linear=linear)
         seen = measure(run_dir, seen_eval, train_codes, zoo_dir, manifest, num_generated=args.num_generated,
@@ -177,7 +157,8 @@ def main() -> None:
     main_run = runs[-1]
     temperature = load_run(args.out / f"run{main_run['num_tasks']}").config.sample.temperature
     result = {
-        "settings": settings, "temperature": temperature, "collect_s": collect_s, "num_generated_per_task": args.num_generated,
+        "settings": settings, "temperature": temperature, "collect_s": collect_s,
+        "num_generated_per_task": args.num_generated,
         "main_run_num_tasks": main_run["num_tasks"], "train_s": main_run["train_s"],
         "heldout": main_run["heldout"], "seen": main_run["seen"],
         "by_num_train_tasks": [{"num_tasks": r["num_tasks"], "heldout_generated_mean": r["heldout"]["generated_mean"],

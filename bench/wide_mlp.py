@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from rpgen.errors import RpgenError
-from rpgen.files import atomic_dir
+from rpgen.safety.atomic import atomic_dir
 
 DEPTH = 4
 

@@ -14,6 +14,7 @@
 - ``load_bench(name)``: a bench/ script imported as a module.
 - ``child_env()``, ``start_python(code, *args)``: real child processes that import this rpgen
   (for SIGKILL, lock and concurrency tests); ``start_python`` waits for the child's first line.
+- ``saved_bytes(fn, inputs)``: bytes autograd keeps for backward when ``fn(*inputs)`` runs (memory tests).
 - ``make_state_dict``: a factory for small synthetic state_dicts shaped like a conv + BatchNorm
   + linear model (float32 weights, BatchNorm buffers, an int64 ``num_batches_tracked``).
 """
@@ -177,3 +178,16 @@ def start_python(code: str, *args) -> tuple[subprocess.Popen, str]:
         proc.wait(timeout=60)
         raise AssertionError(f"child exited ({proc.returncode}) before it was ready: {proc.stderr.read()}")
     return proc, line
+
+
+def saved_bytes(fn, inputs: list[torch.Tensor]) -> int:
+    """Bytes autograd keeps for backward (each storage counted once)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*inputs)
+    return sum(storages.values())

@@ -38,3 +38,43 @@ def test_api_errors_are_rpgen_errors(digits_zoo, tmp_path):
 def test_version():
     result = cli("--version")
     assert result.exit_code == 0 and result.output.strip() == f"rpgen {rpgen.__version__}"
+
+
+class Listings:
+    """Counts the directory listings of chosen folders (``os.listdir`` and ``os.scandir``, which every
+    listing in Python goes through: ``Path.iterdir``, ``glob``, ``shutil``)."""
+
+    def __init__(self, monkeypatch, *folders):
+        import os
+
+        self.watched = {str(f.resolve()): 0 for f in folders}
+        for name in ("listdir", "scandir"):
+            real = getattr(os, name)
+
+            def counting(path=".", _real=real):
+                key = os.path.realpath(path) if isinstance(path, (str, os.PathLike)) else None
+                if key in self.watched:
+                    self.watched[key] += 1
+                return _real(path)
+
+            monkeypatch.setattr(os, name, counting)
+
+    def take(self, folder) -> int:
+        """Listings of ``folder`` since the last call."""
+        key = str(folder.resolve())
+        count, self.watched[key] = self.watched[key], 0
+        return count
+
+
+def test_the_checkpoint_folder_is_listed_once_per_command(two_run_zoo, tmp_path, monkeypatch):
+    zoo = two_run_zoo[0]
+    listings = Listings(monkeypatch, zoo, tmp_path / "aligned" / "aligned")
+    rpgen.train(zoo, tmp_path / "run", overrides=TINY, progress=False)
+    assert listings.take(zoo) == 1
+    rpgen.generate(tmp_path / "run", tmp_path / "gen", num=2, progress=False)
+    assert listings.take(zoo) == 0  # generation reads the run directory only
+    rpgen.evaluate(tmp_path / "run", tmp_path / "gen", "rpgen.zoo.digits:evaluate", baselines=False, progress=False)
+    assert listings.take(zoo) == 1
+    aligning = [*TINY, "data.align=weight-matching", 'data.align_model="rpgen.zoo.digits:DigitsCNN"']
+    rpgen.train(zoo, tmp_path / "aligned", overrides=aligning, progress=False)
+    assert listings.take(zoo) == 1 and listings.take(tmp_path / "aligned" / "aligned") == 1

@@ -22,13 +22,13 @@ from safetensors.torch import load_file, save_file
 
 from rpgen.config import Config, apply_overrides, load_toml
 from rpgen.errors import RpgenError
-from rpgen.resources import check_resources
+from rpgen.safety.resources import check_resources
 from rpgen.training import train
 
 
 HOLD_LOCK = """
 import sys, time
-from rpgen.lock import run_lock
+from rpgen.safety.locks import run_lock
 with run_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(120)

@@ -98,7 +98,8 @@ def test_train_rejects_bad_conditions_json(small_zoo, tmp_path):
     }
     for i, (data, needles) in enumerate(cases.values()):
         (folder / "conditions.json").write_text(json.dumps(data))
-        one_line_error(rpgen("train", folder, "--out", tmp_path / f"r{i}", *set_args(TINY)), "conditions.json", *needles)
+        result = rpgen("train", folder, "--out", tmp_path / f"r{i}", *set_args(TINY))
+        one_line_error(result, "conditions.json", *needles)
         assert not (tmp_path / f"r{i}").exists()
 
 

@@ -16,7 +16,8 @@ from conftest import TASKS_ZOO_CODES, rpgen, set_args, tiny
 from conftest import check_one_line_error as one_line_error
 from rpgen.config import Config, apply_overrides
 from rpgen.models.generator import PrototypeNet
-from rpgen.run import load_run
+from rpgen.generation import load_run
+from rpgen.generation.selection import draw_states, requested
 from rpgen.zoo import digits_tasks as zoo
 
 TINY = tiny("train.batch_size=4")
@@ -82,9 +83,9 @@ def test_generate_with_a_condition_and_states(modes_run, tmp_path):
     run = load_run(modes_run)  # the API makes the same models, and draws states when none are given
     same = run.sample(2, seed=0, conditions=[zoo.code_bits(CODE)], states=[0, 1])
     assert all(torch.equal(same[0][k], a[k]) for k in a)
-    drawn = run.selectors(num=3, conditions=[zoo.code_bits(CODE)])
+    drawn = requested(run, num=3, conditions=[zoo.code_bits(CODE)])
     assert all(s is None for _, s in drawn)
-    assert {s for _, s in run.draw_states(drawn, rng=torch.Generator().manual_seed(0))} <= {0, 1}
+    assert {s for _, s in draw_states(run, drawn, rng=torch.Generator().manual_seed(0))} <= {0, 1}
 
 
 def test_a_conditional_run_samples_colder_by_default(modes_run, tmp_path):

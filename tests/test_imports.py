@@ -1,4 +1,5 @@
-"""The package's import graph has no cycles, and every module imports on its own."""
+"""The import graphs have no cycles: src/rpgen module by module and wing by wing, and bench/, where
+no script imports another script; and every rpgen module imports on its own."""
 
 from __future__ import annotations
 
@@ -13,30 +14,60 @@ import pytest
 import rpgen
 
 PACKAGE = Path(rpgen.__file__).parent
+BENCH = PACKAGE.parents[1] / "bench"
+BENCH_SHARED = "common"
+"""The bench/ module of shared helpers; it is also the command that checks the results files."""
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+def module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def imported_names(tree: ast.AST) -> set[str]:
+    """Every module an import in ``tree`` names (``from pkg import mod``: pkg and pkg.mod), lazy
+    imports included; ``if TYPE_CHECKING:`` blocks are left out (they never run)."""
+    names: set[str] = set()
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
+               for stmt in node.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return names
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def import_graph() -> dict[str, set[str]]:
-    """rpgen module -> the rpgen modules it imports anywhere in its body (lazy imports included)."""
-    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    """rpgen module -> the rpgen modules importing it runs: those it names, and the package
+    ``__init__`` of each that the importer is not itself inside (importing ``a.b.c`` from outside
+    ``a.b`` runs ``a/b/__init__.py`` first)."""
+    modules = {module_name(p, PACKAGE.parent): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
+        parts = name.split(".")
+        inside = {".".join(parts[:i]) for i in range(1, len(parts) + (path.name == "__init__.py"))}
         targets = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                # ``from pkg import mod`` runs pkg (its __init__) and then mod: both count
-                candidates = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                candidates = [a.name for a in node.names]
-            else:
-                continue
-            targets |= {c for c in candidates if c in modules and c != name}
-        graph[name] = targets
+        for target in imported_names(ast.parse(path.read_text(encoding="utf-8"))):
+            if target in modules:
+                steps = target.split(".")
+                targets |= {target} | {p for p in (".".join(steps[:i]) for i in range(2, len(steps)))
+                                       if p not in inside}
+        graph[name] = targets - {name}
     return graph
+
+
+def wing(module: str) -> str:
+    """The part of rpgen a module belongs to: its subpackage, or the top-level module itself."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else module
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -46,7 +77,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     def visit(node: str) -> list[str] | None:
         state[node] = 1
         path.append(node)
-        for nxt in sorted(graph[node]):
+        for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
                 return path[path.index(nxt):] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
@@ -66,10 +97,44 @@ def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def test_type_checking_imports_are_left_out():
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from rpgen.x import Y\nimport rpgen.z\n")
+    assert imported_names(tree) == {"typing", "typing.TYPE_CHECKING", "rpgen.z"}
+
+
 def test_no_import_cycles():
     graph = import_graph()
-    assert "rpgen.methods.rpg" in graph and "rpgen.training" in graph
+    assert "rpgen.methods.rpg" in graph and "rpgen.training.trainer" in graph
+    assert "rpgen.generation" in graph["rpgen.api"]  # importing a module from outside runs its package
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_wings_import_each_other_one_way():
+    """Data flows one way: no subpackage (or top-level module) imports one that imports it back."""
+    wings: dict[str, set[str]] = {}
+    for module, targets in import_graph().items():
+        wings.setdefault(wing(module), set()).update(wing(t) for t in targets if wing(t) != wing(module))
+    assert find_cycle(wings) is None, " -> ".join(find_cycle(wings))
+
+
+def bench_graph() -> dict[str, set[str]]:
+    """bench/ module -> the bench/ modules it imports (scripts import each other by bare name)."""
+    modules = {p.stem: p for p in BENCH.glob("*.py")}
+    return {name: {t for t in imported_names(ast.parse(path.read_text(encoding="utf-8"))) if t in modules}
+            for name, path in modules.items()}
+
+
+def bench_scripts() -> set[str]:
+    """The bench/ files run as ``python bench/NAME.py`` (a ``__main__`` block), common.py aside."""
+    return {p.stem for p in BENCH.glob("*.py") if "__main__" in p.read_text(encoding="utf-8")} - {BENCH_SHARED}
+
+
+def test_bench_has_no_cycles_and_no_script_imports_another_script():
+    graph, scripts = bench_graph(), bench_scripts()
+    assert {"diverse", "peers", "readme_results"} <= scripts and "wide_mlp" not in scripts
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+    for name, targets in graph.items():
+        assert not targets & scripts, f"bench/{name}.py imports the script(s) {sorted(targets & scripts)}"
 
 
 @pytest.mark.slow

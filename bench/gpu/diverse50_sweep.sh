@@ -1,5 +1,5 @@
 #!/bin/bash
-# 50-run digits zoo: training settings swept in parallel on one GPU (issue 13 probe; results in
+# 50-run digits zoo: training settings swept in parallel on one GPU (a probe; results in
 # bench/results/diverse_sweep_h100.json). ZOO = the 250 checkpoints of bench/diverse.py's digits-50.
 # Wheels missing on the GPU machine (diffusers, tomli_w, importlib_metadata) travel in .whl/.
 : "${ZOO:?set ZOO to the digits-50 checkpoint folder}"; OUT=${OUT:-.}

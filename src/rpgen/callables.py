@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rpgen.errors import RpgenError
+from rpgen.errors import RpgenError, first_line
 
 
 def resolve_callable(spec: str, *, what: str) -> Callable[..., Any]:
@@ -33,12 +33,6 @@ def resolve_callable(spec: str, *, what: str) -> Callable[..., Any]:
     if not callable(obj):
         raise RpgenError(f"{what} {spec!r}: {attr!r} is a {type(obj).__name__}, not a function")
     return obj
-
-
-def first_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, for one-line errors about user code that raised."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _import_file(path: Path, *, spec: str, what: str) -> Any:

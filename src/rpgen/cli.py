@@ -97,7 +97,8 @@ def collect(
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    given = {k: v for k, v in {"runs": runs, "modes": modes, "rank": rank, "dora": dora, "base": base}.items() if v is not None}
+    options = {"runs": runs, "modes": modes, "rank": rank, "dora": dora, "base": base}
+    given = {k: v for k, v in options.items() if v is not None}
     console.print(collect_zoo(zoo, out, num=num, seed=seed, overwrite=overwrite, progress=progress, **given))
 
 
@@ -124,7 +125,7 @@ def train(
                                         "that builds the checkpoints' model (called with no arguments), traced "
                                         "with torch.fx to find the hidden units."),
     align_spec: Optional[Path] = typer.Option(None, "--align-spec", help="With --align: a JSON permutation spec "
-                                              "instead of --model (format: rpgen.align_spec)."),
+                                              "instead of --model (format: rpgen.align.spec)."),
     evaluator: Optional[str] = typer.Option(None, "--evaluator", help="path/file.py:function or module:function "
                                             "(as for rpgen evaluate): every --set train.eval_every steps, score "
                                             "a few generated models and stop once they are as good as the "
@@ -171,8 +172,8 @@ def generate(
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Standard deviation of the noise "
                                                 "sampling starts from (ddim, dpm); below 1: less diverse models, "
                                                 "nearer the denoiser's average; 0: one model per state (and "
-                                                "condition), whatever the seed. Default from the run's config: 1 for an "
-                                                "unconditional run, 0.25 for a conditional one."),
+                                                "condition), whatever the seed. Default from the run's config: 1 "
+                                                "for an unconditional run, 0.25 for a conditional one."),
     seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same models."),
     state: List[int] = typer.Option([], "--state", help="Permutation state of each model: a training checkpoint's "
                                     "index, or a training run's when the run has one state per run (run.json: "
@@ -190,7 +191,7 @@ def generate(
     """Generate new complete parameter sets (state dicts as safetensors; for a run trained on peft
     adapter folders, adapter folders that PeftModel.from_pretrained(base, folder) loads)."""
     import rpgen.api as api
-    from rpgen.conditions import parse_condition
+    from rpgen.data.conditions import parse_condition
 
     conditions = [parse_condition(c) for c in condition] or None
     start = time.perf_counter()
@@ -240,7 +241,7 @@ def quickstart(
     """Everything on the built-in digits zoo: collect 50 checkpoints, train, generate, evaluate."""
     from rpgen.evaluation.report import results_table
     from rpgen.evaluation.verdict import comparison_line
-    from rpgen.quickstart import run_quickstart
+    from rpgen.api import run_quickstart
 
     result, times = run_quickstart(out, num=num, seed=seed, overrides=set_, overwrite=overwrite,
                                    progress=progress, announce=console.rule)

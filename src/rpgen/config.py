@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import types
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 import tomli_w
 
+from rpgen.configs.coerce import coerce
 from rpgen.errors import RpgenError
 
 if sys.version_info >= (3, 11):
@@ -43,7 +42,7 @@ class DataConfig:
     ones are read from the files token by token as steps need them (0 = always). Same results."""
     states: Literal["auto", "checkpoint", "run", "none"] = "auto"
     """Permutation states: one per checkpoint, one per training run (runs from runs.json, rNN_
-    file prefixes, or estimated: rpgen.lineage), or none (one shared state; a conditional run then
+    file prefixes, or estimated: rpgen.data.lineage), or none (one shared state; a conditional run then
     sees the condition only). auto = one per run when the zoo has several runs (the original RPG
     code keeps one state per seed), else one per checkpoint (unconditional) or none (conditional).
     A conditional run with states "run" takes the state beside the condition: which of the
@@ -58,12 +57,12 @@ class DataConfig:
     """``module:factory`` or ``path/file.py:factory`` building the checkpoints' model, traced with
     torch.fx to find which hidden units may be permuted together."""
     align_spec: str = ""
-    """A permutation spec file (JSON, rpgen.align_spec) instead of tracing a model."""
+    """A permutation spec file (JSON, rpgen.align.spec) instead of tracing a model."""
     tensor_order: Literal["model", "name"] = "model"
     """Order of the tensors in the token sequence. model: as the model defines it (a .pt file's
     saved order, a shard index's order, else a numeric-aware sort of the key: ``h.2`` before
-    ``h.10``); name: a plain sort of the key names (``h.10`` before ``h.2``; rpgen's order for
-    safetensors before this setting existed). See rpgen.checkpoints.tensor_order."""
+    ``h.10``); name: a plain sort of the key names (``h.10`` before ``h.2``), for comparison and for
+    runs trained with it. See rpgen.formats.checkpoints.tensor_order."""
 
     def __post_init__(self) -> None:
         _check(self.token_size >= 1, "data.token_size", self.token_size, "must be >= 1")
@@ -80,10 +79,10 @@ class ModelConfig:
     d_model: int = 0
     """Width of the recurrent backbone and of the prototypes (independent of token_size); 0 = auto:
     sized from the zoo's distinct values (training runs x parameters, x conditions in a conditional
-    zoo; rpgen.sizing)."""
+    zoo; rpgen.training.resolve)."""
     film: bool = True
     """The permutation state (or condition) also scales and shifts the backbone's input (FiLM), not
-    only adds to it: a multiplicative path lets a small backbone tell many runs apart (DESIGN.md §6)."""
+    only adds to it: a multiplicative path lets a small backbone tell many runs apart (bench/results/diverse.md)."""
     num_layers: int = 2
     d_state: int = 0
     """Mamba state size; 0 = auto (128 with CUDA kernels, 16 on CPU)."""
@@ -125,14 +124,10 @@ class ModelConfig:
                "must be an integer >= 1")
         _check(isinstance(self.ssd_chunk, int) and self.ssd_chunk >= 1, "model.ssd_chunk", self.ssd_chunk,
                "must be an integer >= 1")
-        _check(self.headdim >= 1, "model.headdim", self.headdim, "must be >= 1")
-        _check(self.backbone != "mamba2" or self.d_model == 0 or (self.expand * self.d_model) % self.headdim == 0,
-               "model.headdim", self.headdim, "must divide model.expand * model.d_model")
+        _check(self.headdim >= 1 and (self.backbone != "mamba2" or (self.expand * self.d_model) % self.headdim == 0),
+               "model.headdim", self.headdim, "must be >= 1 and divide model.expand * model.d_model")
         _check(self.kernel_size % 2 == 1, "model.kernel_size", self.kernel_size, "must be odd")
-        ch = self.denoiser_channels
-        _check(len(ch) >= 3 and len(ch) % 2 == 1 and ch[0] == 1 and ch[-1] == 1
-               and tuple(ch) == tuple(reversed(ch)),
-               "model.denoiser_channels", ch, "must be symmetric, odd-length, start and end with 1")
+        _check_channels("model.denoiser_channels", self.denoiser_channels)
         _check(self.backbone != "transformer" or self.d_model % self.num_heads == 0,
                "model.num_heads", self.num_heads, "must divide model.d_model")
 
@@ -155,14 +150,14 @@ class DiffusionConfig:
 class TrainConfig:
     steps: int = 0
     """Optimisation steps; 0 = auto: 2,000 for a zoo of one training run, 3,000 or more for several
-    (and for a conditional zoo, which stands for more models than runs; rpgen.sizing)."""
+    (and for a conditional zoo, which stands for more models than runs; rpgen.training.resolve)."""
     batch_size: int = 8
     """Checkpoints (sequences) per step run through the backbone."""
     diffusion_batch: int = 256
     """Tokens per step sent through the denoiser (random subset of the batch's tokens)."""
     lr: float = 0.0
     """Peak AdamW learning rate; 0 = auto: 2e-2 for a zoo of one training run at d_model 64, else
-    3e-3 (2e-2 stalls on multi-run zoos and spikes at larger widths, rpgen.sizing)."""
+    3e-3 (2e-2 stalls on multi-run zoos and spikes at larger widths, rpgen.training.resolve)."""
     weight_decay: float = 0.0
     warmup_steps: int = 100
     grad_clip: float = 1.0
@@ -174,26 +169,22 @@ class TrainConfig:
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     """auto = bf16 autocast on CUDA, full precision elsewhere."""
     evaluator: str = ""
-    """``module:function`` or ``path/file.py:function`` (as for ``rpgen evaluate``): while training,
-    score a few generated models every ``eval_every`` steps and stop once they are as good as the
-    checkpoints (rpgen.stopping); "" = train the whole schedule."""
+    """An evaluator spec (as for ``rpgen evaluate``): score generated models every ``eval_every`` steps,
+    stop once they are as good as the checkpoints (rpgen.training.stopping); "" = none."""
     stop_on_plateau: bool = True
-    """Without an evaluator: end training in the second half of the schedule once the loss has
-    stopped falling (rpgen.stopping.LossPlateau)."""
+    """Without an evaluator: stop in the schedule's second half once the loss stopped falling."""
     eval_every: int = 0
     """Steps between evaluations; 0 = auto (a tenth of the steps, at least 100)."""
     eval_models: int = 4
     """Models generated per evaluation."""
     stop_tolerance: float | Literal["auto"] = "auto"
-    """How far below the checkpoints' mean (in the metric's units) the generated mean may stay and
-    count as reached; auto = two standard deviations of the checkpoints' scores."""
+    """How far below the checkpoints' mean the generated mean counts as reached; auto = 2 std of theirs."""
 
     def __post_init__(self) -> None:
         _check(self.eval_every >= 0, "train.eval_every", self.eval_every, "must be >= 1, or 0 (auto)")
-        _check(self.eval_models >= 1, "train.eval_models", self.eval_models, "must be >= 1")
         _check(self.stop_tolerance == "auto" or self.stop_tolerance >= 0, "train.stop_tolerance", self.stop_tolerance,
                "must be >= 0 or 'auto'")
-        for name in ("batch_size", "diffusion_batch", "save_every", "log_every"):
+        for name in ("batch_size", "diffusion_batch", "save_every", "log_every", "eval_models"):
             _check(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "must be >= 1")
         _check(self.steps >= 0, "train.steps", self.steps, "must be >= 1, or 0 (auto)")
         _check(self.lr >= 0, "train.lr", self.lr, "must be > 0, or 0 (auto)")
@@ -210,7 +201,7 @@ class SampleConfig:
     the models move toward what the denoiser expects on average: less diverse, and on conditions the
     generator never saw more accurate (bench/results/unseen_multimodal_default.md); 0 gives one model
     per state (and condition), whatever the seed. auto = 1 for an unconditional run, 0.25 for a
-    conditional one (rpgen.sizing.auto_temperature); training writes the number into the run's config."""
+    conditional one (rpgen.methods.diffusion.auto_temperature); training writes the number into the run's config."""
     chunk_tokens: int = 8192
     """Tokens denoised at once; bounds sampling memory."""
 
@@ -228,10 +219,9 @@ class PDiffConfig:
     warmup_steps and grad_clip, and ``[diffusion]``/``[sample]`` for the latent DDPM."""
 
     channels: tuple[int, ...] = (32, 64)
-    """Encoder conv widths, each layer halving the length (the decoder mirrors them). Digits zoo,
-    seed 0, measured by hand while building the baseline (not a bench result): (32, 64) at lr 2e-3
-    and 1,500 steps reconstructs 10 checkpoints at 98.5-98.9% accuracy; (16, 32, 64) at lr 1e-3 and
-    1,000 steps only at 78-92%."""
+    """Encoder conv widths, each layer halving the length (the decoder mirrors them). (32, 64) at lr
+    2e-3 and 1,500 + 1,000 steps generates 98.57% on the quickstart digits zoo against 98.64% for its
+    checkpoints (bench/results/peers.md)."""
     latent_channels: int = 4
     kernel_size: int = 7
     input_noise: float = 0.001
@@ -255,10 +245,7 @@ class PDiffConfig:
         _check(self.lr > 0, "pdiff.lr", self.lr, "must be > 0")
         _check(self.ae_steps >= 1, "pdiff.ae_steps", self.ae_steps, "must be >= 1")
         _check(self.ddpm_steps >= 1, "pdiff.ddpm_steps", self.ddpm_steps, "must be >= 1")
-        ch = self.denoiser_channels
-        _check(len(ch) >= 3 and len(ch) % 2 == 1 and ch[0] == 1 and ch[-1] == 1
-               and tuple(ch) == tuple(reversed(ch)),
-               "pdiff.denoiser_channels", ch, "must be symmetric, odd-length, start and end with 1")
+        _check_channels("pdiff.denoiser_channels", self.denoiser_channels)
 
 
 @dataclass
@@ -272,7 +259,8 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            f.name: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(self, f.name)).items()}
+            f.name: {k: list(v) if isinstance(v, tuple) else v
+                     for k, v in dataclasses.asdict(getattr(self, f.name)).items()}
             for f in dataclasses.fields(self)
         }
 
@@ -289,50 +277,9 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
         raise RpgenError(f"config {key} = {value!r} {why}")
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against the field type ``hint``; convert where lossless."""
-    origin = get_origin(hint)
-    if origin is Literal:
-        if value not in get_args(hint):
-            choices = ", ".join(repr(a) for a in get_args(hint))
-            raise RpgenError(f"config {key} = {value!r} is not one of {choices}")
-        return value
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise RpgenError(f"config {key} = {value!r} must be a list")
-        (item,) = get_args(hint)[:1]
-        return tuple(_coerce(key, v, item) for v in value)
-    if origin in (typing.Union, types.UnionType):  # the first member the value fits, e.g. a number or "auto"
-        for member in get_args(hint):
-            try:
-                return _coerce(key, value, member)
-            except RpgenError:
-                pass
-        raise RpgenError(f"config {key} = {value!r} must be {' or '.join(_describe(m) for m in get_args(hint))}")
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise RpgenError(f"config {key} = {value!r} must be true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RpgenError(f"config {key} = {value!r} must be an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RpgenError(f"config {key} = {value!r} must be a number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise RpgenError(f"config {key} = {value!r} must be a string")
-        return value
-    raise TypeError(f"unsupported config type {hint}")  # pragma: no cover
-
-
-def _describe(hint: Any) -> str:
-    """What a value of a config field type looks like, for errors: 'a number', "'auto'"."""
-    if get_origin(hint) is Literal:
-        return " or ".join(repr(a) for a in get_args(hint))
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+def _check_channels(key: str, ch: tuple[int, ...]) -> None:
+    _check(len(ch) >= 3 and len(ch) % 2 == 1 and ch[0] == 1 and ch[-1] == 1 and tuple(ch) == tuple(reversed(ch)),
+           key, ch, "must be symmetric, odd-length, start and end with 1")
 
 
 def from_dict(data: dict[str, Any], *, base: Config | None = None, source: str = "config") -> Config:
@@ -352,7 +299,7 @@ def from_dict(data: dict[str, Any], *, base: Config | None = None, source: str =
         for key, value in values.items():
             if key not in known:
                 raise RpgenError(f"{source}: unknown key {name}.{key} (known: {', '.join(sorted(known))})")
-            changes[key] = _coerce(f"{name}.{key}", value, hints[key])
+            changes[key] = coerce(f"{name}.{key}", value, hints[key])
         updated[name] = dataclasses.replace(current, **changes)
     return dataclasses.replace(base, **updated)
 

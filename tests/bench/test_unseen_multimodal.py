@@ -4,9 +4,9 @@ and the coverage count, on real trained files.
 """
 
 import pytest
-import torch
 
 from conftest import TASKS_ZOO_CODES, load_bench
+from rpgen.evaluation.baselines import LinearMap
 from rpgen.zoo import digits_tasks as zoo
 
 bench = load_bench("unseen_multimodal")
@@ -16,7 +16,7 @@ bench = load_bench("unseen_multimodal")
 def modes(tmp_path_factory):
     out = tmp_path_factory.mktemp("mm") / "zoo"
     zoo.collect_digits_tasks(out, num_checkpoints=2, codes=TASKS_ZOO_CODES, modes=3, progress=False)
-    return bench.Zoo(out)
+    return bench.TasksZoo(out)
 
 
 def test_each_checkpoint_is_nearest_its_own_mode(modes):
@@ -45,23 +45,9 @@ def test_mode_check_and_linear_map(modes):
     assert len(check["mode_means"]) == 3 and all(a > 80 for a in check["mode_means"])
     assert list(check["midpoint_by_pair_mean"]) == ["0-1", "0-2", "1-2"]
     assert check["midpoint_0_1_mean"] == check["midpoint_by_pair_mean"]["0-1"]
-    linear = bench.LinearMap((c, s) for c in modes.train_codes for s in modes.checkpoints(c))
-    model = linear.model("0110000010")
+    linear = LinearMap((zoo.code_bits(c), s) for c in modes.train_codes for s in modes.checkpoints(c))
+    model = linear.model(zoo.code_bits("0110000010"))
     zoo.TaskBlock().load_state_dict(model, strict=True)
-
-
-def test_a_polynomial_map_reproduces_products_of_bits():
-    """Degree d fits the bits, their products of up to d bits, and 1: a product of two bits is fitted
-    exactly by degree 2 (on a code it was not fitted on), and not by degree 1."""
-    codes = zoo.all_codes()
-    held = codes[100]
-    examples = [(c, {"w": torch.tensor([b[0] * b[1], 2 * b[2] - 1.0])})
-                for c in codes if c != held for b in [zoo.code_bits(c)]]
-    bits = zoo.code_bits(held)
-    want = torch.tensor([bits[0] * bits[1], 2 * bits[2] - 1.0])
-    assert len(bench.LinearMap(examples[:20], degree=3).features(held)) == 10 + 45 + 120 + 1
-    assert torch.allclose(bench.LinearMap(examples, degree=2).model(held)["w"], want, atol=1e-5)
-    assert not torch.allclose(bench.LinearMap(examples, degree=1).model(held)["w"], want, atol=1e-2)
 
 
 def test_regressors_given_the_mode(modes):

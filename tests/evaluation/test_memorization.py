@@ -1,4 +1,4 @@
-"""Weight-space baselines, novelty, behavioural IoU, PCA and diversity."""
+"""Novelty, behavioural IoU, PCA and diversity in normalised weight space."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import pytest
 import torch
 
 from rpgen.evaluation.memorization import (
-    NOISE_SCALES,
-    baselines,
     diversity,
     misclassified_iou,
     nearest,
@@ -23,34 +21,6 @@ def line_of_checkpoints(k: int = 6, p: int = 40) -> torch.Tensor:
     points = torch.zeros(k, p)
     points[:, 0] = torch.arange(k, dtype=torch.float32)
     return points
-
-
-def test_baselines_shapes_names_and_seed():
-    checkpoints = torch.randn(7, 30, generator=torch.Generator().manual_seed(0))
-    out = baselines(checkpoints, seed=3)
-    noise_names = [f"noise_{s:g}" for s in NOISE_SCALES]
-    assert list(out) == [*noise_names, "average", "interpolation"] and len(NOISE_SCALES) >= 4
-    for name, vectors in out.items():
-        assert vectors.shape[1] == 30, name
-    assert out["average"].shape == (1, 30)
-    torch.testing.assert_close(out["average"][0], checkpoints.mean(0))
-    assert out["noise_0.001"].shape == (7, 30) and out["interpolation"].shape == (7, 30)
-    # noise grows with the scale and is relative to the (normalised) std of 1
-    spread = [float((out[f"noise_{s:g}"] - checkpoints).std()) for s in NOISE_SCALES]
-    assert spread == sorted(spread) and spread[-1] == pytest.approx(NOISE_SCALES[-1], rel=0.2)
-    # every midpoint lies halfway between two distinct checkpoints
-    for mid in out["interpolation"]:
-        d = torch.cdist(mid[None], checkpoints)[0]
-        two = d.topk(2, largest=False).values
-        assert two[0] == pytest.approx(float(two[1]), rel=1e-4) and two[0] > 0
-    again = baselines(checkpoints, seed=3)
-    assert all(torch.equal(out[k], again[k]) for k in out)
-    assert not torch.equal(baselines(checkpoints, seed=4)["noise_1"], out["noise_1"])
-    assert baselines(checkpoints, max_models=3)["noise_1"].shape == (3, 30)
-    matched = baselines(checkpoints, matched_distance=2.0)
-    assert list(matched) == [*noise_names, "noise_matched", "average", "interpolation"]
-    distance = (matched["noise_matched"] - checkpoints).norm(dim=1)
-    assert float(distance.mean()) == pytest.approx(2.0, rel=0.2)
 
 
 def test_nearest_and_reference():

@@ -15,7 +15,8 @@ from rich.console import Console
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from rpgen.checkpoints import list_checkpoints, load_state_dict, save_state_dict
+from rpgen.formats.checkpoints import load_state_dict, save_state_dict
+from rpgen.formats.listing import list_checkpoints
 from rpgen.errors import RpgenError
 from rpgen.evaluation import EvaluationResult, evaluate_models, evaluate_run
 from rpgen.evaluation.report import results_table
@@ -148,7 +149,8 @@ def test_evaluate_run_reads_config(digits_zoo, generated_dir, tmp_path):
     (run_dir / "config.toml").write_text(f"[data]\ncheckpoint_dir = {json.dumps(str(digits_zoo))}\n")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(RpgenError, match=r"no generated models \(\*\.safetensors files, peft adapter folders or model folders\) in"):
+    expected = r"no generated models \(\*\.safetensors files, peft adapter folders or model folders\) in"
+    with pytest.raises(RpgenError, match=expected):
         evaluate_run(run_dir, empty, "rpgen.zoo.digits:evaluate", progress=False)
 
     results = evaluate_run(run_dir, generated_dir, "rpgen.zoo.digits:evaluate", progress=True)
@@ -235,7 +237,8 @@ def test_per_example_is_optional_and_accepts_tensors_and_0_1(digits_zoo, generat
     )
     paths = list_checkpoints(digits_zoo), sorted(generated_dir.glob("*.safetensors"))
     plain = evaluate_models(*paths, f"{evaluator}:plain", out_dir=tmp_path / "a", progress=False)
-    assert plain.iou is None and "iou" not in plain.to_dict() and "not measured" in (tmp_path / "a" / "report.md").read_text().lower()
+    assert plain.iou is None and "iou" not in plain.to_dict()
+    assert "not measured" in (tmp_path / "a" / "report.md").read_text().lower()
     ints = evaluate_models(*paths, f"{evaluator}:as_ints", out_dir=tmp_path / "b", progress=False)
     reference = evaluate_models(*paths, "rpgen.zoo.digits:evaluate", out_dir=tmp_path / "c", progress=False)
     assert ints.iou == reference.iou

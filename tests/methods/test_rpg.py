@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rpgen.config import Config, apply_overrides
-from rpgen.diffusion import make_scheduler
+from rpgen.methods.diffusion import make_scheduler
 from rpgen.methods import TrainingSet, get_method
 from rpgen.methods.rpg import draw_rows
 from rpgen.models.generator import Generator
@@ -23,7 +23,7 @@ def tiny(prediction="sample"):
 
 def training_loss(gen, tokens, states, cfg, *, diffusion_batch, rng):
     """The loss a training step computes: RPG's token loss on ``diffusion_batch`` random tokens."""
-    b, l, s = tokens.shape
+    b, l, s = tokens.shape  # noqa: E741 - the glossary's letters
     rows = draw_rows(b * l, diffusion_batch, rng=rng)
     data = TrainingSet(checkpoints=[], layout=None, conditions=None, config=cfg, device=torch.device("cpu"))
     return RPG.token_loss(gen, tokens.reshape(b * l, s)[rows], rows, states, data=data, batch=b, rng=rng)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import saved_bytes
 from rpgen.config import ModelConfig
 from rpgen.models.backbones import MambaBackbone, build_backbone, kept_floats_per_token
 from rpgen.models.mamba2 import STATE_BLOCK, Mamba2, ssd, ssd_reference
@@ -169,8 +170,6 @@ def test_ssd_runs_no_loop_over_tokens_or_chunks():
 
 
 def test_mamba2_kept_activations_are_what_the_memory_estimate_assumes():
-    from tests.models.test_backbones import saved_bytes
-
     for d_model, d_state, headdim, chunk in [(64, 16, 64, 64), (64, 64, 32, 32), (128, 16, 64, 64), (64, 16, 32, 16)]:
         cfg = ModelConfig(backbone="mamba2", d_model=d_model, d_state=d_state, headdim=headdim, ssd_chunk=chunk)
         m = Mamba2(d_model, d_state=d_state, headdim=headdim, chunk=chunk)
@@ -200,7 +199,7 @@ def test_mamba2_layers_recomputed_in_segments_match_whole_layers(segment):
 def test_mamba2_settings_are_checked():
     from rpgen.errors import RpgenError
 
-    with pytest.raises(RpgenError, match="model.headdim = 48 must divide model.expand"):
+    with pytest.raises(RpgenError, match="model.headdim = 48 must be >= 1 and divide model.expand"):
         ModelConfig(backbone="mamba2", d_model=64, headdim=48)
     with pytest.raises(RpgenError, match="model.ssd_chunk = 0 must be an integer >= 1"):
         ModelConfig(ssd_chunk=0)

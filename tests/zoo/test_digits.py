@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rpgen.checkpoints import load_checkpoints, load_state_dict
+from rpgen.data.checkpoint_set import CheckpointSet
+from rpgen.formats.checkpoints import load_state_dict
 from rpgen.errors import RpgenError
 from rpgen.zoo.digits import NAME, DigitsCNN, collect_digits, evaluate, load_split
 
@@ -29,7 +30,8 @@ def test_split_is_fixed_and_fresh():
 
 
 def test_zoo_files_load_strictly_and_are_good_distinct_models(digits_zoo):
-    paths, state_dicts = load_checkpoints(digits_zoo)
+    paths = CheckpointSet.open(digits_zoo).paths
+    state_dicts = [load_state_dict(p) for p in paths]
     assert [p.name for p in paths] == [f"{i:04d}.safetensors" for i in range(5)]
     for sd in state_dicts:
         DigitsCNN().load_state_dict(sd, strict=True)

@@ -10,8 +10,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from rpgen.checkpoints import load_checkpoints
-from rpgen.conditions import read_conditions
+from rpgen.data.checkpoint_set import CheckpointSet
+from rpgen.formats.checkpoints import load_state_dict
+from rpgen.data.conditions import read_conditions
 from rpgen.errors import RpgenError
 from rpgen.zoo import digits_tasks as zoo
 
@@ -32,7 +33,8 @@ def test_codes_and_heldout():
 
 
 def test_zoo_layout_and_conditions(tasks_zoo):
-    paths, state_dicts = load_checkpoints(tasks_zoo / "train")
+    paths = CheckpointSet.open(tasks_zoo / "train").paths
+    state_dicts = [load_state_dict(p) for p in paths]
     assert [p.name for p in paths] == sorted(f"{c}_{k}.safetensors" for c in SEEN for k in range(2))
     for sd in state_dicts:
         zoo.TaskHead().load_state_dict(sd, strict=True)
@@ -63,12 +65,12 @@ def test_heads_learn_their_task_and_the_evaluator_agrees(tasks_zoo):
 
 
 def test_heads_do_not_depend_on_the_other_tasks(tasks_zoo):
-    from rpgen.checkpoints import load_state_dict
+    from rpgen.formats.checkpoints import load_state_dict
     from rpgen.zoo.digits import load_split
 
     x_train, y_train, _, _ = load_split()
     features = zoo.extract_features(load_state_dict(tasks_zoo / "extractor.safetensors"), x_train)
-    (alone,) = zoo._train_heads(["1100000000"], features, y_train, seed=0, num_checkpoints=2)
+    (alone,) = zoo.train_heads(["1100000000"], features, y_train, seed=0, num_checkpoints=2)
     in_zoo = load_file(tasks_zoo / "train" / "1100000000_1.safetensors")
     for key in in_zoo:
         torch.testing.assert_close(alone[1][key], in_zoo[key], rtol=1e-4, atol=1e-5)
@@ -84,7 +86,8 @@ def test_interrupted_collect_resumes(tasks_zoo, tmp_path):
     again = load_file(out / "train" / "0011000000_1.safetensors")
     first = load_file(tasks_zoo / "train" / "0011000000_1.safetensors")
     assert all(torch.equal(again[k], first[k]) for k in first)
-    assert json.loads((out / "zoo.json").read_text())["tasks"] == json.loads((tasks_zoo / "zoo.json").read_text())["tasks"]
+    tasks = [json.loads((folder / "zoo.json").read_text())["tasks"] for folder in (out, tasks_zoo)]
+    assert tasks[0] == tasks[1]
 
 
 def test_collect_refuses_complete_or_foreign_folders(tasks_zoo, tmp_path):

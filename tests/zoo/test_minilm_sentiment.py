@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rpgen.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from rpgen.formats.adapter_folders import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from conftest import rpgen, set_args, tiny
 from rpgen.errors import RpgenError
 from rpgen.zoo import minilm_sentiment as zoo

@@ -9,7 +9,8 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from rpgen.checkpoints import list_checkpoints, load_state_dict
+from rpgen.formats.checkpoints import load_state_dict
+from rpgen.formats.listing import list_checkpoints
 from rpgen.errors import RpgenError
 from rpgen.zoo import tiny_gpt2
 from rpgen.zoo.tiny_gpt2 import (

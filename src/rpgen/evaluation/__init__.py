@@ -4,7 +4,9 @@
   ``module:function``), call it on a model, check what it returns (the evaluator contract).
 - :mod:`~rpgen.evaluation.pipeline`: :func:`evaluate_run` / :func:`evaluate_models`, the
   orchestration, returning an :class:`~rpgen.evaluation.result.EvaluationResult`.
-- :mod:`~rpgen.evaluation.memorization`: baselines, novelty, behavioural IoU, PCA, diversity.
+- :mod:`~rpgen.evaluation.baselines`: models made without a generator (noise, average, midpoints,
+  the least-squares map of a conditional zoo).
+- :mod:`~rpgen.evaluation.memorization`: novelty, behavioural IoU, PCA, diversity.
 - :mod:`~rpgen.evaluation.verdict`: statistics and the sentences that judge the numbers.
 - :mod:`~rpgen.evaluation.report` and :mod:`~rpgen.evaluation.plots`: report.md, the CLI table, PNGs.
 """

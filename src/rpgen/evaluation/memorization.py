@@ -1,15 +1,13 @@
-"""Does a generator copy its training checkpoints? Baselines, novelty and behaviour.
+"""Does a generator copy its training checkpoints? Novelty, behaviour, PCA and diversity.
 
-Pure functions over weight vectors. A model's vector is :func:`rpgen.tokenizer.flatten` of its
+Pure functions over weight vectors. A model's vector is :func:`rpgen.data.tokenizer.flatten` of its
 state dict: every generated value, normalised per tensor with the checkpoint set's statistics,
 so one unit is one standard deviation of that tensor across the checkpoints.
 
 Glossary: ``K`` training checkpoints, ``M`` other models (generated or baselines), ``P`` values
 per model, ``E`` evaluation examples.
 
-- Baselines are models anyone could make without a generator: a checkpoint plus Gaussian noise
-  (noise std = ``scale`` x each tensor's std), the average of all checkpoints, and the midpoint
-  of two checkpoints.
+- Baselines (:mod:`rpgen.evaluation.baselines`) are measured the same way as generated models.
 - Novelty of a model = distance to its nearest training checkpoint / the median distance from a
   checkpoint to its nearest other checkpoint. 0 is a copy; about 1 is as far from the training
   set as the checkpoints are from each other.
@@ -27,44 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-NOISE_SCALES = (0.001, 0.01, 0.03, 0.1, 1.0)
-MAX_BASELINE_MODELS = 50  # per baseline kind
 NEAR_COPY = 0.5  # novelty below this: closer to one checkpoint than half the checkpoints' own spacing
-
-
-def baseline_label(name: str) -> str:
-    """A human label for a baseline name."""
-    if name == "noise_matched":
-        return "checkpoint + noise at the generated models' distance"
-    if name.startswith("noise_"):
-        return f"checkpoint + noise {name.removeprefix('noise_')} std"
-    return {"average": "average of all checkpoints", "interpolation": "midpoint of two checkpoints"}.get(name, name)
-
-
-def baselines(checkpoints: Tensor, *, seed: int = 0, scales: tuple[float, ...] = NOISE_SCALES,
-              matched_distance: float | None = None, max_models: int = MAX_BASELINE_MODELS) -> dict[str, Tensor]:
-    """Baseline weight vectors: ``{name: (n, P)}``, in report order: ``noise_{scale}`` per scale,
-    ``noise_matched``, ``average``, ``interpolation``.
-
-    checkpoints: (K, P). Noise is added to up to ``max_models`` checkpoints (evenly spaced);
-    ``noise_matched`` (when ``matched_distance`` is given) uses the noise scale that puts a model
-    that distance from its checkpoint, to compare with generated models at the same distance.
-    Interpolation takes the midpoints of ``min(K, max_models)`` random distinct pairs.
-    """
-    k, p = checkpoints.shape
-    rng = torch.Generator().manual_seed(seed)
-    picked = torch.linspace(0, k - 1, min(k, max_models)).round().long()  # (n,)
-    named_scales = [(f"noise_{scale:g}", scale) for scale in scales]
-    if matched_distance is not None:
-        named_scales.append(("noise_matched", matched_distance / p ** 0.5))  # E|noise| = scale * sqrt(P)
-    out: dict[str, Tensor] = {}
-    for name, scale in named_scales:
-        noise = torch.randn((len(picked), p), generator=rng)
-        out[name] = checkpoints[picked] + scale * noise
-    out["average"] = checkpoints.mean(dim=0, keepdim=True)
-    pairs = torch.stack([torch.randperm(k, generator=rng)[:2] for _ in range(min(k, max_models))])  # (n, 2)
-    out["interpolation"] = 0.5 * (checkpoints[pairs[:, 0]] + checkpoints[pairs[:, 1]])
-    return out
 
 
 def nearest(models: Tensor, checkpoints: Tensor, *, exclude_self: bool = False) -> tuple[Tensor, Tensor]:

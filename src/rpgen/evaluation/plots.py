@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from rpgen.evaluation.memorization import baseline_label
+from rpgen.evaluation.baselines import baseline_label
 from rpgen.evaluation.result import EvaluationResult
-from rpgen.files import atomic_path
-from rpgen.plots import pyplot
+from rpgen.safety.atomic import atomic_path
+from rpgen.display import pyplot
 
 _COLORS = {"checkpoints": "tab:blue", "generated": "tab:red", "average": "black", "interpolation": "tab:green",
            "noise_matched": "tab:purple"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from rpgen.evaluation.memorization import baseline_label
+from rpgen.evaluation.baselines import baseline_label
 from rpgen.evaluation.result import EvaluationResult, Summary
 from rpgen.evaluation.verdict import comparison_line, median, nonfinite_sentence
 

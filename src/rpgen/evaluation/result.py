@@ -3,7 +3,7 @@
 :meth:`EvaluationResult.to_dict` gives the ``results.json`` content (NaN/inf become null, so the
 file is strict JSON); the renderers (:mod:`rpgen.evaluation.report`, :mod:`rpgen.evaluation.plots`)
 read the dataclass. Group names: ``"checkpoints"``, ``"generated"`` and one per baseline
-(:func:`rpgen.evaluation.memorization.baselines`).
+(:func:`rpgen.evaluation.baselines.baselines`).
 """
 
 from __future__ import annotations

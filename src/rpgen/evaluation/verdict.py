@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 
-from rpgen.evaluation.memorization import NEAR_COPY, baseline_label
+from rpgen.evaluation.baselines import baseline_label
+from rpgen.evaluation.memorization import NEAR_COPY
 from rpgen.evaluation.result import EvaluationResult, Summary
 
 

@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from rpgen.checkpoints import LazyCheckpoint
+from rpgen.formats.checkpoints import LazyCheckpoint
 from rpgen.config import Config
-from rpgen.tokenizer import Layout, TensorInfo
+from rpgen.data.tokenizer import Layout, TensorInfo
 
 Selector = Any  # a permutation-state index, a {state: weight} mixture, a condition vector (list of floats), or None
 
@@ -86,10 +86,9 @@ class Method(ABC):
     """A checkpoint folder's conditions.json makes the model conditional."""
     distributed: ClassVar[bool] = True
     """Trains under several processes and can be resumed."""
-
-    def resolve(self, config: Config) -> Config:
-        """Settings this method fixes (e.g. full precision); the result is what config.toml records."""
-        return config
+    mixed_precision: ClassVar[bool] = True
+    """Trains under bf16 autocast on CUDA (``train.mixed_precision = "auto"``); False: always in full
+    precision (:mod:`rpgen.training.resolve`)."""
 
     @abstractmethod
     def build(self, config: Config, layout: Layout, *, num_states: int, cond_dim: int | None) -> nn.Module:

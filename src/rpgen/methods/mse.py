@@ -19,7 +19,7 @@ from rpgen.config import Config, ModelConfig
 from rpgen.methods.base import TrainingSet, states_beside_condition
 from rpgen.methods.tokens import TokenMethod, masked_mse
 from rpgen.models.generator import PrototypeNet
-from rpgen.tokenizer import Layout
+from rpgen.data.tokenizer import Layout
 
 
 class RegressionGenerator(PrototypeNet):

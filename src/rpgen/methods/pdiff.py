@@ -3,7 +3,7 @@
 Implemented from the paper's description, for side-by-side comparison with RPG
 (``model.method = "pdiff"``; settings in ``[pdiff]``; networks in :mod:`rpgen.models.autoencoder`):
 
-1. Flatten each checkpoint's normalised parameters (:func:`rpgen.tokenizer.flatten`) into one
+1. Flatten each checkpoint's normalised parameters (:func:`rpgen.data.tokenizer.flatten`) into one
    vector of ``P`` values.
 2. Train the autoencoder on whole vectors, with noise on the input (``input_noise``) and on the
    latent (``latent_noise``).
@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rpgen.config import Config
-from rpgen.diffusion import noised, sample_loop
+from rpgen.methods.diffusion import noised, sample_loop
 from rpgen.methods.base import Method, Selector, Stage, TrainingSet
 from rpgen.models.autoencoder import PDiffModel
-from rpgen.tokenizer import Layout, TensorInfo, flatten, unflatten
+from rpgen.data.tokenizer import Layout, TensorInfo, flatten, unflatten
 
 
 class PDiff(Method):
@@ -37,9 +37,7 @@ class PDiff(Method):
     takes_selectors = False
     takes_conditions = False
     distributed = False
-
-    def resolve(self, config: Config) -> Config:
-        return config.replace("train", mixed_precision="no")
+    mixed_precision = False
 
     def build(self, config: Config, layout: Layout, *, num_states: int, cond_dim: int | None) -> PDiffModel:
         return PDiffModel(config.pdiff, num_params=layout.num_params)

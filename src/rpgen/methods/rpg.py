@@ -17,11 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from rpgen.config import Config
-from rpgen.diffusion import noised, sample_loop
+from rpgen.methods.diffusion import noised, sample_loop
 from rpgen.methods.base import TrainingSet, states_beside_condition
 from rpgen.methods.tokens import TokenMethod, masked_mse
 from rpgen.models.generator import Generator
-from rpgen.tokenizer import Layout
+from rpgen.data.tokenizer import Layout
 
 
 class RPG(TokenMethod):

@@ -2,7 +2,8 @@
 prototype per token; the method turns prototypes into tokens.
 
 Glossary: ``K`` checkpoints, ``B`` checkpoints in a batch, ``L`` tokens per model, ``S`` token
-size, ``N`` tokens in a step's loss, ``D`` prototype width, ``M`` models sampled together.
+size, ``N`` tokens in a step's loss, ``D`` prototype width, ``M`` models sampled together, ``J``
+permutation states, ``C`` condition length.
 
 Training draws ``B`` checkpoints (their permutation states, or condition vectors) and ``N`` of
 their ``B * L`` tokens per step; the backbone runs over whole sequences. Sampling runs the backbone
@@ -22,12 +23,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-import rpgen.resources as resources
+import rpgen.methods.memory as memory
 from rpgen.config import Config
 from rpgen.methods.base import Method, Selector, Stage, TrainingSet
 from rpgen.models.generator import PrototypeNet
-from rpgen.tokendata import token_source
-from rpgen.tokenizer import Layout, TensorInfo, detokenize_tensor
+from rpgen.data.tokens import token_source
+from rpgen.data.tokenizer import Layout, TensorAssembler, TensorInfo
 
 
 class TokenMethod(Method):
@@ -64,7 +65,7 @@ class TokenMethod(Method):
             drawn = drawn.to(device)
             if conditions is None:
                 selectors = state_of[drawn]  # (B,)
-            elif data.states_beside_condition:  # the condition, then the state's one-hot row: (B, C + K)
+            elif data.states_beside_condition:  # the condition, then the state's one-hot row: (B, C + J)
                 selectors = torch.cat([conditions[drawn], F.one_hot(state_of[drawn], num_states).float()], dim=1)
             else:
                 selectors = conditions[drawn]  # (B, C)
@@ -86,7 +87,7 @@ class TokenMethod(Method):
         device = model.pos_emb.device
         with torch.no_grad():
             protos = model.prototypes(selector_tensor(selectors, model).to(device))  # (M, L, D)
-        m, l, d = protos.shape
+        m, l, d = protos.shape  # noqa: E741 - the glossary's letters
         protos = protos.reshape(m * l, d)  # (M * L, D)
         chunk = config.sample.chunk_tokens
         for start in range(0, m * l, chunk):
@@ -104,38 +105,16 @@ class TokenMethod(Method):
 
     def training_memory(self, config: Config, layout: Layout, *, num_checkpoints: int, num_processes: int,
                         in_memory: bool) -> int | None:
-        return resources.training_memory(config, layout, num_checkpoints=num_checkpoints,
-                                         num_processes=num_processes, in_memory=in_memory)
+        return memory.training_memory(config, layout, num_checkpoints=num_checkpoints,
+                                      num_processes=num_processes, in_memory=in_memory)
 
     def generation_memory(self, config: Config, layout: Layout, *, num_states: int, models_at_once: int) -> int | None:
-        return resources.generation_memory(config, layout, num_states=num_states, models_at_once=models_at_once)
-
-
-class TensorAssembler:
-    """Collects one model's tokens in order; returns each generated tensor once its tokens are in."""
-
-    def __init__(self, layout: Layout) -> None:
-        self._todo = [(info, sl.stop - sl.start) for info, sl in layout.token_slices()]
-        self._pending: list[Tensor] = []
-        self._have = 0
-
-    def add(self, tokens: Tensor) -> list[tuple[TensorInfo, Tensor]]:
-        """tokens: (n, S), the next tokens of the sequence -> the tensors they complete."""
-        self._pending.append(tokens)
-        self._have += tokens.shape[0]
-        done = []
-        while self._todo and self._have >= self._todo[0][1]:
-            info, n = self._todo.pop(0)
-            pending = torch.cat(self._pending) if len(self._pending) > 1 else self._pending[0]
-            done.append((info, detokenize_tensor(pending[:n], info)))
-            self._pending = [pending[n:]] if pending.shape[0] > n else []
-            self._have -= n
-        return done
+        return memory.generation_memory(config, layout, num_states=num_states, models_at_once=models_at_once)
 
 
 def selector_tensor(selectors: Sequence[Selector], model: PrototypeNet) -> Tensor:
-    """(M,) state indices, (M, K) state mixtures (any selector a ``{state: weight}`` dict), (M, C)
-    conditions, or (M, C + K) conditions and state rows (selectors ``(condition, state)`` pairs)."""
+    """(M,) state indices, (M, J) state mixtures (any selector a ``{state: weight}`` dict), (M, C)
+    conditions, or (M, C + J) conditions and state rows (selectors ``(condition, state)`` pairs)."""
     if model.conditional and model.with_state:
         conditions = torch.tensor([list(c) for c, _ in selectors], dtype=torch.float32)  # (M, C)
         return torch.cat([conditions, state_rows([s for _, s in selectors], model.num_states)], dim=1)
@@ -145,8 +124,8 @@ def selector_tensor(selectors: Sequence[Selector], model: PrototypeNet) -> Tenso
 
 
 def state_rows(states: Sequence[int | dict], num_states: int) -> Tensor:
-    """(M, K) weights of the states: a one-hot row for an index, the weights of a ``{state: weight}`` mixture."""
-    weights = torch.zeros(len(states), num_states)  # (M, K)
+    """(M, J) weights of the states: a one-hot row for an index, the weights of a ``{state: weight}`` mixture."""
+    weights = torch.zeros(len(states), num_states)  # (M, J)
     for m, s in enumerate(states):
         for state, w in (s.items() if isinstance(s, dict) else [(s, 1.0)]):
             weights[m, int(state)] = w

@@ -1,15 +1,15 @@
 """The RPG generator: positions + permutation state -> backbone -> prototypes -> denoiser.
 
 Glossary: ``B`` checkpoints in a batch, ``L`` tokens per model, ``N`` tokens sent through the
-denoiser, ``D`` d_model, ``S`` token size, ``C`` condition length.
+denoiser, ``D`` d_model, ``S`` token size, ``C`` condition length, ``J`` permutation states.
 
 A *conditional* generator (built with ``cond_dim``) replaces the permutation-state embedding by a
 condition encoder (an MLP ``C -> D -> D``): wherever an unconditional generator takes ``(B,)``
 permutation-state indices, a conditional one takes ``(B, C)`` condition vectors. An
-unconditional generator also takes ``(B, K)`` float *mixtures* of its ``K`` states (rows of
+unconditional generator also takes ``(B, J)`` float *mixtures* of its ``J`` states (rows of
 weights): the selector is then that weighted sum of state embeddings, a state between runs.
 A conditional generator built ``with_state`` keeps the state embedding beside the condition
-encoder and takes ``(B, C + K)``: the condition, then the state's one-hot row (or a mixture);
+encoder and takes ``(B, C + J)``: the condition, then the state's one-hot row (or a mixture);
 its selector is the sum of both. The state says which of several solutions shared across
 conditions (one per initialisation seed, say) a model follows, chosen once per model.
 
@@ -83,16 +83,16 @@ class PrototypeNet(nn.Module):
         return self.cond_dim is not None
 
     def prototypes(self, states: Tensor) -> Tensor:
-        """(B,) permutation-state indices or (B, K) state mixtures, or (B, C) conditions if
-        conditional ((B, C + K) conditions and state rows if also ``with_state``) -> (B, L, D)
+        """(B,) permutation-state indices or (B, J) state mixtures, or (B, C) conditions if
+        conditional ((B, C + J) conditions and state rows if also ``with_state``) -> (B, L, D)
         prototypes."""
         if self.cond_dim is not None:
             states = states.to(self.pos_emb.dtype)
             selector = self.condition_encoder(states[:, :self.cond_dim])  # (B, D)
             if self.with_state:
-                selector = selector + states[:, self.cond_dim:] @ self.permutation_state.weight  # (B, K) @ (K, D)
+                selector = selector + states[:, self.cond_dim:] @ self.permutation_state.weight  # (B, J) @ (J, D)
         elif states.is_floating_point():
-            selector = states.to(self.pos_emb.dtype) @ self.permutation_state.weight  # (B, K) @ (K, D) -> (B, D)
+            selector = states.to(self.pos_emb.dtype) @ self.permutation_state.weight  # (B, J) @ (J, D) -> (B, D)
         else:
             selector = self.permutation_state(states)  # (B, D)
         x = self.input_proj(self.pos_emb).unsqueeze(0)  # (1, L, D)
@@ -119,7 +119,7 @@ class Generator(PrototypeNet):
     def forward(self, states: Tensor, rows: Tensor, noisy: Tensor, t: Tensor) -> Tensor:
         """Training pass: backbone over whole sequences, denoiser on a subset of their tokens.
 
-        states: (B,) permutation states, or (B, C) conditions if conditional ((B, C + K) if also
+        states: (B,) permutation states, or (B, C) conditions if conditional ((B, C + J) if also
         with a state); rows: (N,) indices
         into the B * L tokens of the batch; noisy: (N, S); t: (N,) -> (N, S).
         """

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rpgen.checkpoints import save_state_dict
+from rpgen.formats.checkpoints import save_state_dict
 from rpgen.errors import RpgenError
-from rpgen.files import atomic_dir
-from rpgen.progress import progress_bar
+from rpgen.safety.atomic import atomic_dir
+from rpgen.display import progress_bar
 
 NAME = "digits"
 

@@ -27,8 +27,8 @@ a ViT-Tiny) on data that ships with scikit-learn.
   a fresh 3x3 conv from the frozen second block's 16 maps to 8 channels, ReLU, average pool,
   Linear(8, 2); 1,178 parameters), where the mean of the three modes scores 74.0% and a linear
   map from code to weights 76.0% (bench/results/unseen_multimodal.md). With 16 channels the
-  modes averaged better (84.7%, linear map 89.3%; that file at commit cdbe28c): too close to the
-  trained 98.3% to show a 10 pp difference, so the block has 8. Files are named
+  modes averaged better (84.7%, linear map 89.3%): too close to the trained 98.3% to show a
+  10 pp difference, so the block has 8. Files are named
   ``rMM_CODE_K.safetensors``: the ``rNN_`` prefix tells ``rpgen train`` the mode is a training run,
   and the conditional generator then takes a state per mode beside the code (``data.states``).
 
@@ -71,37 +71,43 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from torch import nn
-from torch.nn import functional as F
 
-from rpgen.checkpoints import load_state_dict, save_state_dict
-from rpgen.conditions import CONDITIONS_FILE, write_conditions
+from rpgen.formats.checkpoints import load_state_dict, save_state_dict
+from rpgen.data.conditions import CONDITIONS_FILE, write_conditions
 from rpgen.errors import RpgenError
-from rpgen.files import write_text_atomic
-from rpgen.outputs import check_replaceable
-from rpgen.progress import progress_bar
-from rpgen.zoo.digits import (
-    BATCH_SIZE,
-    PRETRAIN_LR,
-    PRETRAIN_STEPS,
-    DigitsCNN,
-    load_split,
-    torch_threads,
+from rpgen.safety.atomic import write_text_atomic
+from rpgen.safety.overwrite import check_replaceable
+from rpgen.display import progress_bar
+from rpgen.zoo.digits import load_split, torch_threads
+from rpgen.zoo.task_heads import (
+    BLOCK_CHANNELS,
+    BLOCK_LR,
+    HEAD_STEPS,
+    HIDDEN,
+    NUM_CLASSES,
+    TaskBlock,
+    TaskHead,
+    all_codes,
+    check_code,
+    code_bits,
+    extract_features,
+    extract_maps,
+    forward_many,
+    is_block,
+    pretrain_extractor,
+    task_labels,
+    task_model,
+    train_heads,
 )
 
+__all__ = [
+    "HELDOUT", "NUM_CLASSES", "TaskBlock", "TaskHead", "all_codes", "batch_accuracy", "chance_rate", "check_code",
+    "checkpoint_name", "checkpoint_path", "code_bits", "collect_digits_tasks", "extract_features", "extract_maps",
+    "load_manifest", "make_evaluator", "task_labels", "task_model", "train_heads",
+]  # the zoo's API: its tasks and models (from rpgen.zoo.task_heads), its files and its evaluator
+
 NAME = "digits-tasks"
-NUM_CLASSES = 10
-FEATURES = 32
-HIDDEN = 64
-HEAD_STEPS = 300  # Adam steps from the shared initialisation
-HEAD_LR = 1e-2
-FINETUNE_LR = 1e-3  # then one checkpoint per epoch at this rate
-EXTRACTOR_EPOCHS = 10  # after the PRETRAIN_STEPS of the digits zoo, at FINETUNE_LR
 CHUNK_TASKS = 128  # heads trained together; results do not depend on it
-MAP_CHANNELS = 16  # channels of the extractor's second block, what a TaskBlock reads
-BLOCK_CHANNELS = 8
-BLOCK_LR = 3e-2  # a TaskBlock's first HEAD_STEPS steps (then FINETUNE_LR)
-MODE_SEED_STRIDE = 7919  # mode m's head initialisation is drawn with seed + 1 + m * this
 FORMAT = 1
 
 # 30 tasks the generator never sees: random.Random(5).sample(all codes, 30), sorted (1 to 7 bits set).
@@ -119,24 +125,6 @@ TRAIN_DIR = "train"
 HELDOUT_DIR = "heldout"
 
 
-def all_codes() -> list[str]:
-    """The 1,022 task codes, ordered by ``int(b)`` with bit i = class i."""
-    return [format(n, f"0{NUM_CLASSES}b")[::-1] for n in range(1, 2**NUM_CLASSES - 1)]
-
-
-def check_code(code: str) -> str:
-    """Return ``code`` if it is a valid task code, else raise naming it."""
-    if len(code) != NUM_CLASSES or not set(code) <= {"0", "1"}:
-        raise RpgenError(f"task code {code!r} must be {NUM_CLASSES} characters of 0/1 (character i = digit i)")
-    if set(code) != {"0", "1"}:
-        raise RpgenError(f"task code {code!r} has no positive or no negative class; it is not a task")
-    return code
-
-
-def code_bits(code: str) -> list[float]:
-    return [float(c) for c in check_code(code)]
-
-
 def checkpoint_name(code: str, index: int, mode: int | None = None) -> str:
     """``CODE_K.safetensors``, or ``rMM_CODE_K.safetensors`` in a zoo of several modes."""
     return f"{code}_{index}.safetensors" if mode is None else f"r{mode:02d}_{code}_{index}.safetensors"
@@ -145,79 +133,6 @@ def checkpoint_name(code: str, index: int, mode: int | None = None) -> str:
 def checkpoint_path(zoo_dir: str | Path, code: str, index: int, mode: int | None = None) -> Path:
     """Where a collected zoo keeps a task's checkpoint: ``train/`` or, for a held-out task, ``heldout/``."""
     return Path(zoo_dir) / (HELDOUT_DIR if code in HELDOUT else TRAIN_DIR) / checkpoint_name(code, index, mode)
-
-
-class TaskBlock(nn.Module):
-    """conv(16 -> 8, 3x3) -> ReLU -> average pool -> Linear(8, 2) on the extractor's second-block
-    maps: 1,178 parameters, the generated part of a multimodal zoo."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(MAP_CHANNELS, BLOCK_CHANNELS, 3, padding=1)
-        self.fc = nn.Linear(BLOCK_CHANNELS, 2)
-
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        """(N, 16, 4, 4) standardised maps -> (N, 2) logits (index 1 = "in the positive classes")."""
-        return self.fc(F.relu(self.conv(maps)).mean(dim=(2, 3)))
-
-
-class TaskHead(nn.Module):
-    """Linear(32, 64) -> SiLU -> Linear(64, 2): 2,242 parameters, the generated part."""
-
-    def __init__(self, hidden: int = HIDDEN) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(FEATURES, hidden)
-        self.fc2 = nn.Linear(hidden, 2)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(N, F) standardised features -> (N, 2) logits (index 1 = "in the positive classes")."""
-        return self.fc2(F.silu(self.fc1(features)))
-
-
-def _frozen_extractor(extractor: dict[str, torch.Tensor]) -> DigitsCNN:
-    """The zoo's extractor file (DigitsCNN weights + feature statistics) as a DigitsCNN in eval mode."""
-    model = DigitsCNN()
-    model.load_state_dict({k: v for k, v in extractor.items() if not k.startswith("features.")})
-    return model.eval()
-
-
-def extract_features(extractor: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-    """(N, 1, 8, 8) images -> (N, F) standardised features of the frozen extractor."""
-    model = _frozen_extractor(extractor)
-    with torch.inference_mode():
-        x = model.features(images)  # (N, F)
-    return (x - extractor["features.mean"]) / extractor["features.std"]
-
-
-def extract_maps(extractor: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-    """(N, 1, 8, 8) images -> (N, 16, 4, 4) second-block maps of the frozen extractor, each channel
-    standardised with its mean and std over the train split."""
-    model = _frozen_extractor(extractor)
-
-    def maps(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return F.relu(model.bn2(model.conv2(F.relu(model.bn1(model.conv1(x))))))
-
-    train = maps(load_split()[0])  # (N_train, 16, 4, 4)
-    mean, std = train.mean(dim=(0, 2, 3), keepdim=True), train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return (maps(images) - mean) / std
-
-
-def task_model(state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    """A :class:`TaskBlock` or :class:`TaskHead` (by the state dict's keys) holding ``state_dict``."""
-    model = TaskBlock() if _is_block(state_dict) else TaskHead()
-    model.load_state_dict(state_dict, strict=True)
-    return model
-
-
-def _is_block(weights: dict[str, torch.Tensor]) -> bool:
-    return "conv.weight" in weights
-
-
-def task_labels(codes: Sequence[str], digit_labels: torch.Tensor) -> torch.Tensor:
-    """(T, N) binary labels: 1 where the digit's class has bit 1 in the task's code."""
-    bits = torch.tensor([code_bits(c) for c in codes], dtype=torch.long)  # (T, 10)
-    return bits[:, digit_labels]
 
 
 def chance_rate(code: str) -> float:
@@ -234,7 +149,7 @@ def make_evaluator(code: str, *, zoo_dir: str | Path) -> Callable[[dict[str, tor
     _extractor_of(zoo_dir)  # a folder that is not a zoo fails now, not at the first model
 
     def evaluate(state_dict: dict[str, torch.Tensor]) -> dict[str, float]:
-        inputs, labels = _test_set_of(zoo_dir, block=_is_block(state_dict))
+        inputs, labels = _test_set_of(zoo_dir, block=is_block(state_dict))
         with torch.inference_mode():
             predicted = task_model(state_dict)(inputs).argmax(dim=1)
         return {"accuracy": 100.0 * float((predicted == task_labels([code], labels)[0]).float().mean())}
@@ -245,10 +160,10 @@ def make_evaluator(code: str, *, zoo_dir: str | Path) -> Callable[[dict[str, tor
 def batch_accuracy(heads: Sequence[dict[str, torch.Tensor]], codes: Sequence[str], *,
                    zoo_dir: str | Path) -> list[float]:
     """Test accuracy (%) of each head (or block) on its own task, all at once."""
-    inputs, labels = _test_set_of(zoo_dir, block=_is_block(heads[0]))
+    inputs, labels = _test_set_of(zoo_dir, block=is_block(heads[0]))
     weights = {k: torch.stack([h[k] for h in heads]) for k in heads[0]}
     with torch.inference_mode():
-        logits = _forward(weights, inputs)  # (T, N, 2)
+        logits = forward_many(weights, inputs)  # (T, N, 2)
     correct = logits.argmax(-1) == task_labels(codes, labels)
     return (100.0 * correct.float().mean(1)).tolist()
 
@@ -273,87 +188,6 @@ def _test_set(extractor_path: str, mtime_ns: int, block: bool) -> tuple[torch.Te
     _, _, x_test, y_test = load_split()
     extract = extract_maps if block else extract_features
     return extract(load_state_dict(extractor_path), x_test), y_test
-
-
-def _forward(w: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Many heads (or blocks) at once: weights stacked over T, x (N, F) features (or (N, 16, 4, 4)
-    maps) -> (T, N, 2) logits."""
-    if _is_block(w):
-        patches = F.unfold(x, 3, padding=1)  # (N, 16 * 9, 16 positions), the order of conv.weight's flattening
-        kernel = w["conv.weight"].flatten(2)  # (T, C, 16 * 9)
-        h = F.relu(torch.einsum("nkp,tck->tnpc", patches, kernel) + w["conv.bias"][:, None, None])  # (T, N, P, C)
-        return torch.einsum("tnc,toc->tno", h.mean(2), w["fc.weight"]) + w["fc.bias"][:, None]  # (T, N, 2)
-    h = torch.einsum("nf,thf->tnh", x, w["fc1.weight"]) + w["fc1.bias"][:, None]  # (T, N, H)
-    return torch.einsum("tnh,tch->tnc", F.silu(h), w["fc2.weight"]) + w["fc2.bias"][:, None]  # (T, N, 2)
-
-
-def _pretrain_extractor(seed: int, x_train: torch.Tensor, y_train: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The digits CNN trained on the 10 classes, plus the mean/std of its features on the train split."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = DigitsCNN()
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=PRETRAIN_LR)
-    steps = [torch.randint(len(x_train), (BATCH_SIZE,), generator=generator) for _ in range(PRETRAIN_STEPS)]
-    for epoch in range(EXTRACTOR_EPOCHS):
-        if epoch == 0:
-            batches = steps
-        else:
-            if epoch == 1:
-                optimizer = torch.optim.Adam(model.parameters(), lr=FINETUNE_LR)
-            batches = torch.randperm(len(x_train), generator=generator).split(BATCH_SIZE)
-        for batch in batches:
-            loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    state["features.mean"] = torch.zeros(FEATURES)
-    state["features.std"] = torch.ones(FEATURES)
-    raw = extract_features(state, x_train)
-    state["features.mean"] = raw.mean(0)
-    state["features.std"] = raw.std(0).clamp_min(1e-6)
-    return state
-
-
-def _train_heads(codes: Sequence[str], features: torch.Tensor, digit_labels: torch.Tensor, *,
-                 seed: int, num_checkpoints: int, mode: int = 0, block: bool = False
-                 ) -> list[list[dict[str, torch.Tensor]]]:
-    """Train one head (or, with ``block``, one :class:`TaskBlock` on ``features`` = maps) per code,
-    all at once; return ``num_checkpoints`` state dicts per code.
-
-    Every head starts from the same initialisation (that of ``mode``) and sees the same
-    minibatches, so a head depends only on its own task and mode, not on which other tasks share
-    its chunk.
-    """
-    t = len(codes)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 1 + MODE_SEED_STRIDE * mode)
-        init = (TaskBlock() if block else TaskHead()).state_dict()
-    weights = {k: v.unsqueeze(0).repeat(t, *[1] * v.dim()).requires_grad_() for k, v in init.items()}
-    labels = task_labels(codes, digit_labels)  # (T, N)
-    generator = torch.Generator().manual_seed(seed + 2)
-
-    def step(optimizer: torch.optim.Optimizer, batch: torch.Tensor) -> None:
-        logits = _forward(weights, features[batch])  # (T, B, 2)
-        loss = F.cross_entropy(logits.reshape(-1, 2), labels[:, batch].reshape(-1), reduction="none")
-        loss = loss.reshape(t, -1).mean(1).sum()  # sum over tasks: each head gets its own gradient
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    optimizer = torch.optim.Adam(weights.values(), lr=BLOCK_LR if block else HEAD_LR)
-    for _ in range(HEAD_STEPS):
-        step(optimizer, torch.randint(len(features), (BATCH_SIZE,), generator=generator))
-    optimizer = torch.optim.Adam(weights.values(), lr=FINETUNE_LR)
-    saved: list[list[dict[str, torch.Tensor]]] = [[] for _ in codes]
-    for _ in range(num_checkpoints):
-        for batch in torch.randperm(len(features), generator=generator).split(BATCH_SIZE):
-            step(optimizer, batch)
-        for i in range(t):
-            saved[i].append({k: v[i].detach().clone() for k, v in weights.items()})
-    return saved
 
 
 def collect_digits_tasks(out_dir: str | Path, *, num_checkpoints: int = 3, seed: int = 0,
@@ -393,7 +227,7 @@ def collect_digits_tasks(out_dir: str | Path, *, num_checkpoints: int = 3, seed:
         if (out / EXTRACTOR).is_file():
             extractor = load_state_dict(out / EXTRACTOR)
         else:
-            extractor = _pretrain_extractor(seed, x_train, y_train)
+            extractor = pretrain_extractor(seed, x_train, y_train)
             save_state_dict(extractor, out / EXTRACTOR, metadata={"zoo": NAME, "seed": str(seed)})
         block = modes > 1
         features = (extract_maps if block else extract_features)(extractor, x_train)  # cached for every head
@@ -402,7 +236,7 @@ def collect_digits_tasks(out_dir: str | Path, *, num_checkpoints: int = 3, seed:
             for mode in mode_ids:
                 if all(checkpoint_path(out, c, k, mode).is_file() for c in chunk for k in range(num_checkpoints)):
                     continue
-                for code, states in zip(chunk, _train_heads(chunk, features, y_train, seed=seed, mode=mode or 0,
+                for code, states in zip(chunk, train_heads(chunk, features, y_train, seed=seed, mode=mode or 0,
                                                              num_checkpoints=num_checkpoints, block=block)):
                     for k, state in enumerate(states):
                         save_state_dict(state, checkpoint_path(out, code, k, mode), metadata={
@@ -457,7 +291,8 @@ def _manifest(out: Path, codes: list[str], num_checkpoints: int, settings: dict,
     per_task = len(mode_ids) * num_checkpoints
     for i in range(0, len(codes), CHUNK_TASKS):
         chunk = codes[i:i + CHUNK_TASKS]
-        heads = [load_file(checkpoint_path(out, c, k, m)) for c in chunk for m in mode_ids for k in range(num_checkpoints)]
+        heads = [load_file(checkpoint_path(out, c, k, m))
+                 for c in chunk for m in mode_ids for k in range(num_checkpoints)]
         accuracy = batch_accuracy(heads, [c for c in chunk for _ in range(per_task)], zoo_dir=out)
         for j, code in enumerate(chunk):
             tasks[code] = {"split": HELDOUT_DIR if code in HELDOUT else TRAIN_DIR,

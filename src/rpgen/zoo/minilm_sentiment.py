@@ -43,8 +43,8 @@ from pathlib import Path
 import torch
 
 from rpgen.errors import RpgenError
-from rpgen.files import atomic_dir
-from rpgen.progress import progress_bar
+from rpgen.safety.atomic import atomic_dir
+from rpgen.display import progress_bar
 
 NAME = "minilm-sentiment"
 ZOO_INFO = "zoo.json"
@@ -273,7 +273,7 @@ def adapter_settings(state_dict: dict[str, torch.Tensor]) -> tuple[int, bool, tu
 def adapter_alpha(path: Path | None, *, rank: int, dora: bool) -> float:
     """``lora_alpha`` of the adapter folder ``path`` (its adapter_config.json), checked against the
     rank and DoRA read from the keys; the zoo's ``2 r`` when there is no folder or no config."""
-    from rpgen.adapters import ADAPTER_CONFIG, read_adapter_config
+    from rpgen.formats.adapter_folders import ADAPTER_CONFIG, read_adapter_config
 
     if path is None or not (Path(path) / ADAPTER_CONFIG).is_file():
         return float(ALPHA_PER_RANK * rank)

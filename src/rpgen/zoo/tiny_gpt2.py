@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 
 from rpgen.errors import RpgenError
-from rpgen.files import atomic_dir
-from rpgen.progress import progress_bar
+from rpgen.safety.atomic import atomic_dir
+from rpgen.display import progress_bar
 
 NAME = "tiny-gpt2"
 SYMBOLS = 8

@@ -1,0 +1,38 @@
+"""The form generated models take: files, peft adapter folders or model folders, from what the run kept."""
+
+import json
+
+from rpgen.formats.output_forms import AdapterForm, FileForm, ModelFolderForm, keep_form, output_form
+
+
+def test_the_run_keeps_the_form_of_its_first_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    keep_form(tmp_path / "0000.safetensors", run)  # a checkpoint file: nothing to keep
+    assert isinstance(output_form(run), FileForm) and list(run.iterdir()) == []
+    slot = FileForm().open(tmp_path, 3, ["a", "b"])
+    assert slot.name == "0003.safetensors" and set(slot.files.values()) == {tmp_path / "0003.safetensors"}
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 2}))
+    keep_form(adapter, run)
+    assert isinstance(output_form(run), AdapterForm)
+    out = tmp_path / "gen"
+    out.mkdir()
+    slot = output_form(run).open(out, 0, ["w"])
+    assert slot.files == {"w": out / "0000" / "adapter_model.safetensors"}
+    assert json.loads((out / "0000" / "adapter_config.json").read_text()) == {"r": 2}
+
+
+def test_model_folders_keep_their_config(tmp_path):
+    model, run, out = tmp_path / "m", tmp_path / "run", tmp_path / "gen"
+    for folder in (model, run, out):
+        folder.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    keep_form(model, run)
+    form = output_form(run)
+    assert isinstance(form, ModelFolderForm)
+    slot = form.open(out, 1, ["w"])
+    assert slot.files == {"w": out / "0001" / "model.safetensors"} and slot.metadata == {"format": "pt"}
+    assert (out / "0001" / "config.json").is_file()

@@ -1,0 +1,76 @@
+"""Training (rpgen.training): stop and resume, what --resume may change, divergence, the state on disk."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import TINY, check_one_line_error, rpgen, set_args
+from rpgen.config import Config, apply_overrides
+from rpgen.training import train
+
+
+def test_stop_and_resume_equals_one_run(digits_zoo, tmp_path):
+    config = apply_overrides(Config(), TINY)
+    train(digits_zoo, tmp_path / "full", config, progress=False)
+    train(digits_zoo, tmp_path / "split", config, progress=False, stop_after=7)
+    assert not (tmp_path / "split" / "generator.safetensors").exists()
+    result = rpgen("generate", tmp_path / "split", "--num", 1, "--out", tmp_path / "g")
+    assert result.exit_code == 1 and "training has not finished" in result.output
+    assert rpgen("train", digits_zoo, "--out", tmp_path / "split", "--resume", "--no-progress").exit_code == 0
+    full = load_file(tmp_path / "full" / "generator.safetensors")
+    split = load_file(tmp_path / "split" / "generator.safetensors")
+    assert all(torch.equal(full[k], split[k]) for k in full)
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_resumable_run(digits_zoo, tmp_path):
+    run = tmp_path / "run"
+    overrides = [o for o in TINY if not o.startswith("train.steps")] + ["train.steps=100000"]
+    proc = subprocess.Popen([sys.executable, "-m", "rpgen.cli", "train", str(digits_zoo), "--out", str(run),
+                             "--no-progress", *set_args(overrides)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (run / "state").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "--resume" in output and "Traceback" not in output
+    assert not (run / "generator.safetensors").exists()
+    result = rpgen("train", digits_zoo, "--out", run, "--resume", "--set", "train.steps=40", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert (run / "generator.safetensors").is_file()
+
+
+def test_resume_takes_train_settings_and_refuses_the_rest(digits_zoo, tmp_path):
+    run = tmp_path / "run"
+    train(digits_zoo, run, apply_overrides(Config(), TINY), progress=False, stop_after=3)
+    check_one_line_error(rpgen("train", digits_zoo, "--out", run, "--resume", "--set", "model.d_model=64"),
+                         "model.d_model", "only [train]")
+    check_one_line_error(rpgen("train", digits_zoo, "--out", run, "--resume", "--set", "data.token_size=16"),
+                         "data.token_size")
+    assert not (run / "generator.safetensors").exists()
+    result = rpgen("train", digits_zoo, "--out", run, "--resume", "--set", "train.steps=15", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "steps = 15" in (run / "config.toml").read_text()  # the run records what it was trained with
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 15
+
+
+def test_generate_refuses_a_generator_with_non_finite_weights(digits_zoo, tmp_path):
+    run = tmp_path / "run"
+    train(digits_zoo, run, apply_overrides(Config(), TINY), progress=False)
+    weights = load_file(run / "generator.safetensors")
+    name = next(k for k in weights if k.startswith("denoiser"))
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, str(run / "generator.safetensors"))
+    result = rpgen("generate", run, "--num", 2, "--out", tmp_path / "gen", "--no-progress")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "gen").exists()
