@@ -126,6 +126,10 @@ def train(
                                         "with torch.fx to find the hidden units."),
     align_spec: Optional[Path] = typer.Option(None, "--align-spec", help="With --align: a JSON permutation spec "
                                               "instead of --model (format: rpgen.align.spec)."),
+    base: Optional[Path] = typer.Option(None, "--base", help="A base model (a checkpoint file or folder like the "
+                                        "zoo's, e.g. the pretrained model the checkpoints fine-tune): tokens hold "
+                                        "each checkpoint's difference to it, added back when models are written. "
+                                        "Same as --set data.base=..."),
     evaluator: Optional[str] = typer.Option(None, "--evaluator", help="path/file.py:function or module:function "
                                             "(as for rpgen evaluate): every --set train.eval_every steps, score "
                                             "a few generated models and stop once they are as good as the "
@@ -147,6 +151,7 @@ def train(
     aligning += [f"data.align_model={json.dumps(model)}"] if model else []
     aligning += [f"data.align_spec={json.dumps(str(align_spec))}"] if align_spec else []
     aligning += [f"train.evaluator={json.dumps(evaluator)}"] if evaluator else []
+    aligning += [f"data.base={json.dumps(str(base))}"] if base else []
     start = time.perf_counter()
     try:
         api.train(checkpoints, out, config=config, overrides=[*set_, *aligning], resume=resume, overwrite=overwrite,

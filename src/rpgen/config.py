@@ -58,6 +58,14 @@ class DataConfig:
     torch.fx to find which hidden units may be permuted together."""
     align_spec: str = ""
     """A permutation spec file (JSON, rpgen.align.spec) instead of tracing a model."""
+    center: Literal["auto", "tensor", "element", "base"] = "auto"
+    """What tokens are measured from: tensor = each tensor's scalar mean (the paper); element = the
+    checkpoints' mean at each element, so tokens carry only what varies between checkpoints; base =
+    the values of ``data.base``. auto = base when a base model is given, else element
+    (rpgen.data.tokenizer; bench/results/center.md)."""
+    base: str = ""
+    """A base model (a checkpoint file or folder of the zoo's form, e.g. the pretrained model that
+    the checkpoints fine-tune) for ``data.center = "base"``."""
     tensor_order: Literal["model", "name"] = "model"
     """Order of the tensors in the token sequence. model: as the model defines it (a .pt file's
     saved order, a shard index's order, else a numeric-aware sort of the key: ``h.2`` before

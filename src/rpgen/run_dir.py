@@ -10,12 +10,14 @@ RUN_DIR/
   config.toml            every setting, resolved
   tokenizer.json         token layout and normalisation statistics (float64, as JSON)
   copied.safetensors     tensors that are copied, not generated (e.g. num_batches_tracked)
-  metrics.jsonl          one JSON line per logged training step
+  centers.safetensors    with data.center element or base: the per-element centre of every generated
+                         tensor (what tokens are measured from; rpgen.data.tokenizer)
+  metrics.jsonl          one JSON line per logged training step (and per evaluation while training)
   state/                 the latest resumable training state (weights, EMA, optimiser, RNG)
   generator.safetensors  the trained generator; present only when training finished
   loss.png               training loss and learning rate against step
-  run.json               checkpoint files, token and parameter counts; for a conditional run also
-                         ``condition_dim`` and ``binary_conditions``
+  run.json               checkpoint files, token and parameter counts, the sizing, why training
+                         stopped; for a conditional run also ``condition_dim`` and ``binary_conditions``
   conditions.json        conditional runs only: the training conditions (checkpoint file -> vector)
   adapter_config.json    runs trained on peft adapter folders: their config, written beside each
                          generated adapter (rpgen.formats.output_forms)
@@ -55,6 +57,7 @@ from rpgen.safety.atomic import atomic_dir, write_text_atomic
 CONFIG = "config.toml"
 TOKENIZER = "tokenizer.json"
 COPIED = "copied.safetensors"
+CENTERS = "centers.safetensors"
 METRICS = "metrics.jsonl"
 STATE = "state"
 GENERATOR = "generator.safetensors"
@@ -85,9 +88,16 @@ class RunDir:
         """``tokenizer.json``: the token layout and the checkpoint set's statistics."""
         path = self.path / TOKENIZER
         try:
-            return Layout.from_json(path.read_text(encoding="utf-8"))
+            layout = Layout.from_json(path.read_text(encoding="utf-8"))
         except (ValueError, KeyError, TypeError, RpgenError) as e:  # JSONDecodeError and UnicodeDecodeError included
             raise RpgenError(f"{path}: not a valid tokenizer file ({first_line(e, typed=False)})") from None
+        if layout.center == "tensor":
+            return layout
+        self.require(CENTERS)
+        try:
+            return layout.with_centers(read_tensors(self.path / CENTERS))
+        except RpgenError as e:
+            raise RpgenError(f"{self.path / CENTERS}: {e}") from None
 
     def info(self) -> dict[str, Any]:
         """``run.json``, with ``num_states`` (or ``num_checkpoints``) and ``condition_dim`` checked."""
@@ -161,6 +171,8 @@ def start_run_dir(run_dir: Path, config: Config, layout: Layout, checkpoints: Ch
     with atomic_dir(run_dir, overwrite=overwrite) as tmp:
         (tmp / CONFIG).write_text(config.to_toml(), encoding="utf-8")
         (tmp / TOKENIZER).write_text(layout.to_json(), encoding="utf-8")
+        if layout.centers is not None:
+            save_file({k: v.contiguous() for k, v in layout.centers.items()}, str(tmp / CENTERS))
         save_file(copied_tensors(checkpoints.checkpoints[0], layout), str(tmp / COPIED))
         (tmp / RUN_INFO).write_text(json.dumps(info, indent=1), encoding="utf-8")
         checkpoints.keep_form(tmp)  # generated models take the checkpoints' form

@@ -157,3 +157,40 @@ def test_the_assembler_returns_each_tensor_once_its_last_token_is_in():
     assert [info.name for info, _ in done] == [first.name]
     rest = assembler.add(tokens[sl.stop:])
     assert [info.name for info, _ in rest] == [info.name for info in layout.generated[1:]]
+
+
+@pytest.mark.parametrize("center", ["element", "base"])
+def test_a_per_element_centre_round_trips_and_leaves_only_the_deviations(center):
+    state_dicts = perturbed(SmallCNN(), 4)
+    base = perturbed(SmallCNN(), 1, seed=9)[0] if center == "base" else None
+    layout = fit_layout(state_dicts, token_size=5, center=center, base=base)
+    assert layout.center == center and set(layout.centers) == {t.name for t in layout.generated}
+    stored = Layout.from_json(layout.to_json())  # the JSON names the centre; the tensors are stored apart
+    assert stored.center == center and stored.centers is None
+    stored = stored.with_centers(layout.centers)
+    for sd in state_dicts:
+        back = detokenized(tokenize(sd, stored), stored, sd)
+        for k, v in sd.items():
+            torch.testing.assert_close(back[k], v, rtol=1e-5, atol=1e-6)
+    if center == "element":  # the mean checkpoint is the centre: its tokens are all zero
+        mean = {k: torch.stack([sd[k] for sd in state_dicts]).double().mean(0).to(v.dtype)
+                for k, v in state_dicts[0].items()}
+        mean["bn.running_var"] = torch.stack([sd["bn.running_var"] for sd in state_dicts]).log().mean(0).exp()
+        tokens = tokenize(mean, stored)
+        assert tokens[~tokens.isnan()].abs().max() < 1e-4
+    x = torch.stack([flatten(sd, stored) for sd in state_dicts])  # (K, P): unit variance over the set
+    assert x.std(unbiased=False).item() == pytest.approx(1.0, abs=0.35)
+
+
+def test_a_base_model_must_match_the_checkpoints():
+    state_dicts = perturbed(SmallCNN(), 2)
+    base = dict(state_dicts[0])
+    base["fc.weight"] = torch.zeros(3, 5)
+    with pytest.raises(RpgenError, match="base model's tensor 'fc.weight' has shape \\[3, 5\\]"):
+        fit_layout(state_dicts, token_size=5, center="base", base=base)
+    del base["fc.weight"]
+    with pytest.raises(RpgenError, match="base model has no tensor 'fc.weight'"):
+        fit_layout(state_dicts, token_size=5, center="base", base=base)
+    with pytest.raises(RpgenError, match="the centre tensors do not match the layout: tensor 'fc.bias'"):
+        layout = fit_layout(state_dicts, token_size=5, center="element")
+        layout.with_centers({k: v for k, v in layout.centers.items() if k != "fc.bias"})

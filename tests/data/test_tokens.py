@@ -25,7 +25,8 @@ def test_lazy_checkpoints_fit_the_same_layout(digits_zoo):
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
-def test_lazy_and_in_memory_tokens_are_identical(digits_zoo, tmp_path, suffix, make_state_dict):
+@pytest.mark.parametrize("center", ["tensor", "element"])
+def test_lazy_and_in_memory_tokens_are_identical(digits_zoo, tmp_path, suffix, make_state_dict, center):
     if suffix == ".pt":
         for i in range(3):
             torch.save(make_state_dict(i), tmp_path / f"{i}.pt")
@@ -33,7 +34,7 @@ def test_lazy_and_in_memory_tokens_are_identical(digits_zoo, tmp_path, suffix, m
     else:
         folder = digits_zoo
     ckpts = CheckpointSet.open(folder).checkpoints
-    layout = fit_layout(ckpts, token_size=5)
+    layout = fit_layout(ckpts, token_size=5, center=center)
     lazy, ram = LazyTokens(ckpts, layout), InMemoryTokens(ckpts, layout)
     states = torch.tensor([1, 0, 1])
     rows = torch.randperm(3 * layout.num_tokens, generator=torch.Generator().manual_seed(0))[:40]

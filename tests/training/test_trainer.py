@@ -74,3 +74,37 @@ def test_generate_refuses_a_generator_with_non_finite_weights(digits_zoo, tmp_pa
     result = rpgen("generate", run, "--num", 2, "--out", tmp_path / "gen", "--no-progress")
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert not (tmp_path / "gen").exists()
+
+
+@pytest.mark.parametrize("center", ["element", "base"])
+def test_runs_measured_from_a_centre_store_it_and_generate_with_it(digits_zoo, tmp_path, center):
+    base = sorted(digits_zoo.glob("*.safetensors"))[0]
+    extra = ["--base", base] if center == "base" else ["--set", "data.center=element"]
+    run = tmp_path / "run"
+    result = rpgen("train", digits_zoo, "--out", run, "--no-progress", *extra, *set_args())
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "tokenizer.json").read_text())["center"] == center
+    centers = load_file(run / "centers.safetensors")
+    first = load_file(base)
+    if center == "base":
+        assert torch.equal(centers["fc.weight"], first["fc.weight"])
+        assert torch.allclose(centers["bn1.running_var"], first["bn1.running_var"].double().log().float())
+    result = rpgen("generate", run, "--num", 2, "--out", tmp_path / "gen", "--no-progress")
+    assert result.exit_code == 0, result.output
+    # the models are the centre plus what the generator adds: near the checkpoints, not near zero
+    gen = load_file(tmp_path / "gen" / "0000.safetensors")
+    assert (gen["fc.weight"] - first["fc.weight"]).abs().mean() < first["fc.weight"].abs().mean()
+    (run / "centers.safetensors").unlink()
+    check_one_line_error(rpgen("generate", run, "--num", 1, "--out", tmp_path / "g2", "--no-progress"),
+                         "incomplete run directory", "centers.safetensors")
+
+
+def test_a_base_that_does_not_fit_is_one_line(digits_zoo, tmp_path, make_state_dict):
+    wrong = tmp_path / "wrong.safetensors"
+    save_file(make_state_dict(0), wrong)
+    check_one_line_error(rpgen("train", digits_zoo, "--out", tmp_path / "run", "--base", wrong, "--no-progress",
+                               *set_args()), "base model")
+    check_one_line_error(rpgen("train", digits_zoo, "--out", tmp_path / "run", "--base", tmp_path / "nope",
+                               "--no-progress", *set_args()), "base model", "not found")
+    check_one_line_error(rpgen("train", digits_zoo, "--out", tmp_path / "run", "--no-progress",
+                               *set_args([*TINY, "data.center=base"])), "data.center = 'base' needs a base model")

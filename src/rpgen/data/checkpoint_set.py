@@ -18,7 +18,7 @@ import torch
 
 from rpgen.data.conditions import read_conditions
 from rpgen.data.lineage import Lineage, find_lineage
-from rpgen.data.tokenizer import Layout, fit_layout
+from rpgen.data.tokenizer import Center, Layout, fit_layout
 from rpgen.errors import RpgenError
 from rpgen.formats.checkpoints import LazyCheckpoint, TensorOrder, check_structure, structure
 from rpgen.formats.listing import list_checkpoints
@@ -33,7 +33,7 @@ class CheckpointSet:
         self.folder = Path(folder)
         self.paths = list(paths)
         self.order = order
-        self._layouts: dict[int, Layout] = {}
+        self._layouts: dict[tuple, Layout] = {}
 
     @classmethod
     def open(cls, folder: str | Path, *, order: TensorOrder = "model") -> CheckpointSet:
@@ -63,11 +63,14 @@ class CheckpointSet:
             check_structure(reference, ckpt.meta(), name=ckpt.path, reference_name=self.paths[0])
         return checkpoints
 
-    def layout(self, token_size: int) -> Layout:
-        """The token layout and normalisation statistics of the set (fitted once per token size)."""
-        if token_size not in self._layouts:
-            self._layouts[token_size] = fit_layout(self.checkpoints, token_size=token_size)
-        return self._layouts[token_size]
+    def layout(self, token_size: int, *, center: Center = "tensor", base: str | Path | None = None) -> Layout:
+        """The token layout and normalisation statistics of the set (fitted once per token size and
+        centre); ``base``: the base model's file or folder, for ``center = "base"``."""
+        key = (token_size, center, str(base))
+        if key not in self._layouts:
+            reference = None if base is None else _open_base(Path(base), self.order)
+            self._layouts[key] = fit_layout(self.checkpoints, token_size=token_size, center=center, base=reference)
+        return self._layouts[key]
 
     @cached_property
     def conditions(self) -> torch.Tensor | None:
@@ -85,3 +88,13 @@ class CheckpointSet:
 
     def __repr__(self) -> str:
         return f"CheckpointSet({str(self.folder)!r}, {len(self.paths)} checkpoints)"
+
+
+def _open_base(path: Path, order: TensorOrder) -> LazyCheckpoint:
+    """The base model, opened like a checkpoint (a file, an adapter folder or a model folder)."""
+    if not path.exists():
+        raise RpgenError(f"base model {path} not found")
+    try:
+        return LazyCheckpoint(path, order=order)
+    except RpgenError as e:
+        raise RpgenError(f"base model {path}: {e}") from None

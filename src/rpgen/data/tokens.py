@@ -62,8 +62,10 @@ class LazyTokens:
         for i, (k, j) in enumerate(zip(states[rows // self.num_tokens].tolist(), (rows % self.num_tokens).tolist())):
             info = self._infos[int(self._owner[j])]
             start = (j - int(self._first[j])) * s
-            values = self.checkpoints[k].read_flat(info.name, start, min(start + s, info.numel))
-            out[i] = values_to_tokens(values, info, s)[0]
+            stop = min(start + s, info.numel)
+            values = self.checkpoints[k].read_flat(info.name, start, stop)
+            center = None if self.layout.centers is None else self.layout.centers[info.name].reshape(-1)[start:stop]
+            out[i] = values_to_tokens(values, info, s, None if center is None else center.double())[0]
         return out
 
 

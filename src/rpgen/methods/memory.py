@@ -91,7 +91,14 @@ def training_memory(config: Config, layout: Layout, *, num_checkpoints: int, in_
     activations = _backbone_activations(config, layout, batch) + _denoiser_activations(config, layout, tokens)
     data = num_checkpoints * layout.num_tokens * layout.token_size * 4 if in_memory else 0
     reading = 4 * 8 * _largest_tensor(layout)  # float64 copies in the statistics pass, done before training
-    return int(TRAINING_BASELINE + weights + max(data + activations, reading))
+    if layout.center == "element":
+        reading += 12 * layout.num_params  # a float64 sum per element, then the float32 centres
+    return int(TRAINING_BASELINE + weights + _centers(layout) + max(data + activations, reading))
+
+
+def _centers(layout: Layout) -> int:
+    """Bytes of the per-element centres a layout holds (float32), none for scalar centring."""
+    return 0 if layout.center == "tensor" else 4 * layout.num_params
 
 
 def training_disk(config: Config, layout: Layout, *, num_checkpoints: int) -> int:
@@ -108,7 +115,7 @@ def generation_memory(config: Config, layout: Layout, *, num_states: int, models
     backbone = _backbone_activations(config, layout, 1) // 2  # no autograd; one model at a time
     chunk_bytes = chunk * layout.token_size * 4 * 6  # noise, output, scheduler buffers
     pending = (_largest_tensor(layout) + chunk * layout.token_size) * 4 + _largest_tensor(layout) * (8 + 8)
-    return int(BASELINE + params * 4 + prototypes + backbone + chunk_bytes
+    return int(BASELINE + params * 4 + prototypes + backbone + chunk_bytes + _centers(layout)
                + _denoiser_activations(config, layout, chunk) // 2 + pending)
 
 

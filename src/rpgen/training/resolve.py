@@ -172,6 +172,28 @@ class Rule:
     fill: Fill
 
 
+def auto_center(config: Config) -> str:
+    """``data.center``: "base" when ``data.base`` names a base model, else "element" when "auto"
+    ("tensor" for an aligned run, whose statistics are fitted before it is aligned;
+    bench/results/center.md). Needed before the layout is fitted, so it reads the config only."""
+    center, base = config.data.center, config.data.base
+    aligned = config.data.align != "none"  # the layout is fitted before the copies are aligned
+    if center == "auto":
+        return "base" if base else ("tensor" if aligned else "element")
+    if aligned and center != "tensor":
+        raise RpgenError(f"config data.center = {center!r} cannot be combined with data.align (the statistics are "
+                         "fitted before the checkpoints are aligned); use data.center = 'tensor'")
+    if (center == "base") != bool(base):
+        raise RpgenError(f"config data.center = {center!r} " + ("needs a base model: data.base (--base FILE)"
+                                                               if center == "base" else
+                                                               f"does not use data.base = {base!r}; drop one"))
+    return center
+
+
+def _center(config: Config, facts: Facts) -> tuple[str, None]:
+    return auto_center(config), None
+
+
 def _checkpoint_dir(config: Config, facts: Facts) -> tuple[str, None]:
     return str(facts.folder.resolve()), None
 
@@ -251,6 +273,7 @@ def _precision(config: Config, facts: Facts) -> tuple[str, None]:
 
 RULES: tuple[Rule, ...] = (
     Rule("data", "checkpoint_dir", _checkpoint_dir),
+    Rule("data", "center", _center),
     Rule("model", "d_model", _width),
     Rule("train", "lr", _lr),
     Rule("train", "steps", _steps),

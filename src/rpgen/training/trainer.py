@@ -35,7 +35,7 @@ from rpgen.safety.overwrite import check_not_overlapping
 from rpgen.safety.resources import check_resources
 from rpgen.training.fit import FitLoop, deferred_interrupt
 from rpgen.training.loss_plot import plot_loss
-from rpgen.training.resolve import Facts, resolve
+from rpgen.training.resolve import Facts, auto_center, resolve
 from rpgen.training.state import check_unchanged, resumed_config, saved_config
 
 
@@ -128,7 +128,8 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
 def _start(checkpoints: CheckpointSet, config: Config, method: Method, *, run_dir: Path, state, resume: bool
            ) -> _Start:
     """Read what the run needs of the checkpoint set, resolve the config, check RAM and disk."""
-    layout = checkpoints.layout(config.data.token_size)
+    center = auto_center(config)
+    layout = checkpoints.layout(config.data.token_size, center=center, base=config.data.base or None)
     conditions = checkpoints.conditions if method.takes_conditions else None
     if resume:
         check_unchanged(run_dir, checkpoints, layout, conditions)
