@@ -101,15 +101,17 @@ def read_runs_file(folder: str | Path, names: Sequence[str]) -> list[str] | None
 def estimate_lineage(checkpoints: Sequence[LazyCheckpoint], layout: Layout) -> list[int]:
     """A run label per checkpoint: single-linkage groups of checkpoints closer than
     :data:`SAME_RUN_MSD`, compared on the first values of every generated tensor (about 65K values
-    per checkpoint in all), normalised."""
+    per checkpoint in all), each tensor's sample over its own standard deviation across the set."""
     if len(checkpoints) == 1:
         return [0]
     per_tensor = max(16, _SAMPLE_VALUES // len(layout.generated))  # bounds memory: K x ~65K values
-    rows = []
-    for ckpt in checkpoints:
-        rows.append(torch.cat([standardize(ckpt.read_flat(info.name, 0, min(info.numel, per_tensor)), info)
-                               for info in layout.generated]))
-    x = torch.stack(rows)  # (K, P)
+    segments = []
+    for info in layout.generated:
+        seg = torch.stack([standardize(ckpt.read_flat(info.name, 0, min(info.numel, per_tensor)), info)
+                           for ckpt in checkpoints])  # (K, n)
+        # rescaled by the sample's own spread: the same units whatever the layout's centring
+        segments.append((seg - seg.mean()) / seg.std().clamp_min(1e-12))
+    x = torch.cat(segments, dim=1)  # (K, P)
     close = (torch.cdist(x, x).pow(2) / x.shape[1]) < SAME_RUN_MSD  # (K, K)
     label = list(range(len(checkpoints)))  # union-find over the close pairs
 
