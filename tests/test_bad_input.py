@@ -138,6 +138,44 @@ def test_overwrite_refuses_a_folder_rpgen_did_not_write(zoo, finished_run, tmp_p
     assert (mine / "thesis.tex").read_text() == "years of work"
 
 
+def _folders_with_rpgen_names(tmp_path: Path) -> list[Path]:
+    """Folders holding names rpgen writes, but written by the user (issue: each was deleted)."""
+    cases = {"notes": {"report.md": "notes"}, "project": {"config.toml": "", "run.json": "{}", "src/main.py": "x"},
+             "draft": {".draft.tmp": "x"}, "partial": {".x.partial/keep.txt": "x"},
+             "beside": {"generation.json": "{}", "precious.txt": "x"}}
+    folders = []
+    for name, files in cases.items():
+        for rel, text in files.items():
+            (tmp_path / name / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / rel).write_text(text)
+        folders.append(tmp_path / name)
+    return folders
+
+
+def test_overwrite_refuses_folders_that_only_look_like_rpgen_outputs(finished_run, tmp_path):
+    for folder in _folders_with_rpgen_names(tmp_path):
+        before = snapshot(folder)
+        check_one_line_error(rpgen("generate", finished_run, "--num", 1, "--out", folder, "--overwrite"),
+                             "not written by rpgen")
+        assert snapshot(folder) == before, folder
+
+
+def test_overwrite_keeps_a_file_added_to_generated_models(finished_run, tmp_path):
+    out = tmp_path / "gen"
+    assert rpgen("generate", finished_run, "--num", 1, "--out", out, "--no-progress").exit_code == 0
+    (out / "precious.txt").write_text("mine")
+    check_one_line_error(rpgen("generate", finished_run, "--num", 1, "--out", out, "--overwrite"),
+                         "not written by rpgen")
+    assert (out / "precious.txt").read_text() == "mine"
+
+
+def test_generate_never_writes_over_the_zoo_its_run_trained_on(finished_run, digits_zoo):
+    before = snapshot(digits_zoo)
+    check_one_line_error(rpgen("generate", finished_run, "--num", 1, "--out", digits_zoo, "--overwrite"),
+                         "is the run's checkpoint folder")
+    assert snapshot(digits_zoo) == before
+
+
 @pytest.mark.parametrize("out", ["file", "", "/"])
 def test_overwrite_refuses_a_file_the_current_folder_and_the_root(finished_run, tmp_path, monkeypatch, out):
     monkeypatch.chdir(tmp_path)
@@ -445,3 +483,35 @@ def test_evaluate_generated_models_with_nan(finished_run, tmp_path):
         check_one_line_error(result, "0001.safetensors")
     else:
         assert (gen / "results.json").is_file()
+
+
+# ------------------------------------------------------------- sizes and devices from options
+
+def test_a_huge_num_is_refused_before_anything_is_made(finished_run, tmp_path):
+    check_one_line_error(rpgen("generate", finished_run, "--num", 10_000_000_000, "--out", tmp_path / "g"),
+                         "generating 10000000000 models", "disk")
+    assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("args, needle", [(["--steps", 0], "--steps"), (["--seed", 2**64], "--seed")])
+def test_sampling_options_out_of_range_are_refused(finished_run, tmp_path, args, needle):
+    result = rpgen("generate", finished_run, "--num", 1, "--out", tmp_path / "g", *args)
+    assert result.exit_code != 0 and needle in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_the_api_refuses_a_device_the_machine_lacks_and_an_infinite_temperature(finished_run):
+    import rpgen
+
+    with pytest.raises(RpgenError, match="device 'cuda': this machine has no CUDA device"):
+        rpgen.load_run(finished_run, device="cuda")
+    with pytest.raises(RpgenError, match="--temperature inf: must be a finite number"):
+        rpgen.load_run(finished_run).sample(1, temperature=float("inf"))
+
+
+def test_evaluate_never_writes_its_report_into_the_zoo(finished_run, digits_zoo):
+    before = snapshot(digits_zoo)
+    check_one_line_error(rpgen("evaluate", finished_run, "--generated", digits_zoo,
+                               "--evaluator", "rpgen.zoo.digits:evaluate"), "is the run's checkpoint folder")
+    assert snapshot(digits_zoo) == before

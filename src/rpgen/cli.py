@@ -29,6 +29,7 @@ app = typer.Typer(
 console = Console(markup=False, highlight=False)
 err_console = Console(stderr=True, markup=False, highlight=False)
 F = TypeVar("F", bound=Callable)
+MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes
 OVERWRITE_HELP = "Replace OUT if it exists and rpgen wrote it (a folder of your own is never deleted)."
 
 
@@ -82,7 +83,7 @@ def collect(
     num: Optional[int] = typer.Option(None, "--num", help="Number of checkpoints (default per zoo: "
                                       f"{', '.join(f'{z.name} {z.default_num}' for z in ZOOS.values())}; "
                                       "digits-tasks: per task)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Random seed."),
     runs: Optional[int] = typer.Option(None, "--runs", help="digits: independent training runs (seeds SEED, "
                                        "SEED+1, ...) to split the checkpoints over; > 1 makes a diverse zoo "
                                        "(default 1)."),
@@ -173,13 +174,13 @@ def generate(
                              "for a run trained on adapters)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="ddpm, ddim or dpm (DPM-Solver++); "
                                           "default from the run's config."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps; default from the run's config."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampling steps; default from the run's config."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Standard deviation of the noise "
                                                 "sampling starts from (ddim, dpm); below 1: less diverse models, "
                                                 "nearer the denoiser's average; 0: one model per state (and "
                                                 "condition), whatever the seed. Default from the run's config: 1 "
                                                 "for an unconditional run, 0.25 for a conditional one."),
-    seed: int = typer.Option(0, "--seed", help="Random seed; same seed, same models."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Random seed; same seed, same models."),
     state: List[int] = typer.Option([], "--state", help="Permutation state of each model: a training checkpoint's "
                                     "index, or a training run's when the run has one state per run (run.json: "
                                     "state_of_checkpoint); repeat once per model (a conditional run with states: the "
@@ -218,7 +219,7 @@ def evaluate(
                                   "correctly)."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also evaluate baselines made "
                                    "without a generator: checkpoints + noise, their average, midpoints."),
-    seed: int = typer.Option(0, "--seed", help="Random seed for the baselines' noise and pairs."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Random seed for the baselines' noise and pairs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Evaluate training checkpoints, generated models and baselines; measure how far the generated
@@ -238,7 +239,7 @@ def evaluate(
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Where to put everything."),
     num: int = typer.Option(10, "--num", help="Number of models to generate."),
-    seed: int = typer.Option(0, "--seed", help="Random seed for the zoo, training and sampling."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Random seed for the zoo, training and sampling."),
     set_: List[str] = typer.Option([], "--set", help="Override a setting of the quickstart preset."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),

@@ -8,6 +8,7 @@ key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ import tomli_w
 
 from rpgen.configs.coerce import coerce
 from rpgen.errors import RpgenError
+
+MAX_TIMESTEPS = 100_000
+"""Training timesteps at most: the schedule holds a few float arrays of this length (the paper uses 1,000)."""
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -134,7 +138,10 @@ class ModelConfig:
                "must be an integer >= 1")
         _check(self.headdim >= 1 and (self.backbone != "mamba2" or (self.expand * self.d_model) % self.headdim == 0),
                "model.headdim", self.headdim, "must be >= 1 and divide model.expand * model.d_model")
-        _check(self.kernel_size % 2 == 1, "model.kernel_size", self.kernel_size, "must be odd")
+        _check(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "model.kernel_size", self.kernel_size,
+               "must be odd and >= 1")
+        for name in ("num_heads", "expand", "d_conv"):
+            _check(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), "must be >= 1")
         _check_channels("model.denoiser_channels", self.denoiser_channels)
         _check(self.backbone != "transformer" or self.d_model % self.num_heads == 0,
                "model.num_heads", self.num_heads, "must divide model.d_model")
@@ -149,7 +156,8 @@ class DiffusionConfig:
     beta_end: float = 0.02
 
     def __post_init__(self) -> None:
-        _check(self.num_train_timesteps >= 2, "diffusion.num_train_timesteps", self.num_train_timesteps, "must be >= 2")
+        _check(2 <= self.num_train_timesteps <= MAX_TIMESTEPS, "diffusion.num_train_timesteps",
+               self.num_train_timesteps, f"must be between 2 and {MAX_TIMESTEPS:,}")
         _check(0 < self.beta_start < self.beta_end < 1, "diffusion.beta_start", self.beta_start,
                "must satisfy 0 < beta_start < beta_end < 1")
 
@@ -195,7 +203,12 @@ class TrainConfig:
         for name in ("batch_size", "diffusion_batch", "save_every", "log_every", "eval_models"):
             _check(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "must be >= 1")
         _check(self.steps >= 0, "train.steps", self.steps, "must be >= 1, or 0 (auto)")
-        _check(self.lr >= 0, "train.lr", self.lr, "must be > 0, or 0 (auto)")
+        _check(math.isfinite(self.lr) and self.lr >= 0, "train.lr", self.lr, "must be > 0, or 0 (auto)")
+        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "train.weight_decay", self.weight_decay,
+               "must be a finite number >= 0")
+        _check(math.isfinite(self.grad_clip) and self.grad_clip > 0, "train.grad_clip", self.grad_clip,
+               "must be a finite number > 0")
+        _check(0 <= self.seed < 2**63, "train.seed", self.seed, "must be between 0 and 2**63 - 1")
         _check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "must be >= 0")
         _check(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "must be in [0, 1)")
 
@@ -215,8 +228,8 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "sample.steps", self.steps, "must be >= 1")
-        _check(self.temperature == "auto" or self.temperature >= 0, "sample.temperature", self.temperature,
-               "must be >= 0 or 'auto'")
+        _check(self.temperature == "auto" or (math.isfinite(self.temperature) and self.temperature >= 0),
+               "sample.temperature", self.temperature, "must be a finite number >= 0 or 'auto'")
         _check(self.chunk_tokens >= 1, "sample.chunk_tokens", self.chunk_tokens, "must be >= 1")
 
 
@@ -265,6 +278,10 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     pdiff: PDiffConfig = field(default_factory=PDiffConfig)
 
+    def __post_init__(self) -> None:
+        _check(self.sample.steps <= self.diffusion.num_train_timesteps, "sample.steps", self.sample.steps,
+               f"must be at most diffusion.num_train_timesteps ({self.diffusion.num_train_timesteps})")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             f.name: {k: list(v) if isinstance(v, tuple) else v
@@ -286,8 +303,8 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
 
 
 def _check_channels(key: str, ch: tuple[int, ...]) -> None:
-    _check(len(ch) >= 3 and len(ch) % 2 == 1 and ch[0] == 1 and ch[-1] == 1 and tuple(ch) == tuple(reversed(ch)),
-           key, ch, "must be symmetric, odd-length, start and end with 1")
+    _check(len(ch) >= 3 and len(ch) % 2 == 1 and ch[0] == 1 and ch[-1] == 1 and tuple(ch) == tuple(reversed(ch))
+           and min(ch) >= 1, key, ch, "must be symmetric, odd-length, start and end with 1, every width >= 1")
 
 
 def from_dict(data: dict[str, Any], *, base: Config | None = None, source: str = "config") -> Config:

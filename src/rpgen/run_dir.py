@@ -65,6 +65,8 @@ LOSS_PLOT = "loss.png"
 RUN_INFO = "run.json"
 CONDITIONS = "conditions.json"
 ALIGNED = "aligned"
+WRITTEN_LATER = (METRICS, STATE, GENERATOR, "pdiff.safetensors", "best.safetensors", LOSS_PLOT, ALIGNED, ".*.tmp")
+"""What training adds to a run directory after it starts (its provenance, rpgen.safety.overwrite)."""
 FORMAT = 1
 
 
@@ -168,7 +170,7 @@ def start_run_dir(run_dir: Path, config: Config, layout: Layout, checkpoints: Ch
     }
     if conditions is not None:
         info.update(condition_dim=conditions.shape[1], binary_conditions=is_binary(conditions))
-    with atomic_dir(run_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(run_dir, overwrite=overwrite, later=WRITTEN_LATER) as tmp:
         (tmp / CONFIG).write_text(config.to_toml(), encoding="utf-8")
         (tmp / TOKENIZER).write_text(layout.to_json(), encoding="utf-8")
         if layout.centers is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,8 @@ def raises_value_error(state_dict):
     ("fn", "pattern"),
     [
         (raises_value_error, "evaluator raised on m.safetensors: ValueError: boom"),
+        (lambda sd: sys.exit(0), r"evaluator called sys.exit\(0\) on m.safetensors"),
+        (lambda sd: sys.exit(3), r"evaluator called sys.exit\(3\)"),
         (lambda sd: {"acc": "high"}, "evaluator returned str for 'acc' on m.safetensors"),
         (lambda sd: {"acc": True}, "returned bool for 'acc'"),
         (lambda sd: {"acc": torch.ones(2)}, "returned Tensor for 'acc'"),

@@ -135,7 +135,7 @@ def test_train_generate_evaluate_write_adapter_folders(adapter_zoo, tmp_path):
     assert json.loads((run / "run.json").read_text())["checkpoint_files"] == ["0000", "0001", "0002", "0003"]
     result = rpgen("generate", str(run), "--num", "3", "--out", str(gen), "--no-progress")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in gen.iterdir()) == ["0000", "0001", "0002", "generation.json"]
+    assert sorted(p.name for p in gen.iterdir()) == [".rpgen", "0000", "0001", "0002", "generation.json"]
     reference = lora_state_dict(0)
     for folder in sorted(p for p in gen.iterdir() if p.is_dir()):
         assert sorted(p.name for p in folder.iterdir()) == [ADAPTER_CONFIG, ADAPTER_WEIGHTS]

@@ -36,3 +36,36 @@ def test_model_folders_keep_their_config(tmp_path):
     slot = form.open(out, 1, ["w"])
     assert slot.files == {"w": out / "0001" / "model.safetensors"} and slot.metadata == {"format": "pt"}
     assert (out / "0001" / "config.json").is_file()
+
+
+def test_side_files_are_never_copied_through_links_or_byte_for_byte(tmp_path):
+    import os
+
+    import pytest
+
+    from rpgen.errors import RpgenError
+
+    secret = tmp_path / "secret"
+    secret.write_text(json.dumps({"token": "outside the zoo"}))
+    secret.chmod(0o600)
+    model, run = tmp_path / "m", tmp_path / "run"
+    for folder in (model, run):
+        folder.mkdir()
+    (model / "config.json").write_text('{"model_type":  "gpt2"}')
+    (model / "generation_config.json").symlink_to(secret)
+    with pytest.raises(RpgenError, match="generation_config.json: is a symbolic link"):
+        keep_form(model, run)
+    assert not (run / "generation_config.json").exists()
+    (model / "generation_config.json").unlink()
+    (model / "generation_config.json").write_bytes(b"\x00\x01 not json")
+    with pytest.raises(RpgenError, match="generation_config.json: not valid JSON"):
+        keep_form(model, run)
+    (model / "generation_config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(RpgenError, match="not valid JSON"):
+        keep_form(model, run)
+    (model / "generation_config.json").write_text('{"max_length": 8}')
+    (model / "generation_config.json").chmod(0o600)
+    keep_form(model, run)
+    assert json.loads((run / "generation_config.json").read_text()) == {"max_length": 8}
+    assert (run / "config.json").read_text() != (model / "config.json").read_text()  # written anew
+    assert os.stat(run / "generation_config.json").st_mode & 0o044  # ordinary permissions

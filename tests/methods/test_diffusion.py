@@ -64,8 +64,10 @@ def test_temperature_scales_the_starting_noise(sampler):
     assert not torch.equal(samples[1.0, 0], samples[1.0, 1])
 
 
-@pytest.mark.parametrize("sampler, temperature, needle", [("ddpm", 0.5, "needs --sampler ddim or dpm"),
-                                                          ("ddim", -1.0, "--temperature -1.0: must be >= 0")])
+@pytest.mark.parametrize("sampler, temperature, needle", [
+    ("ddpm", 0.5, "needs --sampler ddim or dpm"), ("ddim", -1.0, "--temperature -1.0: must be a finite number >= 0"),
+    ("dpm", float("inf"), "--temperature inf: must be a finite"),
+])
 def test_temperature_is_refused_where_it_cannot_work(sampler, temperature, needle):
     with pytest.raises(RpgenError, match=needle):
         make_scheduler(Config().diffusion, sampler, 10, temperature)

@@ -24,7 +24,8 @@ def ssd_inputs(b: int, l: int, h: int, p: int, n: int, *, dtype=torch.float64, d
     x = torch.randn(b, l, h, p, generator=g, dtype=torch.float64)
     dt = torch.rand(b, l, h, generator=g, dtype=torch.float64) * dt_max
     A = -torch.rand(h, generator=g, dtype=torch.float64) * a_max - 0.01
-    B, C = torch.randn(b, l, n, generator=g, dtype=torch.float64), torch.randn(b, l, n, generator=g, dtype=torch.float64)
+    B = torch.randn(b, l, n, generator=g, dtype=torch.float64)
+    C = torch.randn(b, l, n, generator=g, dtype=torch.float64)
     h0 = torch.randn(b, h, p, n, generator=g, dtype=torch.float64)
     return [t.to(dtype).requires_grad_() for t in (x, dt, A, B, C, h0)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from conftest import start_python
 
 from rpgen.errors import RpgenError
 from rpgen.safety.atomic import OWNER, atomic_dir, atomic_path, check_output_dir, make_folder, remove_stale_partials
+from rpgen.safety.overwrite import PROVENANCE
 
 BUILD = """
 import sys, time
@@ -27,7 +29,7 @@ def test_atomic_dir_appears_complete_without_owner_file(tmp_path):
         assert (tmp / OWNER).is_file() and tmp.name.endswith(".partial")
         (tmp / "generation.json").write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert sorted(p.name for p in out.iterdir()) == ["generation.json"]
+    assert sorted(p.name for p in out.iterdir()) == [PROVENANCE, "generation.json"]
 
 
 def test_failed_block_leaves_nothing(tmp_path):
@@ -100,3 +102,22 @@ def test_unwritable_folder_is_one_line(tmp_path):
     else:  # pragma: no cover - a machine where /sys is writable
         (sys_dir / "rpgen-probe").rmdir()
         pytest.skip("/sys/kernel accepts new folders here")
+
+
+def test_a_folder_another_command_wrote_meanwhile_is_kept(tmp_path):
+    out = tmp_path / "gen"
+    with pytest.raises(RpgenError, match=f"{out} already exists"):
+        with atomic_dir(out) as tmp:
+            out.mkdir()  # another command finished first
+            (out / "a").write_text("first")
+            (tmp / "a").write_text("second")
+    assert (out / "a").read_text() == "first"
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_finished_folders_carry_their_provenance(tmp_path):
+    out = tmp_path / "gen"
+    with atomic_dir(out, later=("report.md",)) as tmp:
+        (tmp / "0000.safetensors").write_text("x")
+    record = json.loads((out / PROVENANCE).read_text())
+    assert record == {"written_by": "rpgen", "entries": ["0000.safetensors"], "later": ["report.md"]}

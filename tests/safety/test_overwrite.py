@@ -7,24 +7,24 @@ import torch
 from safetensors.torch import save_file
 
 from rpgen.errors import RpgenError
-from rpgen.safety.overwrite import check_not_overlapping, check_replaceable, is_rpgen_output
+from rpgen.safety.overwrite import PROVENANCE, check_not_overlapping, check_replaceable, is_rpgen_output, mark
 
 
 def test_rpgen_outputs_are_recognised(tmp_path, digits_zoo):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.toml").write_text("")
-    (run / "run.json").write_text("{}")
-    gen = tmp_path / "gen"
-    gen.mkdir()
-    (gen / "generation.json").write_text("{}")
+    mark(run, later=("metrics.jsonl", "state"))
+    (run / "metrics.jsonl").write_text("")  # added later, as its provenance allows
+    (run / "state").mkdir()
     empty = tmp_path / "empty"
     empty.mkdir()
     quick = tmp_path / "quick"
     quick.mkdir()
+    mark(quick, later=("run", "report.md"))
     (quick / "report.md").write_text("")
     (quick / ".checkpoints.x1.partial").mkdir()  # a crashed stage's leftovers do not count
-    for path in (run, gen, empty, quick, digits_zoo):
+    for path in (run, empty, quick, digits_zoo):  # the zoo: written by rpgen collect
         assert is_rpgen_output(path), path
         check_replaceable(path)
 
@@ -32,17 +32,34 @@ def test_rpgen_outputs_are_recognised(tmp_path, digits_zoo):
 def test_other_folders_are_not_replaceable(tmp_path, digits_zoo):
     user = tmp_path / "user"
     user.mkdir()
-    save_file({"w": torch.zeros(2)}, str(user / "a.safetensors"))  # no zoo metadata: the user's own
-    half_run = tmp_path / "half"
-    half_run.mkdir()
-    (half_run / "config.toml").write_text("")  # config.toml alone: anyone's config folder
-    quick = tmp_path / "quick"
-    quick.mkdir()
-    (quick / "run").mkdir()
-    (quick / "run" / "thesis.tex").write_text("")  # quickstart names, foreign content
+    save_file({"w": torch.zeros(2)}, str(user / "a.safetensors"))
+    project = tmp_path / "project"  # rpgen's file names, no provenance: anyone's folder
+    (project / "src").mkdir(parents=True)
+    for name in ("config.toml", "run.json", "generation.json", "src/main.py"):
+        (project / name).write_text("{}")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "report.md").write_text("mine")
+    temps = tmp_path / "temps"  # only temporary-looking names: still not empty
+    temps.mkdir()
+    (temps / ".draft.tmp").write_text("mine")
+    beside = tmp_path / "beside"  # an rpgen output with a user's file added
+    beside.mkdir()
+    (beside / "generation.json").write_text("{}")
+    mark(beside, later=("report.md",))
+    (beside / "precious.txt").write_text("mine")
+    quick = tmp_path / "quick"  # an rpgen output holding another with foreign content
+    (quick / "run").mkdir(parents=True)
+    mark(quick / "run")
+    mark(quick)
+    (quick / "run" / "thesis.tex").write_text("")
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / "data.csv").write_text("1")
+    (forged / PROVENANCE).write_text('{"written_by": "rpgen", "entries": "data.csv", "later": []}')
     link = tmp_path / "link"
     link.symlink_to(digits_zoo)
-    for path in (user, half_run, quick, tmp_path):
+    for path in (user, project, notes, temps, beside, quick, forged, tmp_path):
         assert not is_rpgen_output(path), path
         with pytest.raises(RpgenError, match="not written by rpgen"):
             check_replaceable(path)

@@ -68,6 +68,8 @@ def run_evaluator(fn: Evaluator, state_dict: dict[str, torch.Tensor], *, name: s
     """
     try:
         result = fn(state_dict, path) if takes_path(fn) else fn(state_dict)
+    except SystemExit as exc:  # sys.exit() in an evaluator must not end rpgen as if it had succeeded
+        raise RpgenError(f"evaluator called sys.exit({exc.code!r}) on {name}; return a dict of metrics") from None
     except Exception as exc:
         raise RpgenError(f"evaluator raised on {name}: {type(exc).__name__}: {exc}") from None
     if not isinstance(result, Mapping) or not result:

@@ -59,6 +59,9 @@ def evaluate_run(
     generated_dir = Path(generated_dir)
     if not generated_dir.is_dir():
         raise RpgenError(f"generated folder {generated_dir} does not exist")
+    if generated_dir.resolve() == Path(checkpoints.folder).resolve():  # the report would land in the zoo
+        raise RpgenError(f"--generated {generated_dir} is the run's checkpoint folder; evaluate the folder "
+                         "rpgen generate wrote")
     if not any(is_checkpoint(p) for p in generated_dir.iterdir()):
         raise RpgenError("no generated models (*.safetensors files, peft adapter folders or model folders) in "
                          f"{generated_dir}")

@@ -14,13 +14,12 @@ Nothing here imports peft: the folders are JSON + safetensors.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rpgen.errors import RpgenError
-from rpgen.formats.json_files import read_json_object
+from rpgen.formats.json_files import copy_json_object, read_json_object
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -85,4 +84,4 @@ def check_adapter_folders(folders: Sequence[Path]) -> dict[str, Any]:
 
 def copy_adapter_config(source_folder: Path, dest_folder: Path) -> None:
     """Copy ``adapter_config.json`` from one folder to another (the run keeps the zoo's config)."""
-    shutil.copyfile(source_folder / ADAPTER_CONFIG, dest_folder / ADAPTER_CONFIG)
+    copy_json_object(source_folder / ADAPTER_CONFIG, dest_folder / ADAPTER_CONFIG)

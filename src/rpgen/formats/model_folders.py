@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rpgen.errors import RpgenError
-from rpgen.formats.json_files import read_json_object
+from rpgen.formats.json_files import copy_json_object, read_json_object
 
 MODEL_CONFIG = "config.json"
 GENERATION_CONFIG = "generation_config.json"
@@ -131,5 +130,5 @@ def keep_model_files(source_folder: Path, dest_folder: Path) -> None:
     """Copy what generated folders need from the zoo's first folder into a run directory:
     config.json, generation_config.json when present, and the shard index when sharded."""
     for name in (MODEL_CONFIG, GENERATION_CONFIG, SAFE_INDEX):
-        if (source_folder / name).is_file():
-            shutil.copyfile(source_folder / name, dest_folder / name)
+        if (source_folder / name).is_file() or (source_folder / name).is_symlink():
+            copy_json_object(source_folder / name, dest_folder / name)

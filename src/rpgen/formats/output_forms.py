@@ -17,7 +17,6 @@ goes to; :class:`rpgen.generation.ModelWriter` streams the tensors into those fi
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Protocol
 
 import rpgen.formats.model_folders as hf
 from rpgen.formats.adapter_folders import ADAPTER_CONFIG, ADAPTER_WEIGHTS, copy_adapter_config, is_adapter_dir
+from rpgen.formats.json_files import copy_json_object
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class AdapterForm:
     def open(self, folder: Path, index: int, names: Sequence[str]) -> Slot:
         entry = folder / f"{index:04d}"
         entry.mkdir()
-        shutil.copyfile(self.run_dir / ADAPTER_CONFIG, entry / ADAPTER_CONFIG)
+        copy_json_object(self.run_dir / ADAPTER_CONFIG, entry / ADAPTER_CONFIG)
         return Slot(entry.name, dict.fromkeys(names, entry / ADAPTER_WEIGHTS))
 
 

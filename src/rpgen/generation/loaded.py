@@ -66,7 +66,7 @@ class Run:
         """The sampler, steps and temperature asked for, each None taken from the run's ``[sample]``;
         checked (one-line errors) before anything is sampled."""
         sampler = sampler or self.config.sample.sampler
-        steps = steps or self.config.sample.steps
+        steps = self.config.sample.steps if steps is None else steps
         temperature = self.config.sample.temperature if temperature is None else temperature
         if temperature == "auto":  # a config.toml edited by hand; training writes the number
             temperature = auto_temperature(self.condition_dim is not None)
@@ -120,6 +120,7 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Run:
 
     Every file is checked as it is read: one line naming the file, never a traceback or NaN models.
     """
+    device = _usable(device)
     files = RunDir(run_dir)
     config = files.config()
     method = get_method(config.model.method)
@@ -149,3 +150,15 @@ def in_training(run_dir: Path, config: Config, layout: Layout, model: torch.nn.M
     (its static files are written; its generator is not)."""
     files = RunDir(run_dir)
     return Run(files.path, config, layout, files.copied(layout), model, files.info(), method)
+
+
+def _usable(device: torch.device | str) -> torch.device:
+    """``device`` as a torch.device, or a one-line error when this machine has no such device."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise RpgenError(f"device {device!r}: {e}") from None
+    available = {"cuda": torch.cuda.is_available, "mps": lambda: torch.backends.mps.is_available()}
+    if device.type in available and not available[device.type]():
+        raise RpgenError(f"device {str(device)!r}: this machine has no {device.type.upper()} device; use 'cpu'")
+    return device

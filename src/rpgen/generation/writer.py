@@ -26,9 +26,13 @@ from rpgen.generation.loaded import Run, load_run
 from rpgen.generation.selection import draw_states, records, requested
 from rpgen.methods.diffusion import make_scheduler
 from rpgen.methods.memory import model_bytes
+from rpgen.run_dir import load_config
 from rpgen.safety.atomic import atomic_dir
 from rpgen.safety.overwrite import check_not_overlapping
 from rpgen.safety.resources import check_resources
+
+EVALUATION_FILES = ("results.json", "report.md", "*.png", ".*.tmp")
+"""What ``rpgen evaluate`` adds to a folder of generated models (its provenance, rpgen.safety.overwrite)."""
 
 
 class ModelWriter:
@@ -96,7 +100,7 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
     """
     if num < 1:
         raise RpgenError(f"--num must be >= 1, got {num}")
-    check_not_overlapping(out_dir, {"run directory": run_dir})
+    check_not_overlapping(out_dir, {"run directory": run_dir, **_zoo_of(run_dir)})
     if device is None:
         from accelerate import PartialState
 
@@ -106,22 +110,32 @@ def generate(run_dir: str | Path, out_dir: str | Path, *, num: int, seed: int = 
                         progress=progress)
 
 
+def _zoo_of(run_dir: str | Path) -> dict[str, str]:
+    """{"run's checkpoint folder": path} when ``run_dir``'s config names one (the zoo it depends on)."""
+    try:
+        folder = load_config(run_dir).data.checkpoint_dir
+    except RpgenError:  # not a run: load_run says so
+        return {}
+    return {"run's checkpoint folder": folder} if folder else {}
+
+
 def write_models(run: Run, out_dir: str | Path, *, num: int, seed: int = 0, sampler: Sampler | None = None,
                  steps: int | None = None, states: Sequence[int] | None = None,
                  conditions: Sequence[Sequence[float]] | None = None, mix: float | None = None,
                  temperature: float | None = None, overwrite: bool = False, progress: bool = True) -> list[Path]:
     """:func:`generate` from a run already loaded (its model may have been changed in memory)."""
     sampler, steps, temperature = run.sampling(sampler, steps, temperature)
-    selectors = requested(run, num=num, states=states, conditions=conditions, mix=mix)
     out_dir = Path(out_dir)
-    _check_resources(run, out_dir, len(selectors))  # before anything of size ``num`` is made
+    _check_resources(run, out_dir, num * max(1, len(conditions or ())))  # before anything of size ``num`` is made
+    selectors = requested(run, num=num, states=states, conditions=conditions, mix=mix)
     rng = torch.Generator().manual_seed(seed)
     selectors = draw_states(run, selectors, rng=rng, mix=mix)
     metadata, record = records(run, selectors)
     scheduler = make_scheduler(run.config.diffusion, sampler, steps, temperature)
     form = output_form(run.path)
     paths = []
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp, progress_bar(enabled=progress, show_loss=False) as bar:
+    with atomic_dir(out_dir, overwrite=overwrite, later=EVALUATION_FILES) as tmp, \
+            progress_bar(enabled=progress, show_loss=False) as bar:
         task = bar.add_task(f"generating ({run.method.name})", total=len(selectors))
         for first, group in run.groups(selectors):
             names = _write_group(run, form, tmp, first, group, metadata[first:first + len(group)],

@@ -12,6 +12,7 @@ numbers on every device.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, get_args
 
 import torch
@@ -53,8 +54,8 @@ def check_sampling(cfg: DiffusionConfig, sampler: str, steps: int, temperature: 
     """One-line errors for a sampler, step count or temperature the schedule cannot use."""
     if sampler not in get_args(Sampler):
         raise RpgenError(f"--sampler {sampler!r}: choose {', '.join(get_args(Sampler))}")
-    if not temperature >= 0:
-        raise RpgenError(f"--temperature {temperature}: must be >= 0")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise RpgenError(f"--temperature {temperature}: must be a finite number >= 0")
     if sampler == "ddpm" and temperature != 1:
         raise RpgenError(f"--temperature {temperature} needs --sampler ddim or dpm: ddpm adds fresh noise at every "
                          "step, so scaling the first draw does not lower the temperature")

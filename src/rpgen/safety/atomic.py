@@ -7,11 +7,11 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from rpgen.errors import RpgenError
 from rpgen.safety.locks import create_owned, release, take
-from rpgen.safety.overwrite import check_replaceable
+from rpgen.safety.overwrite import check_replaceable, mark
 
 OWNER = ".rpgen-owner"  # inside a ``.partial`` folder: the PID and host of the process building it
 
@@ -34,19 +34,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append ``line`` and a newline to the file ``path`` (created if missing), never through a
+    symbolic link: a log inside an output stays inside it."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        why = "is a symbolic link" if path.is_symlink() else (e.strerror or str(e))
+        raise RpgenError(f"cannot write {path}: {why}") from None
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 @contextmanager
-def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, later: Sequence[str] = ()) -> Iterator[Path]:
     """Build a directory under a temporary name and move it to ``path`` when the block succeeds.
 
     Refuses an existing ``path`` unless ``overwrite``, and even then replaces only an rpgen output
-    (:func:`rpgen.safety.overwrite.check_replaceable`); on failure nothing is left at ``path``. The temporary
-    ``.NAME.XXXX.partial`` folder records its owner (``.rpgen-owner``: PID and host, held locked);
-    those of dead owners (a SIGKILL, a power cut) in the same parent are removed first.
+    (:func:`rpgen.safety.overwrite.check_replaceable`); on failure nothing is left at ``path``. The
+    finished folder gets its provenance file (:func:`rpgen.safety.overwrite.mark`; ``later``: the
+    names rpgen may add to it afterwards). The temporary ``.NAME.XXXX.partial`` folder records its
+    owner (``.rpgen-owner``: PID and host, held locked); those of dead owners (a SIGKILL, a power
+    cut) in the same parent are removed first. When another command created ``path`` meanwhile,
+    the one that finishes second fails (or, with ``overwrite``, replaces it if it may).
     """
     path = Path(path)
     check_output_dir(path, overwrite=overwrite)
@@ -62,9 +78,15 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
         yield tmp
         release(owner, tmp / OWNER)
         owner = None
-        if path.exists():
+        mark(tmp, later=later)
+        if path.exists() or path.is_symlink():  # another command wrote it while this one ran
+            check_output_dir(path, overwrite=overwrite)
             shutil.rmtree(path)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise RpgenError(f"cannot write {path}: {e.strerror or e} (did another command write it meanwhile?)"
+                             ) from None
     finally:
         if owner is not None:
             release(owner, tmp / OWNER)

@@ -1,43 +1,73 @@
 """Where a command may write: never over its own input, and ``--overwrite`` replaces only rpgen's outputs.
 
-An rpgen output is a folder that rpgen wrote, recognised by the files it always writes
-(:data:`MARKERS`), a checkpoint zoo of ``rpgen collect`` (every file a safetensors file whose
-metadata names its zoo), or a quickstart folder (only :data:`QUICKSTART_ENTRIES`, each one an
-rpgen output). An empty folder holds nothing to lose and may be replaced too.
+Every folder rpgen writes holds a provenance file (:data:`PROVENANCE`, written by :func:`mark`):
+the entries it held when rpgen finished writing it and the names rpgen may add to it later (a
+run's states, an evaluation's report). ``--overwrite`` replaces a folder only when it has that
+file and holds nothing else: a file of the user's beside rpgen's outputs keeps the whole folder.
+An empty folder holds nothing to lose and may be replaced too.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rpgen.errors import RpgenError
 from rpgen.safety.locks import other_holder
 
-MARKERS: tuple[tuple[str, ...], ...] = (
-    ("config.toml", "run.json"),  # a run directory (rpgen.run_dir: rpgen train)
-    ("generation.json",),  # generated models (rpgen generate)
-    ("zoo.json",),  # a finished zoo of rpgen collect (digits-tasks, minilm-sentiment)
-    ("collect.json",),  # an interrupted digits-tasks collect
-    ("align.json",),  # aligned checkpoints (rpgen.align.align_checkpoints)
-)
-QUICKSTART_ENTRIES = frozenset({"checkpoints", "run", "generated", "report.md"})
+PROVENANCE = ".rpgen"
+_MAX_PROVENANCE_BYTES = 1 << 20
+
+
+def mark(folder: str | os.PathLike, *, later: Sequence[str] = ()) -> None:
+    """Write ``folder``'s provenance file: its entries now, and ``later`` (names or glob patterns)
+    that rpgen may add after it was written."""
+    folder = Path(folder)
+    entries = sorted(p.name for p in folder.iterdir() if p.name != PROVENANCE)
+    record = {"written_by": "rpgen", "entries": entries, "later": list(later)}
+    (folder / PROVENANCE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 def is_rpgen_output(path: str | os.PathLike) -> bool:
-    """True if ``path`` is a folder rpgen wrote (or an empty one), which ``--overwrite`` may replace."""
+    """True if ``path`` is a folder rpgen wrote and holds nothing else (or an empty one), which
+    ``--overwrite`` may replace."""
     path = Path(path)
     if path.is_symlink() or not path.is_dir():
         return False
-    if any(all((path / name).is_file() for name in marker) for marker in MARKERS):
+    entries = [p for p in path.iterdir() if p.name != PROVENANCE]
+    if not entries and not (path / PROVENANCE).exists():
         return True
-    entries = [p for p in path.iterdir() if not _is_rpgen_temp(p)]
-    if not entries:
-        return True
-    if {p.name for p in entries} <= QUICKSTART_ENTRIES:
-        return all(p.is_file() or is_rpgen_output(p) for p in entries)
-    return all(_is_zoo_checkpoint(p) for p in entries)
+    allowed = _provenance(path)
+    if allowed is None:
+        return False
+    return all(_is_rpgen_temp(p) or (any(fnmatch.fnmatchcase(p.name, a) for a in allowed)
+                                     and not (p.is_dir() and (p / PROVENANCE).exists() and not is_rpgen_output(p)))
+               for p in entries)  # an rpgen output inside (a quickstart's run) is checked in turn
+
+
+def _provenance(path: Path) -> list[str] | None:
+    """The names the provenance file of ``path`` allows, or None when it has none (or a damaged one)."""
+    record = path / PROVENANCE
+    try:
+        if record.is_symlink() or not record.is_file() or record.stat().st_size > _MAX_PROVENANCE_BYTES:
+            return None
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get("written_by") != "rpgen":
+        return None
+    entries, later = data.get("entries"), data.get("later")
+    if not all(isinstance(x, list) and all(isinstance(n, str) for n in x) for x in (entries, later)):
+        return None
+    return [*later, *map(_literal, entries)]
+
+
+def _literal(name: str) -> str:
+    """A glob pattern that matches ``name`` only."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def check_replaceable(path: str | os.PathLike) -> None:
@@ -51,8 +81,8 @@ def check_replaceable(path: str | os.PathLike) -> None:
     if not path.is_dir():
         raise RpgenError(f"output path {path} exists and is not a directory")
     if not is_rpgen_output(path):
-        raise RpgenError(f"--overwrite: {path} was not written by rpgen (not a run, generated models, zoo or "
-                         "quickstart folder); refusing to delete it, choose another --out")
+        raise RpgenError(f"--overwrite: {path} was not written by rpgen, or holds files rpgen did not write "
+                         f"(no {PROVENANCE} file lists them); refusing to delete it, choose another --out")
 
 
 def check_not_overlapping(out: str | os.PathLike, inputs: Mapping[str, str | os.PathLike]) -> None:
@@ -74,16 +104,3 @@ def check_not_overlapping(out: str | os.PathLike, inputs: Mapping[str, str | os.
 def _is_rpgen_temp(path: Path) -> bool:
     """rpgen's own temporary names: ``.NAME.XXXX.partial`` folders, ``.NAME.XXXX.tmp`` files, ``.NAME.lock``."""
     return path.name.startswith(".") and path.name.endswith((".partial", ".tmp", ".lock"))
-
-
-def _is_zoo_checkpoint(path: Path) -> bool:
-    """A safetensors file whose metadata names the zoo that wrote it (``{"zoo": ...}``, rpgen.zoo)."""
-    if not (path.is_file() and path.suffix == ".safetensors"):
-        return False
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as opened:  # the header only
-            return "zoo" in (opened.metadata() or {})
-    except Exception:  # not a readable safetensors file: not one rpgen wrote
-        return False

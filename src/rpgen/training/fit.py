@@ -22,6 +22,7 @@ import rpgen.run_dir as runfiles
 import rpgen.training.stopping as stopping
 from rpgen.errors import RpgenError
 from rpgen.methods import Stage
+from rpgen.safety.atomic import append_line
 from rpgen.training.state import load_state, save_state, state_path
 
 
@@ -190,9 +191,9 @@ class FitLoop:
         return {prefix + n: e.detach().cpu().contiguous() for n, e in self._ema}
 
     def _log(self, stage: Stage, step: int, loss: float, lr: float) -> None:
-        with (self.run_dir / runfiles.METRICS).open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"stage": stage.name, "step": step, "loss": loss, "lr": lr,
-                                "elapsed_s": round(time.perf_counter() - self.start, 3)}) + "\n")
+        append_line(self.run_dir / runfiles.METRICS, json.dumps({
+            "stage": stage.name, "step": step, "loss": loss, "lr": lr,
+            "elapsed_s": round(time.perf_counter() - self.start, 3)}))
 
 
 def _check_finite(stage: Stage, step: int, loss: float, norm: torch.Tensor | None, *, lr: float) -> None:

@@ -76,7 +76,7 @@ from rpgen.formats.checkpoints import load_state_dict, save_state_dict
 from rpgen.data.conditions import CONDITIONS_FILE, write_conditions
 from rpgen.errors import RpgenError
 from rpgen.safety.atomic import write_text_atomic
-from rpgen.safety.overwrite import check_replaceable
+from rpgen.safety.overwrite import check_replaceable, mark
 from rpgen.display import progress_bar
 from rpgen.zoo.digits import load_split, torch_threads
 from rpgen.zoo.task_heads import (
@@ -280,6 +280,7 @@ def _prepare(out: Path, settings: dict, *, overwrite: bool) -> None:
         return
     (out / TRAIN_DIR).mkdir(parents=True, exist_ok=True)
     (out / HELDOUT_DIR).mkdir(parents=True, exist_ok=True)
+    mark(out, later=(TRAIN_DIR, HELDOUT_DIR, COLLECT_INFO, MANIFEST, EXTRACTOR, ".*.tmp"))
     write_text_atomic(out / COLLECT_INFO, json.dumps(settings, indent=1) + "\n")
 
 
