@@ -17,3 +17,16 @@ def test_pyplot_draws_on_agg(tmp_path):
     fig.savefig(tmp_path / "a.png")
     plt.close(fig)
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_without_a_terminal_progress_is_timed_plain_lines(capsys):
+    with progress_bar() as bar:  # pytest's captured stdout is not a terminal
+        task = bar.add_task("training", total=100, loss=float("nan"))
+        for step in range(1, 101):
+            bar.update(task, loss=1.0 / step)
+            bar.update(task, completed=step)
+        bar.console.print("step 100: generated 0.9")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("training 1/100 loss 1.0000, 0s elapsed, eta")  # the first line at once
+    assert lines[1].startswith("training 100/100 loss 0.0100, 0s elapsed")  # then within 30 s only the last
+    assert lines[2:] == ["step 100: generated 0.9"] and "\x1b" not in "".join(lines)

@@ -14,7 +14,7 @@ def test_baselines_shapes_names_and_seed():
     checkpoints = torch.randn(7, 30, generator=torch.Generator().manual_seed(0))
     out = baselines(checkpoints, seed=3)
     noise_names = [f"noise_{s:g}" for s in NOISE_SCALES]
-    assert list(out) == [*noise_names, "average", "interpolation"] and len(NOISE_SCALES) >= 4
+    assert list(out) == [*noise_names, "average", "interpolation", "gaussian"] and len(NOISE_SCALES) >= 4
     for name, vectors in out.items():
         assert vectors.shape[1] == 30, name
     assert out["average"].shape == (1, 30)
@@ -33,15 +33,35 @@ def test_baselines_shapes_names_and_seed():
     assert not torch.equal(baselines(checkpoints, seed=4)["noise_1"], out["noise_1"])
     assert baselines(checkpoints, max_models=3)["noise_1"].shape == (3, 30)
     matched = baselines(checkpoints, matched_distance=2.0)
-    assert list(matched) == [*noise_names, "noise_matched", "average", "interpolation"]
+    assert list(matched) == [*noise_names, "noise_matched", "average", "interpolation", "gaussian"]
     distance = (matched["noise_matched"] - checkpoints).norm(dim=1)
     assert float(distance.mean()) == pytest.approx(2.0, rel=0.2)
+
+
+def test_the_field_baselines_follow_the_checkpoints_mean_and_spread():
+    rng = torch.Generator().manual_seed(0)
+    checkpoints = torch.randn(40, 500, generator=rng) * torch.linspace(0.1, 2, 500) + 3
+    out = baselines(checkpoints, seed=1)
+    assert list(out)[-2:] == ["averaged_16", "gaussian"]
+    assert out["averaged_16"].shape == (10, 500) and out["gaussian"].shape == (10, 500)
+    subset_means = [float(torch.cdist(m[None], checkpoints).min()) for m in out["averaged_16"]]
+    assert min(subset_means) > 0 and len({round(d, 4) for d in subset_means}) == 10  # ten distinct subsets
+    # each subset mean is nearer the full mean than a checkpoint is: it averages 16 of them
+    spread = (out["averaged_16"] - checkpoints.mean(0)).norm(dim=1).max()
+    assert spread < (checkpoints - checkpoints.mean(0)).norm(dim=1).min()
+    ratio = out["gaussian"].std(dim=0) / checkpoints.std(dim=0)
+    assert 0.4 < float(ratio.median()) < 1.6  # per-coordinate spread, from ten draws
+    z = (out["gaussian"].mean(0) - checkpoints.mean(0)) / (checkpoints.std(0) / 10 ** 0.5)
+    assert float(z.abs().max()) < 5  # centred on each coordinate's mean
+    assert "averaged_16" not in baselines(checkpoints[:16])  # 16 or fewer: it is the average
 
 
 def test_labels_name_every_baseline():
     assert baseline_label("noise_0.1") == "checkpoint + noise 0.1 std"
     assert baseline_label("noise_matched") == "checkpoint + noise at the generated models' distance"
     assert baseline_label("interpolation") == "midpoint of two checkpoints" and baseline_label("other") == "other"
+    assert baseline_label("averaged_16") == "average of 16 random checkpoints"
+    assert baseline_label("gaussian") == "Gaussian fitted to each coordinate of the checkpoints"
 
 
 def test_average_of_state_dicts_is_the_midpoint_of_two(make_state_dict):

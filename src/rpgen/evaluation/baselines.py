@@ -2,8 +2,11 @@
 
 In every ``rpgen evaluate`` (weight vectors, normalised as in :mod:`rpgen.evaluation.memorization`):
 a checkpoint plus Gaussian noise (noise std = ``scale`` x each tensor's std; ``noise_matched`` at
-the generated models' distance), the average of all checkpoints, and the midpoint of two
-checkpoints (:func:`baselines`). For conditional zoos, on state dicts: :class:`LinearMap`, least
+the generated models' distance), the average of all checkpoints, the midpoint of two
+checkpoints, and the two baselines arXiv 2506.07998 measures every weight generator against: the
+average of a random subset of 16 checkpoints and a Gaussian fitted to each coordinate of the
+checkpoints (:func:`baselines`). A generator that learnt only the checkpoints' mean and spread
+scores like these. For conditional zoos, on state dicts: :class:`LinearMap`, least
 squares from a condition's monomials to the weights (the regressor a conditional generator must
 beat), and :func:`average` of state dicts (the mean of modes, or the midpoint of two).
 ``rpgen generate --mix 0.5`` is the same midpoint inside the generator, between two states.
@@ -22,6 +25,8 @@ from torch import Tensor
 
 NOISE_SCALES = (0.001, 0.01, 0.03, 0.1, 1.0)
 MAX_BASELINE_MODELS = 50  # per baseline kind
+SUBSET = 16  # checkpoints per averaged subset (arXiv 2506.07998)
+FIELD_MODELS = 10  # models of each of the two field baselines
 
 
 def baseline_label(name: str) -> str:
@@ -30,18 +35,23 @@ def baseline_label(name: str) -> str:
         return "checkpoint + noise at the generated models' distance"
     if name.startswith("noise_"):
         return f"checkpoint + noise {name.removeprefix('noise_')} std"
-    return {"average": "average of all checkpoints", "interpolation": "midpoint of two checkpoints"}.get(name, name)
+    return {"average": "average of all checkpoints", "interpolation": "midpoint of two checkpoints",
+            f"averaged_{SUBSET}": f"average of {SUBSET} random checkpoints",
+            "gaussian": "Gaussian fitted to each coordinate of the checkpoints"}.get(name, name)
 
 
 def baselines(checkpoints: Tensor, *, seed: int = 0, scales: tuple[float, ...] = NOISE_SCALES,
               matched_distance: float | None = None, max_models: int = MAX_BASELINE_MODELS) -> dict[str, Tensor]:
     """Baseline weight vectors: ``{name: (n, P)}``, in report order: ``noise_{scale}`` per scale,
-    ``noise_matched``, ``average``, ``interpolation``.
+    ``noise_matched``, ``average``, ``interpolation``, ``averaged_16`` (more than 16 checkpoints:
+    else it is the average), ``gaussian``.
 
     checkpoints: (K, P). Noise is added to up to ``max_models`` checkpoints (evenly spaced);
     ``noise_matched`` (when ``matched_distance`` is given) uses the noise scale that puts a model
     that distance from its checkpoint, to compare with generated models at the same distance.
-    Interpolation takes the midpoints of ``min(K, max_models)`` random distinct pairs.
+    Interpolation takes the midpoints of ``min(K, max_models)`` random distinct pairs;
+    ``averaged_16`` the means of :data:`FIELD_MODELS` random subsets of 16; ``gaussian`` draws
+    :data:`FIELD_MODELS` models from each coordinate's mean and standard deviation.
     """
     k, p = checkpoints.shape
     rng = torch.Generator().manual_seed(seed)
@@ -56,6 +66,13 @@ def baselines(checkpoints: Tensor, *, seed: int = 0, scales: tuple[float, ...] =
     out["average"] = checkpoints.mean(dim=0, keepdim=True)
     pairs = torch.stack([torch.randperm(k, generator=rng)[:2] for _ in range(min(k, max_models))])  # (n, 2)
     out["interpolation"] = 0.5 * (checkpoints[pairs[:, 0]] + checkpoints[pairs[:, 1]])
+    n = min(FIELD_MODELS, max_models)
+    if k > SUBSET:
+        subsets = torch.stack([torch.randperm(k, generator=rng)[:SUBSET] for _ in range(n)])  # (n, 16)
+        out[f"averaged_{SUBSET}"] = checkpoints[subsets].mean(dim=1)
+    if k > 1:
+        mean, std = checkpoints.mean(dim=0), checkpoints.std(dim=0)  # (P,) each
+        out["gaussian"] = mean + std * torch.randn((n, p), generator=rng)
     return out
 
 

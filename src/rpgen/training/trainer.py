@@ -35,6 +35,7 @@ from rpgen.safety.overwrite import check_not_overlapping
 from rpgen.safety.resources import check_resources
 from rpgen.training.fit import FitLoop, deferred_interrupt
 from rpgen.training.loss_plot import plot_loss
+from rpgen.training.plan import plan_lines
 from rpgen.training.resolve import Facts, auto_center, resolve
 from rpgen.training.state import check_unchanged, resumed_config, saved_config
 
@@ -85,6 +86,7 @@ class _Start:
     lineage: Lineage
     sizing: dict
     state_of: torch.Tensor  # (K,) permutation state of each checkpoint
+    memory: int | None  # the RAM training needs per process (bytes), when the method estimates it
 
 
 def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state, resume: bool, overwrite: bool,
@@ -153,7 +155,7 @@ def _start(checkpoints: CheckpointSet, config: Config, method: Method, *, run_di
         check_resources(f"training on {checkpoints.folder} ({layout.num_params:,} parameters, {count} checkpoints)",
                         memory=memory * state.num_processes,
                         disk=training_disk(config, layout, num_checkpoints=count), disk_path=run_dir)
-    return _Start(config, checkpoints, layout, conditions, lineage, sizing, state_of)
+    return _Start(config, checkpoints, layout, conditions, lineage, sizing, state_of, memory)
 
 
 def _start_run_dir(start: _Start, run_dir: Path, *, accelerator, resume: bool, overwrite: bool,
@@ -202,6 +204,10 @@ def _fit(start: _Start, method: Method, checkpoints: CheckpointSet, run_dir: Pat
     loop = FitLoop(accelerator, run_dir, tc, resume=resume, stop_after=stop_after, stopper=stopper,
                    run_of=lambda module: in_training(run_dir, config, start.layout, module, method))
     with progress_bar(enabled=progress and accelerator.is_main_process) as bar, deferred_interrupt() as interrupted:
+        if not bar.disable:
+            for line in plan_lines(config, start.layout, num_checkpoints=len(checkpoints), lineage=start.lineage,
+                                   sizing=start.sizing, memory=start.memory, resume=resume):
+                bar.console.print(line, highlight=False, soft_wrap=True)
         for stage in method.stages(model.to(accelerator.device), data, rng=rng):
             if not loop.fit(stage, rng=rng, bar=bar, interrupted=interrupted):
                 return model, None
