@@ -392,11 +392,11 @@ def test_resume_of_a_run_in_use_is_refused(stopped_run, zoo, tmp_path):
     _refused_while_locked(run, "train", zoo, "--out", run, "--resume")
 
 
-@pytest.mark.parametrize("lr", ["inf", "1e30"])
-def test_non_finite_training_stops_with_one_line(zoo, tmp_path, lr):
-    run = tmp_path / "run"
+@pytest.mark.parametrize("lr, needles", [("inf", ("train.lr = inf",)), ("1e30", ("step", "lr"))])
+def test_non_finite_training_stops_with_one_line(zoo, tmp_path, lr, needles):
+    run = tmp_path / "run"  # an infinite lr is refused with the config, a huge one at the step it diverges
     check_one_line_error(rpgen("train", zoo, "--out", run, *set_args(tiny(f"train.lr={lr}")), "--no-progress"),
-                         "step", "lr")
+                         *needles)
     assert not (run / "generator.safetensors").exists()
 
 
@@ -515,3 +515,16 @@ def test_evaluate_never_writes_its_report_into_the_zoo(finished_run, digits_zoo)
     check_one_line_error(rpgen("evaluate", finished_run, "--generated", digits_zoo,
                                "--evaluator", "rpgen.zoo.digits:evaluate"), "is the run's checkpoint folder")
     assert snapshot(digits_zoo) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_the_machine_lacks_is_one_line(zoo, finished_run, tmp_path):
+    check_one_line_error(rpgen("train", zoo, "--out", tmp_path / "r", "--device", "cuda", *set_args()),
+                         "--device cuda: this machine has no CUDA device")
+    check_one_line_error(rpgen("generate", finished_run, "--num", 1, "--out", tmp_path / "g", "--device", "cuda"),
+                         "device 'cuda': this machine has no CUDA device")
+    check_one_line_error(rpgen("train", zoo, "--out", tmp_path / "r", "--device", "tpu", *set_args()),
+                         "--device 'tpu': choose auto, cpu or cuda")
+    result = rpgen("generate", finished_run, "--num", 1, "--out", tmp_path / "g", "--device", "cpu", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "r").exists()

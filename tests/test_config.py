@@ -41,9 +41,9 @@ def test_overrides_are_typed():
     ("model.d_conv=0", "model.d_conv = 0 must be >= 1"),
     ("train.weight_decay=nan", "train.weight_decay = nan must be a finite number >= 0"),
     ("train.grad_clip=0", "train.grad_clip = 0.0 must be a finite number > 0"),
-    ("train.seed=9223372036854775808", "train.seed = 9223372036854775808 must be between 0 and 2\*\*63 - 1"),
+    ("train.seed=9223372036854775808", r"train.seed = 9223372036854775808 must be between 0 and 2\*\*63 - 1"),
     ("diffusion.num_train_timesteps=1000000000", "must be between 2 and 100,000"),
-    ("sample.steps=5000", "sample.steps = 5000 must be at most diffusion.num_train_timesteps \(1000\)"),
+    ("sample.steps=5000", r"sample.steps = 5000 must be at most diffusion.num_train_timesteps \(1000\)"),
     ("steps=5", "expected section.key=value"),
 ])
 def test_bad_overrides_name_the_key(override, message):

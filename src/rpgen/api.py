@@ -30,33 +30,36 @@ from rpgen.generation.loaded import load_run as _load_run
 
 def train(checkpoints: str | Path, out: str | Path, *, config: Config | str | Path | None = None,
           overrides: Sequence[str] = (), resume: bool = False, overwrite: bool = False,
-          progress: bool = True) -> Path:
+          progress: bool = True, device: str = "auto") -> Path:
     """Train a generator on a checkpoint folder; returns the run directory ``out``.
 
     ``config``: a :class:`~rpgen.config.Config`, a TOML file, or a preset name ("quickstart",
     ...); ``overrides``: ``"section.key=value"`` strings as ``--set`` takes them. With ``resume``,
     the run continues from its saved state with its own config (only ``[train]`` overrides apply).
+    ``device``: "auto" (a GPU when there is one), "cpu" or "cuda".
     """
     from rpgen.training import saved_config
     from rpgen.training import train as train_run
 
     cfg = config_from(saved_config(Path(out)) if resume else config, overrides)
-    return train_run(checkpoints, out, cfg, resume=resume, overwrite=overwrite, progress=progress)
+    return train_run(checkpoints, out, cfg, resume=resume, overwrite=overwrite, progress=progress, device=device)
 
 
 def generate(run: str | Path, out: str | Path, *, num: int, seed: int = 0, sampler: Sampler | None = None,
              steps: int | None = None, states: Sequence[int] | None = None,
              conditions: Sequence[Sequence[float]] | None = None, overwrite: bool = False,
-             progress: bool = True, mix: float | None = None, temperature: float | None = None) -> list[Path]:
+             progress: bool = True, mix: float | None = None, temperature: float | None = None,
+             device: str = "auto") -> list[Path]:
     """Write ``num`` generated models (per condition, for a conditional run) to ``out``; returns their
     paths. ``mix``: each model from a mixture of two states of different training runs;
     ``temperature``: the standard deviation of the starting noise (default: the run's
-    ``sample.temperature``: 1 for an unconditional run, 0.25 for a conditional one)."""
+    ``sample.temperature``: 1 for an unconditional run, 0.25 for a conditional one); ``device``:
+    "auto" (a GPU when there is one), "cpu" or "cuda"."""
     from rpgen.generation import generate as generate_models
 
     return generate_models(run, out, num=num, seed=seed, sampler=sampler, steps=steps, states=states,
                            conditions=conditions, overwrite=overwrite, progress=progress, mix=mix,
-                           temperature=temperature)
+                           temperature=temperature, device=None if device == "auto" else device)
 
 
 def evaluate(run: str | Path, generated: str | Path, evaluator: str, *, baselines: bool = True, seed: int = 0,
@@ -85,6 +88,8 @@ def collect(zoo: str, out: str | Path, *, num: int | None = None, seed: int = 0,
 
 QUICKSTART_EVALUATOR = "rpgen.zoo.digits:evaluate"
 QUICKSTART_CHECKPOINTS = 50
+QUICKSTART_ENTRIES = ("checkpoints", "run", "generated", "report.md", ".*.tmp", ".*.lock", ".*.partial")
+"""What ``rpgen quickstart`` writes into its folder (its provenance, rpgen.safety.overwrite)."""
 
 
 def run_quickstart(out: str | Path, *, num: int = 10, seed: int = 0, overrides: Sequence[str] = (),
@@ -92,19 +97,26 @@ def run_quickstart(out: str | Path, *, num: int = 10, seed: int = 0, overrides: 
                    announce: Callable[[str], None] = lambda _: None) -> tuple[Any, dict[str, float]]:
     """digits zoo -> train -> generate -> evaluate under ``out``, timed per stage; returns the
     evaluation result and the seconds of each stage (what ``rpgen quickstart`` prints)."""
+    import json
     import shutil
     import time
 
     from rpgen.config import apply_overrides, preset
     from rpgen.evaluation.report import format_report
-    from rpgen.safety.atomic import check_output_dir, write_text_atomic
+    from rpgen.safety.atomic import check_output_dir, make_folder, write_text_atomic
+    from rpgen.safety.overwrite import mark
     from rpgen.zoo.digits import collect_digits
 
     out = Path(out)
     check_output_dir(out, overwrite=overwrite)
-    config = apply_overrides(preset("quickstart"), [f"train.seed={seed}", *overrides])
+    # scored while it trains, the generator stops once its models are as good as the checkpoints
+    # (200-300 of the preset's 1,000 steps on this zoo, bench/results/time_to_quality.md)
+    config = apply_overrides(preset("quickstart"), [f"train.seed={seed}",
+                                                    f"train.evaluator={json.dumps(QUICKSTART_EVALUATOR)}", *overrides])
     if out.exists():
         shutil.rmtree(out)
+    make_folder(out)
+    mark(out, later=QUICKSTART_ENTRIES)
     times: dict[str, float] = {}
 
     def stage(name: str, title: str, fn: Callable[[], Any]) -> Any:

@@ -30,6 +30,8 @@ console = Console(markup=False, highlight=False)
 err_console = Console(stderr=True, markup=False, highlight=False)
 F = TypeVar("F", bound=Callable)
 MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes
+DEVICE_HELP = ("auto (a CUDA GPU when there is one, with bf16 autocast and the mamba-ssm kernels if installed), "
+               "cpu or cuda.")
 OVERWRITE_HELP = "Replace OUT if it exists and rpgen wrote it (a folder of your own is never deleted)."
 
 
@@ -138,6 +140,8 @@ def train(
                                             "train.evaluator=..."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " For several GPUs or processes use "
+                               "`accelerate launch -m rpgen.cli train ...` (README: Several processes / GPUs)."),
 ) -> None:
     """Train a recurrent-diffusion generator on a folder of checkpoints.
 
@@ -156,7 +160,7 @@ def train(
     start = time.perf_counter()
     try:
         api.train(checkpoints, out, config=config, overrides=[*set_, *aligning], resume=resume, overwrite=overwrite,
-                  progress=progress)
+                  progress=progress, device=device)
     except KeyboardInterrupt:
         err_console.print(f"interrupted; the last saved state is in {out}. Continue with: "
                           f"rpgen train {checkpoints} --out {out} --resume", highlight=False)
@@ -193,6 +197,7 @@ def generate(
                                         "new models between the runs rather than near one checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Generate new complete parameter sets (state dicts as safetensors; for a run trained on peft
     adapter folders, adapter folders that PeftModel.from_pretrained(base, folder) loads)."""
@@ -203,7 +208,7 @@ def generate(
     start = time.perf_counter()
     paths = api.generate(run, out, num=num, seed=seed, sampler=sampler, steps=steps,  # type: ignore[arg-type]
                          states=state or None, overwrite=overwrite, progress=progress, conditions=conditions,
-                         mix=mix, temperature=temperature)
+                         mix=mix, temperature=temperature, device=device)
     console.print(f"wrote {len(paths)} models to {out} in {time.perf_counter() - start:.1f} s")
 
 

@@ -28,7 +28,7 @@ def test_align_checkpoints_keeps_the_function_and_moves_closer(two_runs, tmp_pat
     spec = spec_from_model(DigitsCNN())
     summary = align_checkpoints(two_runs, tmp_path / "aligned", spec, progress=False)
     names = ["r00_0000.safetensors", "r01_0000.safetensors"]
-    assert sorted(p.name for p in (tmp_path / "aligned").iterdir()) == ["align.json", *names]
+    assert sorted(p.name for p in (tmp_path / "aligned").iterdir()) == [".rpgen", "align.json", *names]
     assert summary["reference"] == names[0]
     assert json.loads((tmp_path / "aligned" / "align.json").read_text()) == summary
     before, after = summary["distance_before"][names[1]], summary["distance_after"][names[1]]

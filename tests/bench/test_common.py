@@ -19,7 +19,8 @@ _spec.loader.exec_module(common)
 # whose JSON then holds every number it states).
 RENDERED = ("quickstart", "sampling", "scale", "memorization", "unseen_tasks", "adapters", "scan", "hf", "diverse",
             "unseen_multimodal", "unseen_multimodal_sampling", "unseen_multimodal_default",
-            "unseen_multimodal_sized", "peers_memory", "scale_scan")
+            "unseen_multimodal_sized", "peers_memory", "scale_scan", "step_time", "time_to_quality",
+            "time_to_quality_tensor", "center")
 
 
 def render(data: dict):

@@ -188,7 +188,7 @@ def test_own_checkpoints_example_end_to_end(tmp_path):
 def test_results_carry_baselines_novelty_iou_and_plots(generated_dir, evaluated):
     results, on_disk = evaluated
     assert list(on_disk["baselines"]) == ["noise_0.001", "noise_0.01", "noise_0.03", "noise_0.1", "noise_1",
-                                          "noise_matched", "average", "interpolation"]
+                                          "noise_matched", "average", "interpolation", "gaussian"]
     # the matched noise sits at the generated models' median distance (here: between a copy and a far model)
     matched = np.median(on_disk["novelty"]["noise_matched"])
     assert matched == pytest.approx(np.median(on_disk["novelty"]["generated"]), rel=0.1)

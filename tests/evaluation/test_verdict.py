@@ -68,3 +68,17 @@ def test_comparison_line():
     assert "average the same accuracy" in same
     nothing = comparison_line(_result(novelty=3.0, gen=[math.nan], noise=[95.0]))
     assert nothing == "No finite accuracy values to compare."
+
+
+def test_the_verdict_names_the_strongest_model_made_without_a_generator():
+    result = _result(novelty=3.0, gen=[98.4, 98.6, 98.5, 98.3], noise=[95.0, 94.0, 96.0, 95.5])
+    result.baselines.update(average=[98.45], gaussian=[97.0, 96.0])
+    result.summary.update(average=summarize([98.45]), gaussian=summarize([97.0, 96.0]))
+    text = verdict(result)
+    assert ("The strongest model made without a generator, average of all checkpoints, scores 98.45: the generator "
+            "does about as well as it (margin +0.00 +- 0.06); within noise of it") in text
+    result.summary.update(average=summarize([90.0]))
+    assert "gaussian" not in verdict(result) and "Gaussian fitted to each coordinate" in verdict(result)
+    assert "does better than it (margin +1.95 +- " in verdict(result)
+    result.summary.update(average=summarize([99.5]))
+    assert "does worse than it (margin -1.05 +- 0.06); train longer" in verdict(result)

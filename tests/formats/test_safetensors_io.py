@@ -52,3 +52,40 @@ def test_reader_names_the_file_of_a_truncated_checkpoint(tmp_path):
     (tmp_path / "t.safetensors").write_bytes(b"\x00" * 4)
     with pytest.raises(RpgenError, match=r"t\.safetensors"):
         SafetensorsReader(tmp_path / "t.safetensors")
+
+
+def _raw(path, header: dict, data: bytes) -> None:
+    import json
+    import struct
+
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+
+
+@pytest.mark.parametrize("header, data, needle", [
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]}}, b"\0" * 8, "data_offsets \\[-8, 0\\]"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, "'b' starts at byte .*overlaps"),
+    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8, "'a' starts at byte .*gap"),
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8 + b"junk", "4 bytes after the last"),
+    ({"w": {"dtype": "F32", "shape": [8.5, 4], "data_offsets": [0, 136]}}, b"\0" * 136, "shape \\[8.5, 4\\]"),
+    ({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}}, b"", "shape \\[-1\\]"),
+    ({"w": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}}, b"\0" * 2, "unsupported dtype F8_E4M3"),
+    ({"__metadata__": {"a": 1}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4,
+     "__metadata__ is not a mapping"),
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8, "truncated"),
+])
+def test_reader_refuses_what_the_format_forbids(tmp_path, header, data, needle):
+    path = tmp_path / "bad.safetensors"
+    _raw(path, header, data)
+    with pytest.raises(RpgenError, match=f"bad.safetensors: not a readable checkpoint \\(.*{needle}"):
+        SafetensorsReader(path)
+
+
+def test_reader_takes_empty_tensors_and_files(tmp_path):
+    path = tmp_path / "ok.safetensors"
+    save_file({"a": torch.zeros(0), "b": torch.ones(3), "c": torch.zeros(2, 0)}, str(path))
+    reader = SafetensorsReader(path)
+    assert reader.read("b").tolist() == [1.0, 1.0, 1.0] and reader.read("c").shape == (2, 0)
+    save_file({}, str(tmp_path / "empty.safetensors"))
+    assert SafetensorsReader(tmp_path / "empty.safetensors").entries == {}

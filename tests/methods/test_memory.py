@@ -14,8 +14,8 @@ def test_training_estimate_follows_the_scan_and_recompute():
     layout = fit_layout(sds, token_size=64)  # 20,000 tokens, batch 8: the loop holds 8 x 20K x 128 x 16 floats
 
     def estimate(*overrides: str) -> float:
-        return training_memory(apply_overrides(preset("quickstart"), list(overrides)), layout, num_checkpoints=8,
-                               in_memory=True) / 1e9
+        config = apply_overrides(preset("quickstart"), ["model.backbone=mamba", *overrides])  # Mamba-1's scan
+        return training_memory(config, layout, num_checkpoints=8, in_memory=True) / 1e9
 
     loop, chunked = estimate("model.scan=loop"), estimate("model.recompute=off")
     recomputed = estimate("model.recompute=on")

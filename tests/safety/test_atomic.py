@@ -10,7 +10,8 @@ import pytest
 from conftest import start_python
 
 from rpgen.errors import RpgenError
-from rpgen.safety.atomic import OWNER, atomic_dir, atomic_path, check_output_dir, make_folder, remove_stale_partials
+from rpgen.safety.atomic import (OWNER, atomic_dir, atomic_path, check_output_dir, make_folder, remove_stale_partials,
+                                 write_text_atomic)
 from rpgen.safety.overwrite import PROVENANCE
 
 BUILD = """
@@ -121,3 +122,16 @@ def test_finished_folders_carry_their_provenance(tmp_path):
         (tmp / "0000.safetensors").write_text("x")
     record = json.loads((out / PROVENANCE).read_text())
     assert record == {"written_by": "rpgen", "entries": ["0000.safetensors"], "later": ["report.md"]}
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "a").write_text("x")
+    write_text_atomic(tmp_path / "f.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == 0o666 & ~mask

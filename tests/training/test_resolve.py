@@ -122,6 +122,9 @@ def test_the_defaults_on_a_one_run_zoo_are_the_quickstart_preset(digits_zoo):
     lineage, layout = lineage_of(digits_zoo)
     config, _ = resolved(Config(), layout, lineage)
     quick, _ = resolved(preset("quickstart"), layout, lineage)  # as a quickstart run resolves it
+    # but for the backbone and the schedule, measured on the quickstart zoo alone (time_to_quality.md)
+    assert (quick.model.backbone, quick.train.steps) == ("mamba2", 1000)
+    quick = quick.replace("model", backbone=config.model.backbone).replace("train", steps=config.train.steps)
     for section in ("data", "model", "diffusion", "train", "sample"):
         assert getattr(config, section) == getattr(quick, section), section
 

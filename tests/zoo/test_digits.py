@@ -58,7 +58,7 @@ def test_same_seed_same_tensors_other_seed_differs(digits_zoo, tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
     other = collect_digits(tmp_path / "again", num_checkpoints=2, seed=1, overwrite=True, progress=True)
-    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["0000.safetensors", "0001.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == [".rpgen", "0000.safetensors", "0001.safetensors"]
     a, b = load_state_dict(other[0]), load_state_dict(digits_zoo / "0000.safetensors")
     assert not torch.equal(a["conv1.weight"], b["conv1.weight"])
 

@@ -51,7 +51,7 @@ def test_trainer_checkpoint_folders(small_zoo):
         assert (paths[0] / name).is_file(), name
     assert json.loads((paths[0] / "config.json").read_text())["tie_word_embeddings"] is True
     assert "lm_head.weight" not in load_file(paths[0] / "model.safetensors")
-    assert not any(p.name.startswith(".") for p in out.iterdir())  # nothing but the checkpoints
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".rpgen"]  # the checkpoints, its provenance
     model = transformers.AutoModelForCausalLM.from_pretrained(paths[-1])
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
 

@@ -79,7 +79,33 @@ def verdict(result: EvaluationResult) -> str:
             text += (f". Checkpoints moved about as far by noise ({baseline_label(name)}, novelty {value:.2f}) "
                      f"score {other.mean:.2f}: the generator does {compare(gen, other, higher_is_better=high)}"
                      " noise")
-    return prefix + text + "."
+    return prefix + text + "." + strongest_sentence(result)
+
+
+MADE_WITHOUT_GENERATOR = ("average", "averaged_16", "gaussian", "interpolation", "noise_matched")
+"""The baselines a generator must beat to have learnt more than the checkpoints' mean and spread;
+the fixed noise scales are a sweep, not a rival (the verdict compares the matched one)."""
+
+
+def strongest_sentence(result: EvaluationResult) -> str:
+    """" The strongest model made without a generator, X, scores M: the generator does better than
+    / about as well as / worse than it (margin +- SE) ..." with what that means; "" without baselines."""
+    gen, high = result.summary["generated"], result.higher_is_better
+    rivals = [(name, result.summary[name]) for name in MADE_WITHOUT_GENERATOR
+              if name in result.summary and result.summary[name].mean is not None]
+    if not rivals or gen.mean is None:
+        return ""
+    name, best = max(rivals, key=lambda item: item[1].mean if high else -item[1].mean)
+    n_gen, n_best = gen.n - gen.n_nonfinite, best.n - best.n_nonfinite
+    se = math.sqrt(gen.std ** 2 / n_gen + best.std ** 2 / n_best)
+    margin = (gen.mean - best.mean) * (1 if high else -1)
+    word = compare(gen, best, higher_is_better=high)
+    meaning = {"better than": "the generator has learnt more than the checkpoints' mean and spread",
+               "about as well as": ("within noise of it: on a zoo of one training run that is expected (its "
+                                    "checkpoints are near-copies); on several runs, train longer or with --evaluator"),
+               "worse than": "train longer (or with --evaluator), or centre the tokens per element (data.center)"}
+    return (f" The strongest model made without a generator, {baseline_label(name)}, scores {best.mean:.2f}: the "
+            f"generator does {word} it (margin {margin:+.2f} +- {se:.2f}); {meaning[word]}.")
 
 
 def against_noise(result: EvaluationResult) -> dict | None:

@@ -57,6 +57,47 @@ def _itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
+def _metadata(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not (isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+        raise ValueError("__metadata__ is not a mapping of strings to strings")
+    return dict(value)
+
+
+def _entry(name: str, spec: object, data_start: int) -> Entry:
+    """One header entry, checked: a known dtype, a shape of non-negative integers, integer offsets
+    ``0 <= begin <= end`` spanning exactly the shape's bytes."""
+    if not isinstance(spec, dict) or spec.get("dtype") not in DTYPES:
+        dtype = spec.get("dtype") if isinstance(spec, dict) else spec
+        raise ValueError(f"tensor {name!r} has unsupported dtype {dtype}")
+    shape, offsets = spec.get("shape"), spec.get("data_offsets")
+    if not (isinstance(shape, list) and all(type(s) is int and s >= 0 for s in shape)):
+        raise ValueError(f"tensor {name!r} has shape {shape}; expected a list of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        raise ValueError(f"tensor {name!r} has data_offsets {offsets}; expected [begin, end], 0 <= begin <= end")
+    entry = Entry(name, DTYPES[spec["dtype"]], tuple(shape), data_start + offsets[0])
+    if offsets[1] - offsets[0] != entry.nbytes:
+        raise ValueError(f"tensor {name!r}: {offsets[1] - offsets[0]} bytes for shape {shape}")
+    return entry
+
+
+def _check_layout(entries: list[Entry], *, data_start: int, size: int) -> None:
+    """The tensors' bytes lie back to back from the end of the header to the end of the file: no
+    overlap, no gap, nothing after the last one (what the format requires)."""
+    position = data_start
+    for entry in sorted(entries, key=lambda e: (e.offset, e.nbytes)):
+        if entry.offset != position:
+            what = "overlaps the tensor before it" if entry.offset < position else "leaves a gap before it"
+            raise ValueError(f"tensor {entry.name!r} starts at byte {entry.offset}: it {what}")
+        position += entry.nbytes
+    if position > size:
+        raise ValueError(f"truncated: the tensors end at byte {position}, the file has {size}")
+    if position < size:
+        raise ValueError(f"{size - position} bytes after the last tensor (a corrupted file?)")
+
+
 class SafetensorsReader:
     """Header of a safetensors file, and tensors or element ranges read on demand.
 
@@ -78,20 +119,9 @@ class SafetensorsReader:
             header = json.loads(self._file.read(n))
             if not isinstance(header, dict):
                 raise ValueError("header is not a JSON object")
-            self.metadata: dict[str, str] = dict(header.pop("__metadata__", None) or {})
-            entries = []
-            for name, spec in header.items():
-                if spec["dtype"] not in DTYPES:
-                    raise ValueError(f"tensor {name!r} has unsupported dtype {spec['dtype']}")
-                dtype = DTYPES[spec["dtype"]]
-                shape = tuple(int(s) for s in spec["shape"])
-                begin, end = (int(o) for o in spec["data_offsets"])
-                entry = Entry(name, dtype, shape, 8 + n + begin)
-                if end - begin != entry.nbytes:
-                    raise ValueError(f"tensor {name!r}: {end - begin} bytes for shape {list(shape)}")
-                if 8 + n + end > size:
-                    raise ValueError(f"truncated: tensor {name!r} ends at byte {8 + n + end}, file has {size}")
-                entries.append(entry)
+            self.metadata: dict[str, str] = _metadata(header.pop("__metadata__", None))
+            entries = [_entry(name, spec, 8 + n) for name, spec in header.items()]
+            _check_layout(entries, data_start=8 + n, size=size)
         except RpgenError:
             raise
         except Exception as exc:  # any parse failure is the file's fault
@@ -128,12 +158,8 @@ class SafetensorsReader:
 def read_tensors(path: str | Path) -> dict[str, Tensor]:
     """Every tensor of a safetensors file, in file order; an :class:`RpgenError` naming the file if
     the header is unreadable or does not account for the file's size exactly (truncated or extended)."""
-    reader = SafetensorsReader(path)
+    reader = SafetensorsReader(path)  # checks that the tensors account for the file exactly
     try:
-        size = reader.path.stat().st_size
-        end = max((e.offset + e.nbytes for e in reader.entries.values()), default=size)
-        if end != size:
-            raise RpgenError(f"{reader.path}: {size - end} bytes after the last tensor (a corrupted file?)")
         return {name: reader.read(name) for name in reader.entries}
     finally:
         reader.close()

@@ -29,6 +29,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes it 0600; an output gets ordinary permissions
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -45,6 +46,12 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         raise RpgenError(f"cannot write {path}: {why}") from None
     with os.fdopen(fd, "a", encoding="utf-8") as f:
         f.write(line + "\n")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -79,6 +86,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False, later: Seque
         release(owner, tmp / OWNER)
         owner = None
         mark(tmp, later=later)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; an output gets ordinary permissions
         if path.exists() or path.is_symlink():  # another command wrote it while this one ran
             check_output_dir(path, overwrite=overwrite)
             shutil.rmtree(path)

@@ -42,7 +42,7 @@ from rpgen.training.state import check_unchanged, resumed_config, saved_config
 
 def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None = None, *,
           resume: bool = False, overwrite: bool = False, progress: bool = True,
-          stop_after: int | None = None) -> Path:
+          stop_after: int | None = None, device: str = "auto") -> Path:
     """Train a model of ``config.model.method`` on the checkpoints in ``checkpoint_dir``; write ``run_dir``.
 
     With ``resume``, continue ``run_dir`` from its last saved state with the run's own
@@ -67,12 +67,17 @@ def train(checkpoint_dir: str | Path, run_dir: str | Path, config: Config | None
 
     run_dir, checkpoint_dir = Path(run_dir), Path(checkpoint_dir)
     check_not_overlapping(run_dir, {"checkpoint folder": checkpoint_dir})
+    if device not in ("auto", "cpu", "cuda"):
+        raise RpgenError(f"--device {device!r}: choose auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RpgenError("--device cuda: this machine has no CUDA device; use --device cpu")
     # Without an accelerator, several processes (torchrun / accelerate launch --multi_gpu) form a
     # gloo group only when Accelerate is told to use the CPU; `accelerate launch --cpu` starts one process.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
     with run_lock(run_dir) if state.is_main_process else nullcontext():  # one training process group per run
         return _train(checkpoint_dir, run_dir, config, state=state, resume=resume, overwrite=overwrite,
-                      progress=progress, stop_after=stop_after)
+                      progress=progress, stop_after=stop_after, cpu=cpu)
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ class _Start:
 
 
 def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state, resume: bool, overwrite: bool,
-           progress: bool, stop_after: int | None) -> Path:
+           progress: bool, stop_after: int | None, cpu: bool) -> Path:
     from accelerate import Accelerator
 
     if resume:
@@ -106,7 +111,7 @@ def _train(checkpoint_dir: Path, run_dir: Path, config: Config | None, *, state,
         raise RpgenError(f"config model.method = {method.name!r} cannot --resume or stop early; train it again")
     start = _start(CheckpointSet.open(checkpoint_dir, order=config.data.tensor_order), config, method,
                    run_dir=run_dir, state=state, resume=resume)
-    accelerator = Accelerator(mixed_precision=start.config.train.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=start.config.train.mixed_precision, cpu=cpu)
     checkpoints = _start_run_dir(start, run_dir, accelerator=accelerator, resume=resume, overwrite=overwrite,
                                  progress=progress)
     model, loop = _fit(start, method, checkpoints, run_dir, accelerator=accelerator, resume=resume,
