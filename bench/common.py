@@ -31,7 +31,6 @@ from typing import Any
 import torch
 
 import rpgen
-from rpgen.safety.atomic import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -208,6 +207,9 @@ def write_results(name: str, data: dict, render: Callable[[dict], Report], *, re
     for kind, content in (("JSON", json.dumps(data)), ("Markdown", text)):
         if found := ABSOLUTE_PATH.search(content):
             raise ValueError(f"{name}: the {kind} report would hold the machine path {found.group(0)!r}")
+    # imported here, not above: step_time.py runs its workers on an earlier revision of rpgen too
+    from rpgen.safety.atomic import write_text_atomic
+
     results.mkdir(parents=True, exist_ok=True)
     write_text_atomic(results / f"{name}.json", json.dumps(data, indent=1) + "\n")
     write_text_atomic(results / f"{name}.md", text)
@@ -251,7 +253,8 @@ RENDERERS = {"peers": ("peers_report", "render"), "peers_memory": ("peers_report
              "scale_scan": ("scale", "render"),
              "unseen_multimodal_sampling": ("unseen_multimodal", "render"),
              "unseen_multimodal_default": ("unseen_multimodal", "render"),
-             "unseen_multimodal_sized": ("unseen_multimodal", "render")}
+             "unseen_multimodal_sized": ("unseen_multimodal", "render"),
+             "time_to_quality_tensor": ("time_to_quality", "render")}
 """Results whose renderer is not ``render`` in the script of the same name: NAME -> (module, function)."""
 
 

@@ -94,6 +94,21 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                       ("deep-default", "12-layer GPT-2 zoo, sharded save_pretrained folders, default config")):
         if key in hf:
             out.append((what, f"{hf[key]['ckpt']['mean']:.2f}", f"{hf[key]['gen']['mean']:.2f}", "", "hf"))
+    ttq = {(r["zoo"], r["variant"]): r for r in _load("time_to_quality")["rows"]}
+    tensor = {r["zoo"]: r for r in _load("time_to_quality_tensor")["rows"]}
+    for zoo, what in (("tiny-gpt2", "tiny-gpt2 Trainer zoo, one run"),
+                      ("tiny-vit", "tiny ViT (not a built-in zoo), 4 seeds"),
+                      ("digits-10", "digits CNN, 10 training runs")):
+        for variant in ("plain", "evaluator"):
+            r = ttq.get((zoo, variant))
+            if r is None:
+                continue
+            how = "`rpgen train`" if variant == "plain" else "`rpgen train --evaluator`"
+            base = [f"{r['average_mean']:.2f} (average)"] if r.get("average_mean") is not None else []
+            if variant == "plain" and zoo in tensor:
+                base.append(f"{tensor[zoo]['gen_mean']:.2f} (tokens centred per tensor)")
+            out.append((f"{what}, Mamba-2, {how}: {r['train_s']:.0f} s, {r['steps']:,} steps",
+                        f"{r['ckpt_mean']:.2f}", f"{r['gen_mean']:.2f}", "; ".join(base), "time_to_quality"))
     adapters = _load("adapters")["rows"]
     worst = min(adapters, key=lambda r: r["generated_mean"] - r["trained_mean"])
     within = sum(abs(r["generated_mean"] - r["trained_mean"]) <= 0.5 for r in adapters)

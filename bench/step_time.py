@@ -138,28 +138,34 @@ def _find(rows: list[dict], **match) -> dict | None:
 
 
 def conclusions(rows: list[dict], default: str) -> list[str]:
-    """The bars, computed from the rows."""
-    lines = []
+    """The bars, computed from the rows, for each backbone of this checkout (``default``: the
+    config's default backbone, named as such)."""
+    backbones = sorted({r["backbone"] for r in rows if r["impl"] == "new"}, key=lambda b: b != "mamba2")
+    return [line for backbone in backbones for line in _bars(rows, backbone, default)]
+
+
+def _bars(rows: list[dict], backbone: str, default: str) -> list[str]:
+    lines, name = [], f"{backbone}{' (the default)' if backbone == default else ''}"
     for d_model in sorted({r["d_model"] for r in rows}):
-        new = {r["tokens"]: r for r in rows if r["backbone"] == default and r["impl"] == "new"
+        new = {r["tokens"]: r for r in rows if r["backbone"] == backbone and r["impl"] == "new"
                and r["d_model"] == d_model and "skipped" not in r}
         today = {r["tokens"]: r for r in rows
                  if r["impl"] == "today" and r["d_model"] == d_model and "skipped" not in r}
         for tokens in sorted(set(new) & set(today)):
             speed = today[tokens]["step_s"] / new[tokens]["step_s"]
             bar = "" if tokens != 430 else f" (bar >= 2.5x at 430 tokens: **{'met' if speed >= 2.5 else 'not met'}**)"
-            lines.append(f"- d_model {d_model}, {tokens:,} tokens: the default ({default}) step is {speed:.2f}x faster "
+            lines.append(f"- d_model {d_model}, {tokens:,} tokens: the {name} step is {speed:.2f}x faster "
                          f"than today's ({today[tokens]['step_s']:.3f} s vs {new[tokens]['step_s']:.3f} s){bar}.")
         if 1_000 in new and max(new) >= 100_000:
             top = max(new)
             growth = (new[top]["step_s"] / new[1_000]["step_s"]) / (top / 1_000)
-            lines.append(f"- d_model {d_model}: from 1,000 to {top:,} tokens the step time grows "
+            lines.append(f"- {name}, d_model {d_model}: from 1,000 to {top:,} tokens the step time grows "
                          f"{new[top]['step_s'] / new[1_000]['step_s']:.1f}x for {top // 1_000}x the tokens "
                          f"({growth:.2f} of linear; bar <= 1: **{'met' if growth <= 1 else 'not met'}**).")
         over = [(t, r["step_s"] / r["flop_estimate_s"]) for t, r in sorted(new.items()) if t >= 1_000]
         if over:
             worst = max(over, key=lambda x: x[1])
-            lines.append(f"- d_model {d_model}: at >= 1,000 tokens the default step takes "
+            lines.append(f"- {name}, d_model {d_model}: at >= 1,000 tokens the step takes "
                          + ", ".join(f"{x:.1f}x" for _, x in over) + " its FLOP estimate (tokens "
                          + ", ".join(f"{t:,}" for t, _ in over) + f"); worst {worst[1]:.1f}x (bar <= 3x: "
                          f"**{'met' if worst[1] <= 3 else 'not met'}**).")
