@@ -169,7 +169,8 @@ def conclusions(rows: list[dict], default: int) -> list[str]:
                          f"at {par['peak_rss_gb']:.2f} GB peak RSS.")
         if "skipped" in loop:
             lines.append(f"- batch {batch}, {tokens:,} tokens: loop skipped ({loop['skipped']}); chunked scan "
-                         f"(chunk {default}) {total(new):.2f} s forward + backward at {new['peak_rss_gb']:.2f} GB peak RSS.")
+                         f"(chunk {default}) {total(new):.2f} s forward + backward at {new['peak_rss_gb']:.2f} GB "
+                         "peak RSS.")
             continue
         speed = total(loop) / total(new)
         bar = "" if tokens < 10_000 else (" (bar >= 3x: **met**)" if speed >= 3 else " (bar >= 3x: **not met**)")

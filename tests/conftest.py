@@ -180,6 +180,16 @@ def start_python(code: str, *args) -> tuple[subprocess.Popen, str]:
     return proc, line
 
 
+def assert_causal(module: torch.nn.Module, *, width: int) -> None:
+    """Changing tokens 8.. of a 12-token sequence changes ``module``'s output there and nowhere before."""
+    x = torch.randn(1, 12, width)
+    y = module(x)
+    x2 = x.clone()
+    x2[:, 8:] += 1.0
+    torch.testing.assert_close(module(x2)[:, :8], y[:, :8])
+    assert not torch.allclose(module(x2)[:, 8:], y[:, 8:])
+
+
 def saved_bytes(fn, inputs: list[torch.Tensor]) -> int:
     """Bytes autograd keeps for backward (each storage counted once)."""
     storages: dict[int, int] = {}

@@ -55,15 +55,20 @@ def test_recomputed_layers_give_the_same_outputs_and_gradients_and_keep_less():
     assert not mamba_recomputes(auto, batch=8, length=1_000) and mamba_recomputes(auto, batch=8, length=50_000)
 
 
-@pytest.mark.parametrize("segment", [8, 13, 64])
-def test_layers_recomputed_in_segments_match_whole_layers(segment):
+MAMBA1 = {"scan_chunk": 4}
+MAMBA2 = {"backbone": "mamba2", "headdim": 8, "ssd_chunk": 8}
+
+
+@pytest.mark.parametrize("fields, length, segment", [(MAMBA1, 50, 8), (MAMBA1, 50, 13), (MAMBA1, 50, 64),
+                                                     (MAMBA2, 70, 16), (MAMBA2, 70, 24), (MAMBA2, 70, 64)])
+def test_layers_recomputed_in_segments_match_whole_layers(fields, length, segment):
     from rpgen.models.backbones import MambaBackbone
 
-    hidden = torch.randn(3, 50, 16)
+    hidden = torch.randn(3, length, 16)
     results = []
     for recompute in ("off", "on"):
         torch.manual_seed(0)
-        cfg = ModelConfig(d_model=16, d_state=4, mamba_impl="torch", recompute=recompute, scan_chunk=4)
+        cfg = ModelConfig(d_model=16, d_state=4, mamba_impl="torch", recompute=recompute, **fields)
         model = MambaBackbone(cfg, segment=segment)
         y = model(hidden)
         (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
