@@ -18,6 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 PLAIN_EVERY_S = 30.0
 """Without a terminal (a pipe, ``tee``, a CI log), a progress line at most this often per task."""
+ETA_AFTER_S = 10.0
+"""A plain line estimates the time left only once the task has run this long."""
 
 
 @contextmanager
@@ -86,7 +88,7 @@ class PlainProgress:
         if self._show_loss and isinstance(loss, float) and math.isfinite(loss):
             line += f" loss {loss:.4f}"
         line += f", {_duration(elapsed)} elapsed"
-        if task.total and 0 < task.completed < task.total:
+        if task.total and 0 < task.completed < task.total and elapsed >= ETA_AFTER_S:  # first steps warm up
             line += f", eta {_duration(elapsed / task.completed * (task.total - task.completed))}"
         return line
 
