@@ -165,7 +165,12 @@ def train(
         err_console.print(f"interrupted; the last saved state is in {out}. Continue with: "
                           f"rpgen train {checkpoints} --out {out} --resume", highlight=False)
         raise typer.Exit(130) from None
-    console.print(f"trained in {time.perf_counter() - start:.0f} s; generator written to {out}")
+    took = f"trained in {time.perf_counter() - start:.0f} s"
+    if resume:  # the whole run, earlier sessions included, as metrics.jsonl counts it
+        from rpgen.run_dir import RunDir
+
+        took += f" ({RunDir(out).elapsed_s():.0f} s of training in all, with the earlier sessions)"
+    console.print(f"{took}; generator written to {out}")
 
 
 @app.command()

@@ -139,6 +139,21 @@ class RunDir:
             return folder
         return self.path / folder
 
+    def elapsed_s(self) -> float:
+        """Seconds of training logged so far (the last ``elapsed_s`` of ``metrics.jsonl``; 0 when none):
+        a resumed run goes on counting from there."""
+        path = self.path / METRICS
+        if path.is_symlink() or not path.is_file():
+            return 0.0
+        for line in reversed(path.read_text(encoding="utf-8").splitlines()):
+            try:
+                value = json.loads(line).get("elapsed_s")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(value, (int, float)) and value >= 0:
+                return float(value)
+        return 0.0
+
     def record_stop(self, record: dict) -> None:
         """Add why training ended (``stopped``) to ``run.json``."""
         info = read_json_object(self.path / RUN_INFO)

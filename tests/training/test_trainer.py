@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import TINY, check_one_line_error, rpgen, set_args
 from rpgen.config import Config, apply_overrides
+from rpgen.run_dir import RunDir
 from rpgen.training import train
 
 
@@ -24,7 +25,13 @@ def test_stop_and_resume_equals_one_run(digits_zoo, tmp_path):
     assert not (tmp_path / "split" / "generator.safetensors").exists()
     result = rpgen("generate", tmp_path / "split", "--num", 1, "--out", tmp_path / "g")
     assert result.exit_code == 1 and "training has not finished" in result.output
-    assert rpgen("train", digits_zoo, "--out", tmp_path / "split", "--resume", "--no-progress").exit_code == 0
+    before = RunDir(tmp_path / "split").elapsed_s()
+    resumed = rpgen("train", digits_zoo, "--out", tmp_path / "split", "--resume", "--no-progress")
+    assert resumed.exit_code == 0 and "s of training in all, with the earlier sessions" in resumed.output
+    times = [json.loads(line)["elapsed_s"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert before > 0 and times == sorted(times)  # the resumed session goes on counting
+    stopped = json.loads((tmp_path / "split" / "run.json").read_text())["stopped"]
+    assert stopped["train_s"] >= before
     full = load_file(tmp_path / "full" / "generator.safetensors")
     split = load_file(tmp_path / "split" / "generator.safetensors")
     assert all(torch.equal(full[k], split[k]) for k in full)

@@ -51,7 +51,8 @@ class FitLoop:
         self.plateau: stopping.LossPlateau | None = None  # the loss rule, without an evaluator
         self.stopped: tuple[int, str] | None = None  # (step, why) when a stop rule ended training
         self.last_step = 0
-        self.start = time.perf_counter()
+        # a resumed run's times go on from the earlier sessions' (metrics.jsonl, run.json, the CLI)
+        self.start = time.perf_counter() - (runfiles.RunDir(run_dir).elapsed_s() if resume else 0.0)
         self._ema: list[tuple[str, torch.Tensor]] = []  # (name in its stage's module, EMA value)
         self._ema_module: torch.nn.Module | None = None  # the module of the stage that kept an EMA
 
@@ -170,7 +171,7 @@ class FitLoop:
 
     def stop_record(self, *, total: int) -> dict:
         """Why training ended, for run.json."""
-        record = {"step": self.last_step, "steps": total}
+        record = {"step": self.last_step, "steps": total, "train_s": round(time.perf_counter() - self.start, 1)}
         if self.stopped is not None:
             record["reason"] = f"stopped at step {self.stopped[0]} of {total}: {self.stopped[1]}"
         else:

@@ -208,7 +208,6 @@ def read_history(metrics_file: Path) -> list[dict[str, Any]]:
     return [r["eval"] for r in rows if "eval" in r]
 
 
-
 @dataclass
 class LossPlateau:
     """The loss-plateau rule (see the module docstring), fed the logged losses."""
