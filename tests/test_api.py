@@ -23,6 +23,11 @@ def test_train_generate_sample_through_the_api(digits_zoo, tmp_path):
     assert not torch.equal(picked[0]["fc.weight"], picked[1]["fc.weight"])  # same state, new noise
 
 
+def test_collect_returns_the_folder_train_takes(tmp_path):
+    zoo = rpgen.collect("digits", tmp_path / "zoo", num=2, progress=False)
+    assert zoo == tmp_path / "zoo" and len(list(zoo.glob("*.safetensors"))) == 2
+
+
 def test_api_errors_are_rpgen_errors(digits_zoo, tmp_path):
     with pytest.raises(rpgen.RpgenError, match="nope.toml"):
         rpgen.train(digits_zoo, tmp_path / "run", config=tmp_path / "nope.toml")

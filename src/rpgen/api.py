@@ -77,13 +77,13 @@ def load_run(run: str | Path, *, device: str | torch.device = "cpu") -> Run:
 
 
 def collect(zoo: str, out: str | Path, *, num: int | None = None, seed: int = 0, overwrite: bool = False,
-            progress: bool = True, **options: Any) -> str:
+            progress: bool = True, **options: Any) -> Path:
     """Build one of the built-in checkpoint zoos in ``out`` (``rpgen collect --help`` lists them and
-    their options, e.g. ``runs=10`` for digits); returns what the CLI prints: where the
-    checkpoints are and how to train on them."""
+    their options, e.g. ``runs=10`` for digits); returns the folder, ready for :func:`train`."""
     from rpgen.zoo import collect as collect_zoo
 
-    return collect_zoo(zoo, out, num=num, seed=seed, overwrite=overwrite, progress=progress, **options)
+    collect_zoo(zoo, out, num=num, seed=seed, overwrite=overwrite, progress=progress, **options)
+    return Path(out)
 
 
 QUICKSTART_EVALUATOR = "rpgen.zoo.digits:evaluate"
