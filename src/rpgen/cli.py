@@ -35,6 +35,26 @@ DEVICE_HELP = ("auto (a CUDA GPU when there is one, with bf16 autocast and the m
 OVERWRITE_HELP = "Replace OUT if it exists and rpgen wrote it (a folder of your own is never deleted)."
 
 
+METAVARS = {
+    "zoo": "ZOO", "checkpoints": "CHECKPOINTS", "run": "RUN_DIR", "out": "DIR", "generated": "DIR", "base": "FILE|DIR",
+    "num": "N", "seed": "N", "runs": "N", "modes": "K", "rank": "R", "steps": "N", "state": "I", "mix": "A",
+    "temperature": "T", "config": "FILE|PRESET", "set_": "KEY=VALUE", "align": "METHOD", "model": "SPEC",
+    "align_spec": "FILE", "evaluator": "SPEC", "device": "auto|cpu|cuda", "sampler": "ddpm|ddim|dpm",
+    "condition": "CODE",
+}
+"""What --help shows for each argument and option value (instead of {checkpoints} or <list[int]>)."""
+
+
+class _Command(typer.core.TyperCommand):
+    """A command whose --help names values by :data:`METAVARS`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.name in METAVARS:
+                param.metavar = METAVARS[param.name]
+
+
 def _version(value: bool) -> None:
     if value:
         from rpgen import __version__
@@ -77,7 +97,7 @@ def _collect_help() -> str:
             f"checkpoint per epoch (the paper's recipe).\n\nZoos:\n\n{zoos}")
 
 
-@app.command(help=_collect_help())
+@app.command(help=_collect_help(), cls=_Command)
 @_friendly
 def collect(
     zoo: str = typer.Argument(..., help=f"Built-in zoo to build: {', '.join(ZOOS)}."),
@@ -105,7 +125,7 @@ def collect(
     console.print(collect_zoo(zoo, out, num=num, seed=seed, overwrite=overwrite, progress=progress, **given))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def train(
     checkpoints: Path = typer.Argument(..., help="Folder of checkpoints (*.safetensors, *.pt, *.pth) of one "
@@ -173,7 +193,7 @@ def train(
     console.print(f"{took}; generator written to {out}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def generate(
     run: Path = typer.Argument(..., help="Run directory written by `rpgen train`."),
@@ -217,7 +237,7 @@ def generate(
     console.print(f"wrote {len(paths)} models to {out} in {time.perf_counter() - start:.1f} s")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def evaluate(
     run: Path = typer.Argument(..., help="Run directory written by `rpgen train`."),
@@ -244,7 +264,7 @@ def evaluate(
     console.print(f"results: {generated / 'results.json'}, report: {generated / 'report.md'}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Where to put everything."),
