@@ -101,7 +101,8 @@ class ModelConfig:
     headdim: int = 64
     """Mamba-2 only: channels per head (one scalar decay per head); must divide expand * d_model."""
     ssd_chunk: int = 64
-    """Mamba-2 only: tokens per chunk of the state space duality (bench/results/step_time.md)."""
+    """Mamba-2 only: tokens per chunk of the state space duality (matmuls within a chunk, a short
+    recurrence between chunks)."""
     d_conv: int = 4
     expand: int = 2
     mamba_impl: Literal["auto", "torch", "cuda"] = "auto"

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 SSD_CHUNK = 64
-"""Default tokens per chunk (``model.scan_chunk`` for Mamba-2; bench/results/step_time.md)."""
+"""Default tokens per chunk (``model.ssd_chunk``): quadratic work within a chunk, a recurrence between chunks."""
 STATE_BLOCK = 16
 """Chunks whose entering states are computed together in one matrix product."""
 
@@ -123,8 +123,7 @@ def causal_depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Ten
     """``nn.Conv1d(k, k, w, groups=k)`` over tokens whose first w - 1 are the causal padding, in the
     (b, l, k) layout: x (b, w - 1 + l, k), weight (k, 1, w), bias (k,) -> (b, l, k).
 
-    A sum of w shifted products: no transposes, and on CPU several times faster in backward than
-    the grouped convolution (bench/results/step_time.md)."""
+    A sum of w shifted products: no transposes between the (b, l, k) and (b, k, l) layouts."""
     w = weight.shape[-1]
     l = x.shape[1] - w + 1
     out = x[:, :l] * weight[:, 0, 0]
