@@ -88,7 +88,7 @@ def collect(zoo: str, out: str | Path, *, num: int | None = None, seed: int = 0,
 
 QUICKSTART_EVALUATOR = "rpgen.zoo.digits:evaluate"
 QUICKSTART_CHECKPOINTS = 50
-QUICKSTART_ENTRIES = ("checkpoints", "run", "generated", "report.md", ".*.tmp", ".*.lock", ".*.partial")
+QUICKSTART_ENTRIES = ("checkpoints", "run", "generated", "report.md")
 """What ``rpgen quickstart`` writes into its folder (its provenance, rpgen.safety.overwrite)."""
 
 

@@ -65,7 +65,7 @@ LOSS_PLOT = "loss.png"
 RUN_INFO = "run.json"
 CONDITIONS = "conditions.json"
 ALIGNED = "aligned"
-WRITTEN_LATER = (METRICS, STATE, GENERATOR, "pdiff.safetensors", "best.safetensors", LOSS_PLOT, ALIGNED, ".*.tmp")
+WRITTEN_LATER = (METRICS, STATE, GENERATOR, "pdiff.safetensors", "best.safetensors", LOSS_PLOT, ALIGNED)
 """What training adds to a run directory after it starts (its provenance, rpgen.safety.overwrite)."""
 FORMAT = 1
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from rpgen.evaluation.baselines import baseline_label
+from rpgen.evaluation.baselines import SUBSET, baseline_label
 from rpgen.evaluation.memorization import NEAR_COPY
 from rpgen.evaluation.result import EvaluationResult, Summary
 
@@ -82,7 +82,7 @@ def verdict(result: EvaluationResult) -> str:
     return prefix + text + "." + strongest_sentence(result)
 
 
-MADE_WITHOUT_GENERATOR = ("average", "averaged_16", "gaussian", "interpolation", "noise_matched")
+MADE_WITHOUT_GENERATOR = ("average", f"averaged_{SUBSET}", "gaussian", "interpolation", "noise_matched")
 """The baselines a generator must beat to have learnt more than the checkpoints' mean and spread;
 the fixed noise scales are a sweep, not a rival (the verdict compares the matched one)."""
 
@@ -96,8 +96,7 @@ def strongest_sentence(result: EvaluationResult) -> str:
     if not rivals or gen.mean is None:
         return ""
     name, best = max(rivals, key=lambda item: item[1].mean if high else -item[1].mean)
-    n_gen, n_best = gen.n - gen.n_nonfinite, best.n - best.n_nonfinite
-    se = math.sqrt(gen.std ** 2 / n_gen + best.std ** 2 / n_best)
+    se = standard_error(gen, best)
     margin = (gen.mean - best.mean) * (1 if high else -1)
     word = compare(gen, best, higher_is_better=high)
     meaning = {"better than": "the generator has learnt more than the checkpoints' mean and spread",
@@ -118,20 +117,22 @@ def against_noise(result: EvaluationResult) -> dict | None:
     gen, noise = result.summary["generated"], result.summary.get("noise_matched")
     if noise is None or gen.mean is None or noise.mean is None:
         return None
-    n_gen, n_noise = gen.n - gen.n_nonfinite, noise.n - noise.n_nonfinite
-    standard_error = math.sqrt(gen.std ** 2 / n_gen + noise.std ** 2 / n_noise)
+    se = standard_error(gen, noise)
     margin = (gen.mean - noise.mean) * (1 if result.higher_is_better else -1)
     return {"novelty": median(result.novelty["generated"]), "generated_mean": gen.mean,
             "noise_novelty": median(result.novelty["noise_matched"]), "noise_mean": noise.mean,
-            "margin": margin, "standard_error": standard_error, "beats_noise": margin > 2 * standard_error}
+            "margin": margin, "standard_error": se, "beats_noise": margin > 2 * se}
+
+
+def standard_error(a: Summary, b: Summary) -> float:
+    """Standard error of the difference of two groups' means (over their finite values)."""
+    return math.sqrt(a.std ** 2 / (a.n - a.n_nonfinite) + b.std ** 2 / (b.n - b.n_nonfinite))
 
 
 def compare(a: Summary, b: Summary, *, higher_is_better: bool) -> str:
     """"better than", "worse than" or "about as well as": means more than 2 standard errors apart or not."""
-    n_a, n_b = a.n - a.n_nonfinite, b.n - b.n_nonfinite
-    standard_error = math.sqrt(a.std ** 2 / n_a + b.std ** 2 / n_b)
     diff = a.mean - b.mean
-    if abs(diff) <= 2 * standard_error:
+    if abs(diff) <= 2 * standard_error(a, b):
         return "about as well as"
     return "better than" if (diff > 0) == higher_is_better else "worse than"
 

@@ -31,7 +31,7 @@ from rpgen.safety.atomic import atomic_dir
 from rpgen.safety.overwrite import check_not_overlapping
 from rpgen.safety.resources import check_resources
 
-EVALUATION_FILES = ("results.json", "report.md", "*.png", ".*.tmp")
+EVALUATION_FILES = ("results.json", "report.md", "*.png")
 """What ``rpgen evaluate`` adds to a folder of generated models (its provenance, rpgen.safety.overwrite)."""
 
 

@@ -24,7 +24,7 @@ _MAX_PROVENANCE_BYTES = 1 << 20
 
 def mark(folder: str | os.PathLike, *, later: Sequence[str] = ()) -> None:
     """Write ``folder``'s provenance file: its entries now, and ``later`` (names or glob patterns)
-    that rpgen may add after it was written."""
+    that rpgen may add after it was written (its temporary names are always allowed)."""
     folder = Path(folder)
     entries = sorted(p.name for p in folder.iterdir() if p.name != PROVENANCE)
     record = {"written_by": "rpgen", "entries": entries, "later": list(later)}

@@ -280,7 +280,7 @@ def _prepare(out: Path, settings: dict, *, overwrite: bool) -> None:
         return
     (out / TRAIN_DIR).mkdir(parents=True, exist_ok=True)
     (out / HELDOUT_DIR).mkdir(parents=True, exist_ok=True)
-    mark(out, later=(TRAIN_DIR, HELDOUT_DIR, COLLECT_INFO, MANIFEST, EXTRACTOR, ".*.tmp"))
+    mark(out, later=(TRAIN_DIR, HELDOUT_DIR, COLLECT_INFO, MANIFEST, EXTRACTOR))
     write_text_atomic(out / COLLECT_INFO, json.dumps(settings, indent=1) + "\n")
 
 
