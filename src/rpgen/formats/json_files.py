@@ -24,10 +24,12 @@ def read_json_object(path: Path, *, expected: str = "a JSON object") -> dict[str
     path = Path(path)
     if path.is_symlink():
         raise RpgenError(f"{path}: is a symbolic link; rpgen reads side files only from the folder itself")
+    if path.exists() and not path.is_file():  # checked before opening: opening a named pipe would block
+        raise RpgenError(f"{path}: not a regular file")
     try:
         with path.open("rb") as f:
-            if not os.path.isfile(path) or os.fstat(f.fileno()).st_size > MAX_JSON_BYTES:
-                raise RpgenError(f"{path}: not a regular file of at most {MAX_JSON_BYTES >> 20} MB")
+            if os.fstat(f.fileno()).st_size > MAX_JSON_BYTES:
+                raise RpgenError(f"{path}: larger than {MAX_JSON_BYTES >> 20} MB")
             data = json.loads(f.read(MAX_JSON_BYTES + 1).decode("utf-8"))
     except OSError as exc:
         raise RpgenError(f"{path}: cannot read ({exc.strerror or exc})") from None
